@@ -1,0 +1,45 @@
+"""Layer 0: settings, ids, clocks and errors. Knows no capability."""
+
+from kiln.core import errors
+from kiln.core.clock import from_millis, now_millis, to_millis
+from kiln.core.errors import (
+    Conflict,
+    ConfigError,
+    IntegrityError,
+    InvalidInput,
+    KilnError,
+    MissingDependency,
+    NotFound,
+    StoreUnavailable,
+)
+from kiln.core.ids import new_id
+from kiln.core.settings import (
+    Settings,
+    configure,
+    get_settings,
+    load_settings,
+    mask_url,
+    reset_settings,
+)
+
+__all__ = [
+    "Conflict",
+    "ConfigError",
+    "IntegrityError",
+    "InvalidInput",
+    "KilnError",
+    "MissingDependency",
+    "NotFound",
+    "Settings",
+    "StoreUnavailable",
+    "configure",
+    "errors",
+    "from_millis",
+    "get_settings",
+    "load_settings",
+    "mask_url",
+    "new_id",
+    "now_millis",
+    "reset_settings",
+    "to_millis",
+]

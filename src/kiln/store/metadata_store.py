@@ -1,0 +1,213 @@
+"""The metadata store: one SQL database (SQLite by default, PostgreSQL at scale).
+
+Capabilities never open connections themselves; they ask for a :meth:`MetadataStore.read`
+or :meth:`MetadataStore.write` transaction. On SQLite a write transaction starts with
+``BEGIN IMMEDIATE`` so concurrent writers queue on the busy timeout instead of failing
+with "database is locked" when a read transaction tries to upgrade to a write. The schema
+is migrated by the Alembic scripts shipped in this package on first use, under a lock so
+two processes opening a fresh store at once do not race.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+
+from kiln.core import ConfigError, KilnError, MissingDependency, StoreUnavailable, mask_url
+
+__all__ = ["VERSION_TABLE", "MetadataStore", "open_metadata_store"]
+
+VERSION_TABLE = "kiln_alembic_version"
+_MIGRATIONS = Path(__file__).with_name("migrations")
+_PG_MIGRATION_LOCK = 0x6B696C6E  # "kiln"
+_SQLITE_BUSY_TIMEOUT_S = 60.0
+
+
+def _normalize_url(url: str) -> sa.URL:
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError:
+        raise ConfigError(f"KILN_DB_URL: malformed database URL {mask_url(url)!r}") from None
+    backend = parsed.get_backend_name()
+    if backend in ("postgresql", "postgres"):
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            raise MissingDependency(
+                "the PostgreSQL metadata store needs psycopg: pip install 'kiln[postgres]'"
+            ) from None
+        return parsed.set(drivername="postgresql+psycopg")
+    if backend == "sqlite":
+        return parsed
+    raise ConfigError(
+        f"KILN_DB_URL: unknown database scheme {backend!r}; supported schemes: sqlite, postgresql"
+    )
+
+
+def _sqlite_engine(url: sa.URL) -> Engine:
+    if url.database:
+        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(
+        url,
+        connect_args={"timeout": _SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_conn.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {int(_SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get("kiln_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    return engine
+
+
+class MetadataStore:
+    """A handle on one metadata database; cheap to share, safe across threads."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._sa_url = _normalize_url(url)
+        self.dialect: str = self._sa_url.get_backend_name()
+        if self.dialect == "sqlite":
+            self.engine = _sqlite_engine(self._sa_url)
+        else:
+            self.engine = sa.create_engine(self._sa_url, pool_pre_ping=True)
+        self._ready = False
+        self._ready_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"MetadataStore({mask_url(self.url)!r})"
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read transaction (a consistent snapshot on both dialects)."""
+        self._ensure_schema()
+        with self._connect(write=False) as conn, conn.begin():
+            yield conn
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction: committed on exit, rolled back on any exception."""
+        self._ensure_schema()
+        with self._connect(write=True) as conn, conn.begin():
+            yield conn
+
+    @contextmanager
+    def _connect(self, *, write: bool) -> Iterator[Connection]:
+        try:
+            conn = self.engine.connect()
+        except sa.exc.OperationalError as exc:
+            raise StoreUnavailable(
+                f"cannot reach the metadata store {mask_url(self.url)!r}: {exc.orig}"
+            ) from None
+        try:
+            if write:
+                conn = conn.execution_options(kiln_write=True)
+            yield conn
+        finally:
+            conn.close()
+
+    # -- schema ---------------------------------------------------------------------------
+
+    def current_revision(self) -> str | None:
+        with self._connect(write=False) as conn, conn.begin():
+            ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+            return ctx.get_current_revision()
+
+    def upgrade(self) -> str:
+        """Apply every pending migration (idempotent, safe to race); return the revision."""
+        head = _head_revision()
+        with self._connect(write=True) as conn, conn.begin():
+            if self.dialect == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+            ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+            current = ctx.get_current_revision()
+            if current != head:
+                _check_known(current)
+                cfg = _alembic_config()
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+        self._ready = True
+        return head
+
+    def _ensure_schema(self) -> None:
+        if self._ready:
+            return
+        with self._ready_lock:
+            if self._ready:
+                return
+            if self.current_revision() != _head_revision():
+                self.upgrade()
+            self._ready = True
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+_HEAD: str | None = None
+
+
+def _alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    return cfg
+
+
+def _head_revision() -> str:
+    global _HEAD
+    if _HEAD is None:
+        head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+        if head is None:  # pragma: no cover - the package always ships migrations
+            raise KilnError("no metadata migrations are packaged with kiln")
+        _HEAD = head
+    return _HEAD
+
+
+def _check_known(revision: str | None) -> None:
+    if revision is None:
+        return
+    script = ScriptDirectory.from_config(_alembic_config())
+    try:
+        script.get_revision(revision)
+    except Exception:
+        raise ConfigError(
+            f"the metadata store is at schema revision {revision!r}, which this version of "
+            "kiln does not know; upgrade kiln"
+        ) from None
+
+
+_stores: dict[tuple[str, int], MetadataStore] = {}
+_stores_lock = threading.Lock()
+
+
+def open_metadata_store(url: str) -> MetadataStore:
+    """One shared :class:`MetadataStore` per URL and process (a forked child gets its own)."""
+    key = (url, os.getpid())
+    store = _stores.get(key)
+    if store is None:
+        with _stores_lock:
+            store = _stores.get(key)
+            if store is None:
+                store = _stores[key] = MetadataStore(url)
+    return store

@@ -1,0 +1,118 @@
+"""Run artifacts: logical paths per run mapped to content-addressed blobs.
+
+The blob is written (atomically) before its row, so a crash can leave an unreferenced
+blob but never a row pointing at missing or partial bytes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from kiln.core import NotFound, now_millis
+from kiln.tracking import _tables as t
+from kiln.tracking import _validate as v
+from kiln.tracking._queries import close_matches, get_run
+from kiln.tracking.client import TrackingClient, default_client
+from kiln.tracking.records import ArtifactRecord
+
+__all__ = ["download_artifacts", "list_artifacts"]
+
+
+def _upsert(client: TrackingClient, run_id: str, rows: list[dict[str, Any]]) -> None:
+    with client.meta.write() as conn:
+        conn.execute(
+            t.artifacts.delete().where(
+                t.artifacts.c.run_id == run_id, t.artifacts.c.path.in_([r["path"] for r in rows])
+            )
+        )
+        conn.execute(t.artifacts.insert(), rows)
+
+
+def log_files(
+    client: TrackingClient, run_id: str, pairs: Sequence[tuple[Path, str]]
+) -> list[ArtifactRecord]:
+    rows = []
+    now = now_millis()
+    for src, dest in pairs:
+        info = client.blobs.put_file(src)
+        rows.append({"run_id": run_id, "path": dest, "digest": info.digest, "size": info.size, "created_at": now})
+    if rows:
+        _upsert(client, run_id, rows)
+    return [ArtifactRecord(path=r["path"], size=r["size"], digest=r["digest"]) for r in rows]
+
+
+def log_bytes(client: TrackingClient, run_id: str, data: bytes, dest: str) -> ArtifactRecord:
+    info = client.blobs.put_bytes(data)
+    _upsert(client, run_id, [{"run_id": run_id, "path": dest, "digest": info.digest, "size": info.size, "created_at": now_millis()}])
+    return ArtifactRecord(path=dest, size=info.size, digest=info.digest)
+
+
+def _run_id(run: Any) -> str:
+    run_id = getattr(run, "id", run)
+    if not isinstance(run_id, str):
+        raise NotFound(f"expected a run, run record or run id; got {run!r}")
+    return run_id
+
+
+def _files(client: TrackingClient, run_id: str, path: str) -> list[ArtifactRecord]:
+    get_run(client, run_id)  # NotFound for an unknown run
+    cond = [t.artifacts.c.run_id == run_id]
+    if path:
+        cond.append(sa.or_(t.artifacts.c.path == path, t.artifacts.c.path.startswith(f"{path}/", autoescape=True)))
+    with client.meta.read() as conn:
+        rows = conn.execute(
+            sa.select(t.artifacts.c.path, t.artifacts.c.size, t.artifacts.c.digest)
+            .where(*cond)
+            .order_by(t.artifacts.c.path)
+        ).all()
+    return [ArtifactRecord(path=r.path, size=r.size, digest=r.digest) for r in rows]
+
+
+def list_artifacts(
+    run: Any, path: str = "", *, recursive: bool = True, client: TrackingClient | None = None
+) -> list[ArtifactRecord]:
+    """Files logged by ``run`` under ``path``; non-recursive lists one level, with dirs."""
+    client = client or default_client()
+    prefix = v.artifact_path(path)
+    files = _files(client, _run_id(run), prefix)
+    if recursive:
+        return files
+    level: dict[str, ArtifactRecord] = {}
+    base = f"{prefix}/" if prefix else ""
+    for f in files:
+        if f.path == prefix:
+            return [f]
+        head, _, rest = f.path[len(base) :].partition("/")
+        key = base + head
+        if rest:
+            old = level.get(key)
+            size = f.size + (old.size if old else 0)
+            level[key] = ArtifactRecord(path=key, size=size, digest=None, is_dir=True)
+        else:
+            level[key] = f
+    return list(level.values())
+
+
+def download_artifacts(
+    run: Any, path: str = "", dst: str | os.PathLike[str] = ".", *, client: TrackingClient | None = None
+) -> Path:
+    """Copy a logged file or directory into ``dst``, verifying every blob's sha256.
+
+    Returns the local path of what ``path`` names (``dst/path``).
+    """
+    client = client or default_client()
+    run_id = _run_id(run)
+    prefix = v.artifact_path(path)
+    files = _files(client, run_id, prefix)
+    if not files:
+        known = [f.path for f in _files(client, run_id, "")]
+        raise NotFound(f"run {run_id} has no artifact {prefix!r}{close_matches(prefix, known)}")
+    root = Path(dst)
+    for f in files:
+        client.blobs.get_file(f.digest or "", root / f.path)
+    return root / prefix if prefix else root

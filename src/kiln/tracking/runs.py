@@ -1,0 +1,150 @@
+"""Reading runs back: get, search, compare, metric history, artifacts.
+
+Every function returns frozen records; a record never changes under later writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from kiln.core import InvalidInput, NotFound, from_millis
+from kiln.tracking import _tables as t
+from kiln.tracking._queries import close_matches, experiment_id, get_run, load_runs, reap_dead_runs
+from kiln.tracking.artifacts import download_artifacts, list_artifacts
+from kiln.tracking.client import TrackingClient, default_client
+from kiln.tracking.records import MetricPoint, RunRecord
+from kiln.tracking.search import compile_filter, compile_order, parse_order
+
+__all__ = [
+    "RunComparison",
+    "compare",
+    "download_artifacts",
+    "get",
+    "list_artifacts",
+    "metric_history",
+    "search",
+]
+
+DEFAULT_LIMIT = 1000
+
+
+def get(run_id: str, *, client: TrackingClient | None = None) -> RunRecord:
+    """The run as stored now; ``NotFound`` for an unknown id."""
+    client = client or default_client()
+    reap_dead_runs(client)
+    return get_run(client, run_id)
+
+
+def search(
+    experiment: str | Sequence[str] | None = None,
+    filter: str | None = None,  # noqa: A002 - the name users know
+    order_by: Sequence[str] | str | None = None,
+    limit: int | None = DEFAULT_LIMIT,
+    *,
+    client: TrackingClient | None = None,
+) -> list[RunRecord]:
+    """Runs of ``experiment`` (a name, names, or all) matching ``filter``, in ``order_by``.
+
+    ``filter`` example: ``"metrics.val_auc > 0.9 and params.num_leaves = 31"``;
+    ``order_by`` example: ``["-metrics.val_auc", "attributes.start_time"]``. Without an
+    order, newest runs come first. ``limit=None`` returns every match.
+    """
+    client = client or default_client()
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise InvalidInput(f"limit must be a positive integer or None; got {limit!r}")
+    conditions = compile_filter(filter)
+    keys = parse_order(order_by)
+    reap_dead_runs(client)
+    with client.meta.read() as conn:
+        if experiment is not None:
+            names = [experiment] if isinstance(experiment, str) else list(experiment)
+            ids = [experiment_id(conn, name) for name in names]
+            conditions.append(t.runs.c.experiment_id.in_(ids))
+        query = compile_order(sa.select(t.runs.c.id).where(*conditions), keys)
+        if limit is not None:
+            query = query.limit(limit)
+        run_ids = list(conn.execute(query).scalars())
+        return load_runs(conn, run_ids)
+
+
+def metric_history(run_id: str, key: str, *, client: TrackingClient | None = None) -> list[MetricPoint]:
+    """Every value logged for ``key``, by step then time."""
+    client = client or default_client()
+    client.flush()
+    get_run(client, run_id)
+    m = t.metrics.c
+    with client.meta.read() as conn:
+        rows = conn.execute(
+            sa.select(m.step, m.value, m.is_nan, m.timestamp)
+            .where(m.run_id == run_id, m.key == key)
+            .order_by(m.step, m.timestamp, m.id)
+        ).all()
+        if not rows:
+            known = conn.execute(
+                sa.select(t.latest_metrics.c.key).where(t.latest_metrics.c.run_id == run_id)
+            ).scalars()
+            raise NotFound(f"run {run_id} has no metric {key!r}{close_matches(key, known)}")
+    return [
+        MetricPoint(
+            key=key,
+            step=r.step,
+            value=float("nan") if r.is_nan else r.value,
+            timestamp=from_millis(r.timestamp),  # type: ignore[arg-type]
+        )
+        for r in rows
+    ]
+
+
+@dataclass(frozen=True)
+class RunComparison:
+    """Runs side by side: every param and metric key any of them has."""
+
+    runs: tuple[RunRecord, ...]
+    param_keys: tuple[str, ...]
+    metric_keys: tuple[str, ...]
+
+    @property
+    def differing_params(self) -> tuple[str, ...]:
+        return tuple(
+            k for k in self.param_keys if len({repr(r.params.get(k)) for r in self.runs}) > 1
+        )
+
+    def rows(self) -> list[tuple[str, list[Any]]]:
+        """(field, one value per run) rows: attributes, then params, then metrics."""
+        out: list[tuple[str, list[Any]]] = [
+            ("name", [r.name for r in self.runs]),
+            ("experiment", [r.experiment for r in self.runs]),
+            ("status", [r.status for r in self.runs]),
+            ("duration_s", [r.duration_s for r in self.runs]),
+        ]
+        out += [(f"params.{k}", [r.params.get(k) for r in self.runs]) for k in self.param_keys]
+        out += [(f"metrics.{k}", [r.metrics.get(k) for r in self.runs]) for k in self.metric_keys]
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "runs": [r.to_dict() for r in self.runs],
+            "param_keys": list(self.param_keys),
+            "metric_keys": list(self.metric_keys),
+            "differing_params": list(self.differing_params),
+        }
+
+
+def compare(run_ids: Sequence[str], *, client: TrackingClient | None = None) -> RunComparison:
+    client = client or default_client()
+    if isinstance(run_ids, str) or len(run_ids) < 1:
+        raise InvalidInput("compare needs a list of one or more run ids")
+    reap_dead_runs(client)
+    with client.meta.read() as conn:
+        records = load_runs(conn, list(run_ids))
+    found = {r.id for r in records}
+    missing = [r for r in run_ids if r not in found]
+    if missing:
+        raise NotFound(f"no run with id {missing[0]!r}")
+    params = sorted({k for r in records for k in r.params})
+    metrics = sorted({k for r in records for k in r.metrics})
+    return RunComparison(tuple(records), tuple(params), tuple(metrics))
