@@ -1,8 +1,8 @@
 """``kiln.errors``: the exception hierarchy (defined in :mod:`kiln.core.errors`)."""
 
 from kiln.core.errors import (
-    Conflict,
     ConfigError,
+    Conflict,
     IntegrityError,
     InvalidInput,
     KilnError,
@@ -12,8 +12,8 @@ from kiln.core.errors import (
 )
 
 __all__ = [
-    "Conflict",
     "ConfigError",
+    "Conflict",
     "IntegrityError",
     "InvalidInput",
     "KilnError",

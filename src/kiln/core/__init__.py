@@ -3,8 +3,8 @@
 from kiln.core import errors
 from kiln.core.clock import from_millis, now_millis, to_millis
 from kiln.core.errors import (
-    Conflict,
     ConfigError,
+    Conflict,
     IntegrityError,
     InvalidInput,
     KilnError,
@@ -23,8 +23,8 @@ from kiln.core.settings import (
 )
 
 __all__ = [
-    "Conflict",
     "ConfigError",
+    "Conflict",
     "IntegrityError",
     "InvalidInput",
     "KilnError",

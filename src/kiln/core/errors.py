@@ -18,8 +18,8 @@ show them as one line without a traceback.
 from __future__ import annotations
 
 __all__ = [
-    "Conflict",
     "ConfigError",
+    "Conflict",
     "IntegrityError",
     "InvalidInput",
     "KilnError",

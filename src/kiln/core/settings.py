@@ -23,8 +23,8 @@ from urllib.parse import urlsplit, urlunsplit
 from kiln.core.errors import ConfigError
 
 __all__ = [
-    "DB_SCHEMES",
     "ARTIFACT_SCHEMES",
+    "DB_SCHEMES",
     "Settings",
     "configure",
     "get_settings",
@@ -138,7 +138,7 @@ def _check_db_url(url: str, where: str) -> str:
 def _check_artifact_uri(uri: str, where: str) -> str:
     match = _SCHEME_RE.match(uri)
     if not match:
-        if "://" in uri or ":" in uri.split("/", 1)[0] and len(uri.split(":", 1)[0]) > 1:
+        if "://" in uri or (":" in uri.split("/", 1)[0] and len(uri.split(":", 1)[0]) > 1):
             raise ConfigError(
                 f"{where}: malformed artifact URI {uri!r}; expected a directory, "
                 "file:///PATH or s3://BUCKET/PREFIX"
@@ -161,7 +161,9 @@ def _positive_float(value: Any, where: str) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{where}: expected a positive number of seconds, got {value!r}") from None
+        raise ConfigError(
+            f"{where}: expected a positive number of seconds, got {value!r}"
+        ) from None
     if not number > 0:
         raise ConfigError(f"{where}: expected a positive number of seconds, got {value!r}")
     return number

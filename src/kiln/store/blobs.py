@@ -110,7 +110,8 @@ class FsspecBlobStore:
             raise NotFound(f"cannot store {str(src)!r}: no such file")
         info = _hash_file(src)
         if not self.exists(info.digest):
-            self._write(info.digest, lambda out: shutil.copyfileobj(src.open("rb"), out, _CHUNK))
+            with src.open("rb") as fh:
+                self._write(info.digest, lambda out: shutil.copyfileobj(fh, out, _CHUNK))
         return info
 
     def put_bytes(self, data: bytes) -> BlobInfo:

@@ -140,7 +140,9 @@ class MetadataStore:
         head = _head_revision()
         with self._connect(write=True) as conn, conn.begin():
             if self.dialect == "postgresql":
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+                conn.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK}
+                )
             ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
             current = ctx.get_current_revision()
             if current != head:

@@ -34,9 +34,7 @@ KEY_PACKAGES = (
 
 def _git(*args: str) -> str | None:
     try:
-        out = subprocess.run(
-            ["git", *args], capture_output=True, text=True, timeout=5, check=True
-        )
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5, check=True)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip()

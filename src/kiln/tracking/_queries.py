@@ -96,8 +96,9 @@ def load_runs(conn: Connection, run_ids: Sequence[str]) -> list[RunRecord]:
         for row in conn.execute(query):
             rows[row.id] = row
         for r in conn.execute(
-            sa.select(t.params.c.run_id, t.params.c.key, t.params.c.value, t.params.c.value_type)
-            .where(t.params.c.run_id.in_(chunk))
+            sa.select(
+                t.params.c.run_id, t.params.c.key, t.params.c.value, t.params.c.value_type
+            ).where(t.params.c.run_id.in_(chunk))
         ):
             params[r[0]][r[1]] = decode(r[2], r[3])
         for r in conn.execute(
@@ -130,7 +131,7 @@ def load_runs(conn: Connection, run_ids: Sequence[str]) -> list[RunRecord]:
         if row is None:
             continue
         start = from_millis(row.start_time)
-        assert start is not None  # noqa: S101 - NOT NULL column
+        assert start is not None
         out.append(
             RunRecord(
                 id=row.id,

@@ -24,7 +24,9 @@ def check_key(kind: str, key: Any) -> str:
 
 def check_name(kind: str, name: Any) -> str:
     if not isinstance(name, str) or not name.strip() or len(name) > 256:
-        raise InvalidInput(f"{kind} name must be a non-empty string of at most 256 characters; got {name!r}")
+        raise InvalidInput(
+            f"{kind} name must be a non-empty string of at most 256 characters; got {name!r}"
+        )
     return name
 
 

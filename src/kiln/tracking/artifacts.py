@@ -40,7 +40,15 @@ def log_files(
     now = now_millis()
     for src, dest in pairs:
         info = client.blobs.put_file(src)
-        rows.append({"run_id": run_id, "path": dest, "digest": info.digest, "size": info.size, "created_at": now})
+        rows.append(
+            {
+                "run_id": run_id,
+                "path": dest,
+                "digest": info.digest,
+                "size": info.size,
+                "created_at": now,
+            }
+        )
     if rows:
         _upsert(client, run_id, rows)
     return [ArtifactRecord(path=r["path"], size=r["size"], digest=r["digest"]) for r in rows]
@@ -48,7 +56,19 @@ def log_files(
 
 def log_bytes(client: TrackingClient, run_id: str, data: bytes, dest: str) -> ArtifactRecord:
     info = client.blobs.put_bytes(data)
-    _upsert(client, run_id, [{"run_id": run_id, "path": dest, "digest": info.digest, "size": info.size, "created_at": now_millis()}])
+    _upsert(
+        client,
+        run_id,
+        [
+            {
+                "run_id": run_id,
+                "path": dest,
+                "digest": info.digest,
+                "size": info.size,
+                "created_at": now_millis(),
+            }
+        ],
+    )
     return ArtifactRecord(path=dest, size=info.size, digest=info.digest)
 
 
@@ -63,7 +83,12 @@ def _files(client: TrackingClient, run_id: str, path: str) -> list[ArtifactRecor
     get_run(client, run_id)  # NotFound for an unknown run
     cond = [t.artifacts.c.run_id == run_id]
     if path:
-        cond.append(sa.or_(t.artifacts.c.path == path, t.artifacts.c.path.startswith(f"{path}/", autoescape=True)))
+        cond.append(
+            sa.or_(
+                t.artifacts.c.path == path,
+                t.artifacts.c.path.startswith(f"{path}/", autoescape=True),
+            )
+        )
     with client.meta.read() as conn:
         rows = conn.execute(
             sa.select(t.artifacts.c.path, t.artifacts.c.size, t.artifacts.c.digest)
@@ -99,7 +124,11 @@ def list_artifacts(
 
 
 def download_artifacts(
-    run: Any, path: str = "", dst: str | os.PathLike[str] = ".", *, client: TrackingClient | None = None
+    run: Any,
+    path: str = "",
+    dst: str | os.PathLike[str] = ".",
+    *,
+    client: TrackingClient | None = None,
 ) -> Path:
     """Copy a logged file or directory into ``dst``, verifying every blob's sha256.
 

@@ -44,7 +44,9 @@ class TrackingClient:
         **settings: object,
     ) -> TrackingClient:
         """A client for explicit URLs; unnamed settings resolve as usual."""
-        return cls.from_settings(load_settings(db_url=db_url, artifact_uri=artifact_uri, **settings))
+        return cls.from_settings(
+            load_settings(db_url=db_url, artifact_uri=artifact_uri, **settings)
+        )
 
     @property
     def writer(self) -> MetricWriter:

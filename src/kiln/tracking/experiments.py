@@ -38,7 +38,7 @@ def _records(client: TrackingClient, name: str | None = None) -> _list[Experimen
     ]
 
 
-def list(*, client: TrackingClient | None = None) -> _list[ExperimentRecord]:  # noqa: A001
+def list(*, client: TrackingClient | None = None) -> _list[ExperimentRecord]:
     """Every experiment, oldest first, with its number of runs."""
     return _records(client or default_client())
 
@@ -63,7 +63,9 @@ def rename(old: str, new: str, *, client: TrackingClient | None = None) -> Exper
     v.check_name("experiment", new)
     with client.meta.write() as conn:
         exp = experiment_id(conn, v.check_name("experiment", old))
-        taken = conn.execute(sa.select(t.experiments.c.id).where(t.experiments.c.name == new)).scalar()
+        taken = conn.execute(
+            sa.select(t.experiments.c.id).where(t.experiments.c.name == new)
+        ).scalar()
         if taken is not None and taken != exp:
             raise Conflict(f"cannot rename experiment {old!r} to {new!r}: that name is taken")
         conn.execute(t.experiments.update().where(t.experiments.c.id == exp).values(name=new))

@@ -73,7 +73,9 @@ class Run:
         """Record params; re-logging the same value is fine, a different one is a Conflict."""
         self._check_live("params")
         if not isinstance(params, Mapping):
-            raise InvalidInput(f"params must be a mapping of key to value, got {type(params).__name__}")
+            raise InvalidInput(
+                f"params must be a mapping of key to value, got {type(params).__name__}"
+            )
         encoded = {v.check_key("param", k): encode(k, val) for k, val in params.items()}
         if not encoded:
             return
@@ -137,7 +139,9 @@ class Run:
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         if not isinstance(metrics, Mapping):
-            raise InvalidInput(f"metrics must be a mapping of key to number, got {type(metrics).__name__}")
+            raise InvalidInput(
+                f"metrics must be a mapping of key to number, got {type(metrics).__name__}"
+            )
         for key, value in metrics.items():
             self.log_metric(key, value, step=step)
 
@@ -147,7 +151,9 @@ class Run:
 
     # -- artifacts and lineage ------------------------------------------------------------
 
-    def log_artifact(self, local_path: str | os.PathLike[str], artifact_path: str = "") -> ArtifactRecord:
+    def log_artifact(
+        self, local_path: str | os.PathLike[str], artifact_path: str = ""
+    ) -> ArtifactRecord:
         """Store one file under ``artifact_path/<file name>``."""
         from kiln.tracking.artifacts import log_files
 
@@ -158,7 +164,9 @@ class Run:
         dest = v.artifact_path(f"{v.artifact_path(artifact_path)}/{src.name}")
         return log_files(self.client, self.id, [(src, dest)])[0]
 
-    def log_artifacts(self, local_dir: str | os.PathLike[str], artifact_path: str = "") -> list[ArtifactRecord]:
+    def log_artifacts(
+        self, local_dir: str | os.PathLike[str], artifact_path: str = ""
+    ) -> list[ArtifactRecord]:
         """Store every file under ``local_dir``, keeping the tree under ``artifact_path``."""
         from kiln.tracking.artifacts import log_files
 
@@ -245,12 +253,17 @@ class Run:
 def write_tags(client: TrackingClient, run_id: str, tags: Mapping[str, Any]) -> None:
     if not isinstance(tags, Mapping):
         raise InvalidInput(f"tags must be a mapping of key to value, got {type(tags).__name__}")
-    rows = [{"run_id": run_id, "key": v.check_key("tag", k), "value": str(val)} for k, val in tags.items()]
+    rows = [
+        {"run_id": run_id, "key": v.check_key("tag", k), "value": str(val)}
+        for k, val in tags.items()
+    ]
     if not rows:
         return
     with client.meta.write() as conn:
         conn.execute(
-            t.tags.delete().where(t.tags.c.run_id == run_id, t.tags.c.key.in_([r["key"] for r in rows]))
+            t.tags.delete().where(
+                t.tags.c.run_id == run_id, t.tags.c.key.in_([r["key"] for r in rows])
+            )
         )
         conn.execute(t.tags.insert(), rows)
 
@@ -292,16 +305,19 @@ def start_run(
     now = now_millis()
     env_key = (client.meta.url, env_id, os.getpid())
     with client.meta.write() as conn:
-        if parent_id is not None and conn.execute(
-            sa.select(t.runs.c.id).where(t.runs.c.id == parent_id)
-        ).first() is None:
+        if (
+            parent_id is not None
+            and conn.execute(sa.select(t.runs.c.id).where(t.runs.c.id == parent_id)).first() is None
+        ):
             raise NotFound(f"parent run {parent_id!r} does not exist")
         if env_key not in _env_written:
             exists = conn.execute(
                 sa.select(t.environments.c.id).where(t.environments.c.id == env_id)
             ).first()
             if exists is None:
-                conn.execute(t.environments.insert().values(id=env_id, data=env_json, created_at=now))
+                conn.execute(
+                    t.environments.insert().values(id=env_id, data=env_json, created_at=now)
+                )
         conn.execute(
             t.runs.insert().values(
                 id=run_id,
@@ -317,7 +333,10 @@ def start_run(
         if tags:
             conn.execute(
                 t.tags.insert(),
-                [{"run_id": run_id, "key": v.check_key("tag", k), "value": str(val)} for k, val in tags.items()],
+                [
+                    {"run_id": run_id, "key": v.check_key("tag", k), "value": str(val)}
+                    for k, val in tags.items()
+                ],
             )
     _env_written.add(env_key)
     run = Run(
@@ -344,5 +363,5 @@ def _end_unended_runs() -> None:
                 run.end(RunStatus.FAILED, error=f"{type(failed).__name__}: {failed}")
             else:
                 run.end(RunStatus.FINISHED)
-        except Exception:  # noqa: S112 - best effort at exit; the heartbeat covers the rest
+        except Exception:
             continue

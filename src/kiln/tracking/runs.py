@@ -41,7 +41,7 @@ def get(run_id: str, *, client: TrackingClient | None = None) -> RunRecord:
 
 def search(
     experiment: str | Sequence[str] | None = None,
-    filter: str | None = None,  # noqa: A002 - the name users know
+    filter: str | None = None,
     order_by: Sequence[str] | str | None = None,
     limit: int | None = DEFAULT_LIMIT,
     *,
@@ -71,7 +71,9 @@ def search(
         return load_runs(conn, run_ids)
 
 
-def metric_history(run_id: str, key: str, *, client: TrackingClient | None = None) -> list[MetricPoint]:
+def metric_history(
+    run_id: str, key: str, *, client: TrackingClient | None = None
+) -> list[MetricPoint]:
     """Every value logged for ``key``, by step then time."""
     client = client or default_client()
     client.flush()

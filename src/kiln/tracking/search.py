@@ -43,9 +43,16 @@ _TOKEN = re.compile(
     re.VERBOSE | re.IGNORECASE,
 )
 _KIND = {
-    "metric": "metrics", "metrics": "metrics", "param": "params", "params": "params",
-    "tag": "tags", "tags": "tags", "attribute": "attributes", "attributes": "attributes",
-    "attr": "attributes", "run": "attributes",
+    "metric": "metrics",
+    "metrics": "metrics",
+    "param": "params",
+    "params": "params",
+    "tag": "tags",
+    "tags": "tags",
+    "attribute": "attributes",
+    "attributes": "attributes",
+    "attr": "attributes",
+    "run": "attributes",
 }
 _ATTRIBUTES = ("status", "name", "id", "run_id", "start_time", "end_time", "experiment")
 _OPS = "=, !=, <, <=, >, >=, LIKE, ILIKE, IN, NOT IN"
@@ -95,12 +102,13 @@ def _tokens(text: str, source: str) -> list[Token]:
 
 def _split_field(tok: Token) -> tuple[str, str]:
     prefix, _, name = tok.text.partition(".")
-    if name[:1] in "`\"" and name[-1:] == name[:1]:
+    if name[:1] in '`"' and name[-1:] == name[:1]:
         name = name[1:-1]
     kind = _KIND[prefix.lower()]
     if kind == "attributes" and name.lower() not in _ATTRIBUTES:
         raise InvalidInput(
-            f"unknown attribute {name!r} at position {tok.pos}; attributes: {', '.join(_ATTRIBUTES)}"
+            f"unknown attribute {name!r} at position {tok.pos}; "
+            f"attributes: {', '.join(_ATTRIBUTES)}"
         )
     return kind, name.lower() if kind == "attributes" else name
 
@@ -135,7 +143,9 @@ class _Parser:
         tok = self.take("a field such as metrics.auc, params.lr, tags.team or attributes.status")
         if tok.kind != "field":
             raise _error(
-                self.source, tok.pos, tok.text,
+                self.source,
+                tok.pos,
+                tok.text,
                 "a field such as metrics.auc, params.lr, tags.team or attributes.status",
             )
         kind, name = _split_field(tok)
@@ -194,7 +204,9 @@ def _check_types(c: Clause) -> None:
                 f"metrics.{c.name} at position {c.pos} compares with numbers "
                 f"(=, !=, <, <=, >, >=, IN); got {c.op} {c.value!r}"
             )
-    elif c.kind == "tags" or (c.kind == "attributes" and c.name in ("status", "name", "id", "run_id", "experiment")):
+    elif c.kind == "tags" or (
+        c.kind == "attributes" and c.name in ("status", "name", "id", "run_id", "experiment")
+    ):
         if numeric and c.kind == "tags":
             return  # tags are text; a number compares with its text form
         if any(isinstance(x, float) for x in values):
@@ -253,7 +265,9 @@ def compile_clause(c: Clause) -> ColumnElement[bool]:
     runs = t.runs.c
     if c.kind == "metrics":
         m = t.latest_metrics.c
-        sub = sa.select(m.run_id).where(m.key == c.name, m.is_nan.is_(False), _compare(m.value, c.op, c.value))
+        sub = sa.select(m.run_id).where(
+            m.key == c.name, m.is_nan.is_(False), _compare(m.value, c.op, c.value)
+        )
         return runs.id.in_(sub)
     if c.kind == "params":
         p = t.params.c
@@ -302,7 +316,12 @@ def parse_order(order_by: Sequence[str] | str | None) -> list[OrderKey]:
         parser = _Parser(text.lstrip("-+ "), "order_by")
         tok = parser.take("a field such as metrics.auc")
         if tok.kind != "field":
-            raise _error("order_by", tok.pos, tok.text, "a field such as metrics.auc or attributes.start_time")
+            raise _error(
+                "order_by",
+                tok.pos,
+                tok.text,
+                "a field such as metrics.auc or attributes.start_time",
+            )
         kind, name = _split_field(tok)
         if (nxt := parser.peek()) is not None:
             word = nxt.text.upper()
@@ -313,16 +332,19 @@ def parse_order(order_by: Sequence[str] | str | None) -> list[OrderKey]:
     return keys
 
 
-def compile_order(
-    query: sa.Select[Any], keys: Sequence[OrderKey]
-) -> sa.Select[Any]:
+def compile_order(query: sa.Select[Any], keys: Sequence[OrderKey]) -> sa.Select[Any]:
     """Add joins and ORDER BY terms; missing values sort last in both directions."""
     terms: list[Any] = []
     for i, key in enumerate(keys):
         if key.kind == "attributes":
-            col: Any = t.runs.c.id if key.name in ("id", "run_id") else getattr(t.runs.c, key.name, None)
+            col: Any = (
+                t.runs.c.id if key.name in ("id", "run_id") else getattr(t.runs.c, key.name, None)
+            )
             if col is None:
-                raise InvalidInput(f"cannot order by attributes.{key.name}; use status, name, start_time or end_time")
+                raise InvalidInput(
+                    f"cannot order by attributes.{key.name}; "
+                    "use status, name, start_time or end_time"
+                )
         else:
             table = {"metrics": t.latest_metrics, "params": t.params, "tags": t.tags}[key.kind]
             alias = table.alias(f"o{i}")

@@ -1,0 +1,58 @@
+"""Rich rendering helpers shared by the commands."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def emit_json(data: Any) -> None:
+    print(
+        json.dumps(data, indent=2, default=str, allow_nan=False)
+        if _finite(data)
+        else json.dumps(data, indent=2, default=str)
+    )
+
+
+def _finite(data: Any) -> bool:
+    try:
+        json.dumps(data, default=str, allow_nan=False)
+    except ValueError:
+        return False
+    return True
+
+
+def fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return str(value)
+        return f"{value:.4g}" if abs(value) < 1e6 else f"{value:.4e}"
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    return str(value)
+
+
+def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
+    out = Table(title=title, header_style="bold", title_justify="left")
+    for col in columns:
+        out.add_column(col, overflow="fold", no_wrap=col == "id")
+    for row in rows:
+        out.add_row(*(fmt(v) for v in row))
+    return out
+
+
+STATUS_STYLE = {"FINISHED": "green", "FAILED": "red", "KILLED": "yellow", "RUNNING": "cyan"}
+
+
+def status(value: str) -> str:
+    return f"[{STATUS_STYLE.get(value, 'white')}]{value}[/]"
