@@ -90,8 +90,11 @@ def test_ended_run_refuses_more_logging(tracking_client: TrackingClient) -> None
     with pytest.raises(Conflict, match="has ended"):
         run.log_param("x", 1)
     run.end()  # ending twice is a no-op
+    open_run = start_run("e", client=tracking_client)
     with pytest.raises(InvalidInput, match="RUNNING"):
-        start_run("e", client=tracking_client).end("RUNNING")
+        open_run.end("RUNNING")
+    open_run.end("KILLED")
+    assert runs.get(open_run.id, client=tracking_client).status == RunStatus.KILLED
 
 
 def test_nested_runs(tracking_client: TrackingClient) -> None:
@@ -319,7 +322,7 @@ def test_search_order_and_limit(tracking_client: TrackingClient, population: dic
         ("auc > 1", "position 0"),
         ("metrics.auc LIKE 'x'", "compares with numbers"),
         ("attributes.colour = 'x'", "unknown attribute 'colour'"),
-        ("params.x IN 1", r"'\\('"),
+        ("params.x IN 1", r"'\('"),
         ("params.x = 'unterminated", "position"),
         ("attributes.start_time > 'yesterday'", "ISO date"),
     ],
