@@ -98,6 +98,37 @@ def artifact_loop(size: int, work_dir: str) -> None:
         i += 1
 
 
+def create_experiments(names: str, go_file: str) -> None:
+    """Wait for the go file, then create the same experiments as every other worker."""
+    import kiln
+
+    kiln.experiments.list()  # the schema exists before the race starts
+    say("READY")
+    wait_for(Path(go_file))
+    for name in names.split(","):
+        say("CREATED", kiln.experiments.create(name).id)
+    with kiln.start_run(names.split(",")[-1]) as run:
+        say("RUN", run.id)
+    say("DONE")
+
+
+def out_of_range_step() -> None:
+    """Log a step no database can hold, then a normal value, then end the run."""
+    import kiln
+    from kiln.errors import InvalidInput
+
+    run = kiln.start_run("poison", name="poison")
+    say("RUN", run.id)
+    try:
+        run.log_metric("huge", 1.0, step=2**70)
+        say("ACCEPTED")
+    except InvalidInput as exc:
+        say("REJECTED", type(exc).__name__)
+    run.log_metric("ok", 2.0, step=1)
+    run.end()
+    say("DONE")
+
+
 def main(argv: list[str]) -> None:
     mode, args = argv[0], argv[1:]
     if mode == "concurrent":
@@ -106,6 +137,10 @@ def main(argv: list[str]) -> None:
         flush_loop(int(args[0]))
     elif mode == "artifact_loop":
         artifact_loop(int(args[0]), args[1])
+    elif mode == "create_experiments":
+        create_experiments(args[0], args[1])
+    elif mode == "out_of_range_step":
+        out_of_range_step()
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 

@@ -61,7 +61,32 @@ _CATEGORY_RISK = np.array([-0.6, -0.5, -0.3, -0.4, 0.0, 0.3, 0.0, 0.7, 0.8, 0.9]
 
 # Share of the hour of day for ordinary spending: quiet nights, a lunch and evening peak.
 _HOURLY = np.array(
-    [1, 0.6, 0.4, 0.3, 0.3, 0.5, 1.2, 2.5, 4, 5, 5.5, 6, 7, 6.5, 5.5, 5, 5.5, 6.5, 7.5, 7, 6, 4.5, 3, 2]
+    [
+        1,
+        0.6,
+        0.4,
+        0.3,
+        0.3,
+        0.5,
+        1.2,
+        2.5,
+        4,
+        5,
+        5.5,
+        6,
+        7,
+        6.5,
+        5.5,
+        5,
+        5.5,
+        6.5,
+        7.5,
+        7,
+        6,
+        4.5,
+        3,
+        2,
+    ]
 )
 _HOURLY = _HOURLY / _HOURLY.sum()
 

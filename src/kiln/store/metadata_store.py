@@ -114,6 +114,33 @@ class MetadataStore:
             yield conn
 
     @contextmanager
+    def write_cursor(self) -> Iterator[Any]:
+        """A write transaction on a raw DB-API cursor, for hot paths that run plain SQL.
+
+        It skips SQLAlchemy's statement machinery (about a tenth of a millisecond per
+        statement); semantics match :meth:`write`: commit on exit, rollback on error.
+        """
+        self._ensure_schema()
+        try:
+            conn = self.engine.raw_connection()
+        except sa.exc.OperationalError as exc:
+            raise StoreUnavailable(
+                f"cannot reach the metadata store {mask_url(self.url)!r}: {exc.orig}"
+            ) from None
+        cursor = conn.cursor()
+        try:
+            if self.dialect == "sqlite":
+                cursor.execute("BEGIN IMMEDIATE")
+            yield cursor
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+        finally:
+            cursor.close()
+            conn.close()
+
+    @contextmanager
     def _connect(self, *, write: bool) -> Iterator[Connection]:
         try:
             conn = self.engine.connect()

@@ -20,6 +20,7 @@ import pytest
 from kiln.core import Conflict, IntegrityError, InvalidInput, NotFound
 from kiln.tracking import RunStatus, TrackingClient, experiments, lineage, runs, start_run
 
+
 def _run(client: TrackingClient, experiment: str = "exp", **kw: object) -> str:
     with start_run(experiment, client=client, **kw) as run:  # type: ignore[arg-type]
         pass
@@ -153,7 +154,12 @@ def test_params_are_typed_and_immutable(tracking_client: TrackingClient) -> None
             run.log_param("obj", object())
     params = runs.get(run.id, client=tracking_client).params
     assert params == {
-        "lr": 0.05, "leaves": 31, "algo": "lgbm", "flag": True, "none": None, "layers": [64, 32]
+        "lr": 0.05,
+        "leaves": 31,
+        "algo": "lgbm",
+        "flag": True,
+        "none": None,
+        "layers": [64, 32],
     }
 
 
@@ -294,7 +300,9 @@ def test_search_filters(
     assert set(_names(found)) == expected
 
 
-def test_search_order_and_limit(tracking_client: TrackingClient, population: dict[str, str]) -> None:
+def test_search_order_and_limit(
+    tracking_client: TrackingClient, population: dict[str, str]
+) -> None:
     by_auc = runs.search("search", order_by=["-metrics.val_auc"], client=tracking_client)
     assert _names(by_auc) == ["f", "b", "a", "c", "d", "e"]  # NaN sorts last
     asc = runs.search("search", order_by="metrics.val_auc ASC", client=tracking_client)
@@ -378,7 +386,10 @@ def test_artifacts_round_trip(tracking_client: TrackingClient, tmp_path: Path) -
     ]
     top = runs.list_artifacts(run.id, recursive=False, client=tracking_client)
     assert [(a.path, a.is_dir) for a in top] == [
-        ("model", True), ("notes", True), ("report.html", False), ("summary", True)
+        ("model", True),
+        ("notes", True),
+        ("report.html", False),
+        ("summary", True),
     ]
     out = runs.download_artifacts(run.id, "model", tmp_path / "out", client=tracking_client)
     assert (out / "model.bin").read_bytes() == b"\x00model" * 1000
@@ -391,7 +402,9 @@ def test_artifacts_round_trip(tracking_client: TrackingClient, tmp_path: Path) -
         runs.download_artifacts(run.id, "../etc", tmp_path / "x", client=tracking_client)
 
 
-def test_identical_artifacts_are_stored_once(tracking_client: TrackingClient, tmp_path: Path) -> None:
+def test_identical_artifacts_are_stored_once(
+    tracking_client: TrackingClient, tmp_path: Path
+) -> None:
     (tmp_path / "a.txt").write_text("same bytes")
     with start_run("e", client=tracking_client) as one:
         first = one.log_artifact(tmp_path / "a.txt")

@@ -12,35 +12,17 @@ import atexit
 import logging
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from kiln.core import now_millis
 from kiln.store import MetadataStore
+from kiln.tracking._statements import sql
 
 __all__ = ["MetricWriter"]
 
 _log = logging.getLogger("kiln.tracking")
 Row = tuple[str, str, float, int, int]  # run_id, key, value, step, timestamp
-
-_SQL = {
-    "history": (
-        "INSERT INTO kiln_metrics (run_id, key, step, value, is_nan, timestamp) "
-        "VALUES ({p}, {p}, {p}, {p}, {p}, {p})"
-    ),
-    "latest": (
-        "INSERT INTO kiln_latest_metrics (run_id, key, value, is_nan, step, timestamp) "
-        "VALUES ({p}, {p}, {p}, {p}, {p}, {p}) "
-        "ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value, "
-        "is_nan = excluded.is_nan, step = excluded.step, timestamp = excluded.timestamp "
-        "WHERE excluded.step > kiln_latest_metrics.step OR (excluded.step = "
-        "kiln_latest_metrics.step AND excluded.timestamp >= kiln_latest_metrics.timestamp)"
-    ),
-    "beat": "UPDATE kiln_runs SET heartbeat_at = {p} WHERE id = {p} AND status = 'RUNNING'",
-}
-
-
-def _sql(name: str, dialect: str) -> str:
-    return _SQL[name].format(p="?" if dialect == "sqlite" else "%s")
 
 
 class MetricWriter:
@@ -60,7 +42,9 @@ class MetricWriter:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._last_beat = 0
-        self._sql = {name: _sql(name, store.dialect) for name in _SQL}
+        self._history_sql = sql("metric_insert", store.dialect)
+        self._latest_sql = sql("latest_upsert", store.dialect)
+        self._beat_sql = sql("heartbeat", store.dialect)
         _writers.add(self)
 
     def add(self, run_id: str, key: str, value: float, step: int, timestamp: int) -> None:
@@ -92,22 +76,29 @@ class MetricWriter:
         with self._lock:
             return list(self._live)
 
-    def flush(self) -> int:
-        """Write everything logged before this call; return how many values were written."""
+    def flush(self, also: Callable[[Any], object] | None = None) -> int:
+        """Write everything logged before this call; return how many values were written.
+
+        ``also`` runs in the same transaction, so ending a run costs one commit.
+        """
         with self._flush_lock:
             with self._lock:
                 batch, self._buf = self._buf, []
-            if not batch:
+            if not batch and also is None:
                 return 0
             try:
-                self._write(batch)
+                with self._store.write_cursor() as cursor:
+                    if batch:
+                        self._write(cursor, batch)
+                    if also is not None:
+                        also(cursor)
             except BaseException:
                 with self._lock:
                     self._buf[:0] = batch
                 raise
             return len(batch)
 
-    def _write(self, batch: list[Row]) -> None:
+    def _write(self, cursor: Any, batch: list[Row]) -> None:
         history: list[tuple[Any, ...]] = []
         latest: dict[tuple[str, str], tuple[Any, ...]] = {}
         for run_id, key, value, step, ts in batch:
@@ -117,16 +108,15 @@ class MetricWriter:
             best = latest.get((run_id, key))
             if best is None or (step, ts) >= (best[4], best[5]):
                 latest[(run_id, key)] = (run_id, key, row[3], nan, step, ts)
-        with self._store.write() as conn:
-            conn.exec_driver_sql(self._sql["history"], history)
-            conn.exec_driver_sql(self._sql["latest"], list(latest.values()))
+        cursor.executemany(self._history_sql, history)
+        cursor.executemany(self._latest_sql, list(latest.values()))
 
     def beat(self) -> None:
         runs = self.live_runs()
         if runs:
             now = now_millis()
-            with self._store.write() as conn:
-                conn.exec_driver_sql(self._sql["beat"], [(now, run_id) for run_id in runs])
+            with self._store.write_cursor() as cursor:
+                cursor.executemany(self._beat_sql, [(now, run_id) for run_id in runs])
         self._last_beat = now_millis()
 
     def _loop(self) -> None:

@@ -14,14 +14,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import sqlalchemy as sa
-
 from kiln.core import Conflict, InvalidInput, NotFound, new_id, now_millis, to_millis
-from kiln.tracking import _tables as t
 from kiln.tracking import _validate as v
 from kiln.tracking._environment import current_environment
 from kiln.tracking._params import encode
-from kiln.tracking._queries import get_or_create_experiment, get_run
+from kiln.tracking._queries import get_run
+from kiln.tracking._statements import sql
 from kiln.tracking.client import TrackingClient, default_client
 from kiln.tracking.records import ArtifactRecord, RunRecord, RunStatus
 
@@ -79,29 +77,22 @@ class Run:
         encoded = {v.check_key("param", k): encode(k, val) for k, val in params.items()}
         if not encoded:
             return
-        with self.client.meta.write() as conn:
-            existing = {
-                row.key: row
-                for row in conn.execute(
-                    sa.select(t.params.c.key, t.params.c.value, t.params.c.value_type).where(
-                        t.params.c.run_id == self.id, t.params.c.key.in_(list(encoded))
-                    )
-                )
-            }
-            for key, (text, kind, _num) in encoded.items():
+        dialect = self.client.meta.dialect
+        with self.client.meta.write_cursor() as cursor:
+            cursor.execute(sql("params_of_run", dialect), (self.id,))
+            existing = {row[0]: (row[1], row[2]) for row in cursor.fetchall()}
+            new = []
+            for key, (text, kind, num) in encoded.items():
                 old = existing.get(key)
-                if old is not None and (old.value, old.value_type) != (text, kind):
+                if old is None:
+                    new.append((self.id, key, text, kind, num))
+                elif old != (text, kind):
                     raise Conflict(
-                        f"param {key!r} of run {self.id} is already {old.value!r}; cannot change "
+                        f"param {key!r} of run {self.id} is already {old[0]!r}; cannot change "
                         f"it to {text!r} (params are immutable: start a new run, or use a tag)"
                     )
-            new = [
-                {"run_id": self.id, "key": k, "value": e[0], "value_type": e[1], "num_value": e[2]}
-                for k, e in encoded.items()
-                if k not in existing
-            ]
             if new:
-                conn.execute(t.params.insert(), new)
+                cursor.executemany(sql("param_insert", dialect), new)
 
     def set_tag(self, key: str, value: Any) -> None:
         self.set_tags({key: value})
@@ -207,18 +198,13 @@ class Run:
                 f"a run ends as one of {', '.join(RunStatus.TERMINAL)}; got {status!r}"
             )
         self._writer.untrack(self.id)
-        try:
-            self._writer.flush()
-        finally:
-            with self.client.meta.write() as conn:
-                conn.execute(
-                    t.runs.update()
-                    .where(t.runs.c.id == self.id)
-                    .values(status=status, end_time=now_millis(), error=error)
-                )
-            self._status = status
-            with _unended_lock:
-                _unended.pop(self.id, None)
+        end_sql = sql("run_end", self.client.meta.dialect)
+        self._writer.flush(
+            also=lambda cursor: cursor.execute(end_sql, (status, now_millis(), error, self.id))
+        )
+        self._status = status
+        with _unended_lock:
+            _unended.pop(self.id, None)
 
     def record(self) -> RunRecord:
         """A frozen snapshot of the run as stored now (flushes pending metrics first)."""
@@ -253,19 +239,10 @@ class Run:
 def write_tags(client: TrackingClient, run_id: str, tags: Mapping[str, Any]) -> None:
     if not isinstance(tags, Mapping):
         raise InvalidInput(f"tags must be a mapping of key to value, got {type(tags).__name__}")
-    rows = [
-        {"run_id": run_id, "key": v.check_key("tag", k), "value": str(val)}
-        for k, val in tags.items()
-    ]
-    if not rows:
-        return
-    with client.meta.write() as conn:
-        conn.execute(
-            t.tags.delete().where(
-                t.tags.c.run_id == run_id, t.tags.c.key.in_([r["key"] for r in rows])
-            )
-        )
-        conn.execute(t.tags.insert(), rows)
+    rows = [(run_id, v.check_key("tag", k), str(val)) for k, val in tags.items()]
+    if rows:
+        with client.meta.write_cursor() as cursor:
+            cursor.executemany(sql("tag_upsert", client.meta.dialect), rows)
 
 
 def active_run() -> Run | None:
@@ -300,44 +277,30 @@ def start_run(
     experiment = v.check_name("experiment", experiment or "default")
     run_id = new_id()
     name = v.check_name("run", name) if name is not None else f"run-{run_id[-6:]}"
-    exp_id = get_or_create_experiment(client, experiment)
+    tag_rows = [(run_id, v.check_key("tag", k), str(val)) for k, val in (tags or {}).items()]
     env_id, env_json = current_environment()
     now = now_millis()
     env_key = (client.meta.url, env_id, os.getpid())
-    with client.meta.write() as conn:
-        if (
-            parent_id is not None
-            and conn.execute(sa.select(t.runs.c.id).where(t.runs.c.id == parent_id)).first() is None
-        ):
-            raise NotFound(f"parent run {parent_id!r} does not exist")
+    dialect = client.meta.dialect
+    with client.meta.write_cursor() as cursor:
+        cursor.execute(sql("experiment_id", dialect), (experiment,))
+        found = cursor.fetchone()
+        if found is None:
+            cursor.execute(sql("experiment_insert", dialect), (new_id(), experiment, now))
+            cursor.execute(sql("experiment_id", dialect), (experiment,))
+            found = cursor.fetchone()
+        exp_id = str(found[0])
+        if parent_id is not None:
+            cursor.execute(sql("run_exists", dialect), (parent_id,))
+            if cursor.fetchone() is None:
+                raise NotFound(f"parent run {parent_id!r} does not exist")
         if env_key not in _env_written:
-            exists = conn.execute(
-                sa.select(t.environments.c.id).where(t.environments.c.id == env_id)
-            ).first()
-            if exists is None:
-                conn.execute(
-                    t.environments.insert().values(id=env_id, data=env_json, created_at=now)
-                )
-        conn.execute(
-            t.runs.insert().values(
-                id=run_id,
-                experiment_id=exp_id,
-                name=name,
-                status=RunStatus.RUNNING,
-                start_time=now,
-                heartbeat_at=now,
-                parent_id=parent_id,
-                environment_id=env_id,
-            )
+            cursor.execute(sql("environment_insert", dialect), (env_id, env_json, now))
+        cursor.execute(
+            sql("run_insert", dialect), (run_id, exp_id, name, now, now, parent_id, env_id)
         )
-        if tags:
-            conn.execute(
-                t.tags.insert(),
-                [
-                    {"run_id": run_id, "key": v.check_key("tag", k), "value": str(val)}
-                    for k, val in tags.items()
-                ],
-            )
+        if tag_rows:
+            cursor.executemany(sql("tag_upsert", dialect), tag_rows)
     _env_written.add(env_key)
     run = Run(
         client=client,

@@ -1,0 +1,531 @@
+"""``kiln demo``: the whole tracking story in one command, on data made on the spot.
+
+It exists so a new user sees, in under a minute and with nothing to download, what Kiln
+records for a real training job (params, per-iteration curves, final metrics, the model
+file and reports) and where to find it again. It uses only the public API, so it doubles
+as an end-to-end check of the SDK that the CLI is built on.
+"""
+
+from __future__ import annotations
+
+import inspect
+import shlex
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import joblib
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.inspection import permutation_importance
+from sklearn.linear_model import SGDClassifier
+from scipy.stats import rankdata
+from sklearn.metrics import average_precision_score
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+import kiln
+from kiln.core import InvalidInput, mask_url
+from kiln.data import FRAUD_FEATURES, make_fraud_transactions, train_valid_split
+
+__all__ = ["DemoSummary", "run_demo"]
+
+MIN_TRANSACTIONS = 1_000  # below this the validation set has too few frauds to rank
+VALID_FRACTION = 0.2
+SGD_EPOCHS = 20
+HIST_MAX_ITER = 150
+HIST_CHUNK = 25  # each warm start re-scores the training set, so few large chunks
+LGBM_ROUNDS = 200
+LGBM_THREADS = 2  # the demo must stay quick and polite on a 2-core laptop or CI runner
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemoSummary:
+    """What the demo left behind, so callers (and tests) can look it up again."""
+
+    experiment: str
+    run_ids: tuple[str, ...]
+    best_run_id: str
+    best_val_auc: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Data:
+    x_train: pd.DataFrame
+    y_train: np.ndarray
+    x_valid: pd.DataFrame
+    y_valid: np.ndarray
+    params: dict[str, Any]
+    summary: dict[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Fitted:
+    model: Any
+    importance: pd.DataFrame
+    fit_seconds: float
+    last_step: int
+
+
+Advance = Callable[[int], None]
+
+
+@contextmanager
+def _quiet_fitting() -> Iterator[None]:
+    """Scope the warning filter to fitting so user code keeps its own warning settings."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=ConvergenceWarning)
+        yield
+
+
+def _scalar_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Estimator params as storable values: objects (rare in these models) become their repr."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if value is None or isinstance(value, bool | int | float | str):
+            out[key] = value
+        elif isinstance(value, np.generic):
+            out[key] = value.item()
+        else:
+            out[key] = repr(value)
+    return out
+
+
+def _auc(y: np.ndarray, p: np.ndarray) -> float:
+    """Rank-sum (Mann-Whitney) AUC: equal to ``roc_auc_score`` without its per-call checks,
+    which dominate when it runs once per boosting round."""
+    ranks = rankdata(p)
+    positives = int(y.sum())
+    negatives = len(y) - positives
+    if positives == 0 or negatives == 0:
+        return float("nan")
+    return float((ranks[y == 1].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def _logloss(y: np.ndarray, p: np.ndarray) -> float:
+    p = np.clip(p, 1e-15, 1 - 1e-15)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+
+
+def _val_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    return {"val_auc": _auc(y, p), "val_logloss": _logloss(y, p)}
+
+
+def _prepare_data(n_transactions: int, seed: int) -> _Data:
+    # One user per ~25 purchases keeps per-user history (and so the velocity and typical
+    # spend features) meaningful at every demo size.
+    n_users = int(min(2_000, max(50, n_transactions // 25)))
+    n_merchants = 300
+    days = 90
+    # Midnight today: the same seed gives the same data all day, while dates stay recent.
+    end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    df = make_fraud_transactions(
+        n_transactions=n_transactions,
+        n_users=n_users,
+        n_merchants=n_merchants,
+        days=days,
+        seed=seed,
+        end=end,
+    )
+    train, valid = train_valid_split(df, valid_fraction=VALID_FRACTION)
+    features = list(FRAUD_FEATURES)
+    params: dict[str, Any] = {
+        "data.generator": "kiln.data.make_fraud_transactions",
+        "data.n_transactions": n_transactions,
+        "data.n_users": n_users,
+        "data.n_merchants": n_merchants,
+        "data.days": days,
+        "data.end": end.isoformat(),
+        "data.seed": seed,
+        "data.valid_fraction": VALID_FRACTION,
+        "data.n_train": len(train),
+        "data.n_valid": len(valid),
+        "data.features": features,
+    }
+    summary: dict[str, Any] = {
+        "generator": "kiln.data.make_fraud_transactions",
+        "arguments": {
+            "n_transactions": n_transactions,
+            "n_users": n_users,
+            "n_merchants": n_merchants,
+            "days": days,
+            "seed": seed,
+            "end": end.isoformat(),
+        },
+        "rows": len(df),
+        "columns": {str(c): str(t) for c, t in df.dtypes.items()},
+        "features": features,
+        "label": "is_fraud",
+        "split": {
+            "method": "by time: the latest rows are the validation set",
+            "valid_fraction": VALID_FRACTION,
+            "train_rows": len(train),
+            "valid_rows": len(valid),
+            "valid_from": valid["event_timestamp"].iloc[0].isoformat(),
+        },
+        "fraud_rate": {
+            "all": float(df["is_fraud"].mean()),
+            "train": float(train["is_fraud"].mean()),
+            "valid": float(valid["is_fraud"].mean()),
+        },
+        "time_range": {
+            "start": df["event_timestamp"].iloc[0].isoformat(),
+            "end": df["event_timestamp"].iloc[-1].isoformat(),
+        },
+        "distinct": {
+            "users": int(df["user_id"].nunique()),
+            "merchants": int(df["merchant_id"].nunique()),
+        },
+    }
+    return _Data(
+        x_train=train[features],
+        y_train=train["is_fraud"].to_numpy(dtype=np.int64),
+        x_valid=valid[features],
+        y_valid=valid["is_fraud"].to_numpy(dtype=np.int64),
+        params=params,
+        summary=summary,
+    )
+
+
+# -- the three candidates ---------------------------------------------------------------
+
+
+def _train_sgd(run: kiln.Run, data: _Data, seed: int, advance: Advance) -> _Fitted:
+    """Logistic regression by SGD, one ``partial_fit`` per epoch so every epoch is a step."""
+    scaler = StandardScaler()
+    clf = SGDClassifier(loss="log_loss", alpha=1e-4, penalty="l2", random_state=seed)
+    run.log_params(
+        {
+            **_scalar_params(clf.get_params()),
+            **{f"scaler.{k}": v for k, v in _scalar_params(scaler.get_params()).items()},
+            "epochs": SGD_EPOCHS,
+        }
+    )
+    rng = np.random.default_rng(seed)
+    started = time.perf_counter()
+    x_train = scaler.fit_transform(data.x_train)
+    fit_seconds = time.perf_counter() - started
+    x_valid = scaler.transform(data.x_valid)
+    classes = np.array([0, 1])
+    for epoch in range(SGD_EPOCHS):
+        order = rng.permutation(len(x_train))
+        started = time.perf_counter()
+        with _quiet_fitting():
+            clf.partial_fit(x_train[order], data.y_train[order], classes=classes)
+        fit_seconds += time.perf_counter() - started
+        run.log_metrics(_val_metrics(data.y_valid, clf.predict_proba(x_valid)[:, 1]), step=epoch)
+        advance(1)
+    model = Pipeline([("scaler", scaler), ("sgd", clf)])
+    coef = clf.coef_[0]
+    importance = pd.DataFrame(
+        {
+            "feature": list(FRAUD_FEATURES),
+            "importance": np.abs(coef),
+            "coefficient": coef,
+            "method": "coefficient on standardized features",
+        }
+    )
+    return _Fitted(
+        model=model, importance=importance, fit_seconds=fit_seconds, last_step=SGD_EPOCHS - 1
+    )
+
+
+def _train_hist_gbdt(run: kiln.Run, data: _Data, seed: int, advance: Advance) -> _Fitted:
+    """Warm-started in chunks so the progress bar moves; curves come from staged predictions."""
+    model = HistGradientBoostingClassifier(
+        max_iter=HIST_MAX_ITER,
+        learning_rate=0.1,
+        max_leaf_nodes=31,
+        min_samples_leaf=40,
+        l2_regularization=1.0,
+        early_stopping=False,
+        warm_start=True,
+        random_state=seed,
+    )
+    run.log_params(_scalar_params(model.get_params()))
+    fit_seconds = 0.0
+    for done in range(HIST_CHUNK, HIST_MAX_ITER + HIST_CHUNK, HIST_CHUNK):
+        target = min(done, HIST_MAX_ITER)
+        model.set_params(max_iter=target)
+        started = time.perf_counter()
+        with _quiet_fitting():
+            model.fit(data.x_train, data.y_train)
+        fit_seconds += time.perf_counter() - started
+        advance(target - (done - HIST_CHUNK))
+    step = -1
+    for step, proba in enumerate(model.staged_predict_proba(data.x_valid)):
+        run.log_metrics(_val_metrics(data.y_valid, proba[:, 1]), step=step)
+    # Histogram GBDT keeps no split statistics, so ask the data: how much AUC is lost
+    # when one feature is shuffled.
+    perm = permutation_importance(
+        model,
+        data.x_valid,
+        data.y_valid,
+        scoring="roc_auc",
+        n_repeats=2,
+        random_state=seed,
+        max_samples=min(len(data.x_valid), 5_000),
+        n_jobs=1,
+    )
+    importance = pd.DataFrame(
+        {
+            "feature": list(FRAUD_FEATURES),
+            "importance": perm.importances_mean,
+            "importance_std": perm.importances_std,
+            "method": "permutation (validation AUC drop)",
+        }
+    )
+    return _Fitted(model=model, importance=importance, fit_seconds=fit_seconds, last_step=step)
+
+
+def _train_lightgbm(run: kiln.Run, data: _Data, seed: int, advance: Advance) -> _Fitted:
+    """Per-round validation metrics come from LightGBM's own evaluation, via a callback."""
+    model = lgb.LGBMClassifier(
+        n_estimators=LGBM_ROUNDS,
+        learning_rate=0.05,
+        num_leaves=31,
+        min_child_samples=40,
+        subsample=0.8,
+        subsample_freq=1,
+        colsample_bytree=0.9,
+        reg_lambda=1.0,
+        n_jobs=LGBM_THREADS,
+        random_state=seed,
+        verbose=-1,
+    )
+    run.log_params(_scalar_params(model.get_params()))
+    names = {"auc": "val_auc", "binary_logloss": "val_logloss"}
+
+    def log_round(env: Any) -> None:
+        values = {
+            names[metric]: float(value)
+            for _data, metric, value, *_ in env.evaluation_result_list
+            if metric in names
+        }
+        run.log_metrics(values, step=int(env.iteration - env.begin_iteration))
+        advance(1)
+
+    # LightGBM 4.7 renamed eval_set to eval_X/eval_y and warns on the old name.
+    if "eval_X" in inspect.signature(lgb.LGBMClassifier.fit).parameters:
+        evaluation: dict[str, Any] = {"eval_X": (data.x_valid,), "eval_y": (data.y_valid,)}
+    else:
+        evaluation = {"eval_set": [(data.x_valid, data.y_valid)]}
+    started = time.perf_counter()
+    model.fit(
+        data.x_train,
+        data.y_train,
+        eval_names=["valid"],
+        eval_metric=["auc", "binary_logloss"],
+        callbacks=[log_round],
+        **evaluation,
+    )
+    fit_seconds = time.perf_counter() - started
+    booster = model.booster_
+    importance = pd.DataFrame(
+        {
+            "feature": booster.feature_name(),
+            "importance": booster.feature_importance(importance_type="gain"),
+            "splits": booster.feature_importance(importance_type="split"),
+            "method": "total gain",
+        }
+    )
+    return _Fitted(
+        model=model, importance=importance, fit_seconds=fit_seconds, last_step=LGBM_ROUNDS - 1
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Candidate:
+    name: str
+    model_class: str
+    steps: int
+    tags: dict[str, str]
+    train: Callable[[kiln.Run, _Data, int, Advance], _Fitted]
+
+
+CANDIDATES: tuple[_Candidate, ...] = (
+    _Candidate(
+        name="sgd-logreg",
+        model_class="sklearn.linear_model.SGDClassifier",
+        steps=SGD_EPOCHS,
+        tags={"library": "scikit-learn", "family": "linear"},
+        train=_train_sgd,
+    ),
+    _Candidate(
+        name="hist-gbdt",
+        model_class="sklearn.ensemble.HistGradientBoostingClassifier",
+        steps=HIST_MAX_ITER,
+        tags={"library": "scikit-learn", "family": "gradient boosting"},
+        train=_train_hist_gbdt,
+    ),
+    _Candidate(
+        name="lightgbm",
+        model_class="lightgbm.LGBMClassifier",
+        steps=LGBM_ROUNDS,
+        tags={"library": "lightgbm", "family": "gradient boosting"},
+        train=_train_lightgbm,
+    ),
+)
+
+
+def _train_candidate(
+    candidate: _Candidate, data: _Data, *, experiment: str, seed: int, advance: Advance
+) -> str:
+    with kiln.start_run(
+        experiment=experiment, name=candidate.name, tags={"demo": "fraud", **candidate.tags}
+    ) as run:
+        run.log_params({**data.params, "model.class": candidate.model_class})
+        fitted = candidate.train(run, data, seed, advance)
+        proba = fitted.model.predict_proba(data.x_valid)[:, 1]
+        run.log_metrics(
+            {
+                "val_average_precision": float(average_precision_score(data.y_valid, proba)),
+                "train_seconds": fitted.fit_seconds,
+            },
+            step=fitted.last_step,
+        )
+        with tempfile.TemporaryDirectory(prefix="kiln-demo-") as tmp:
+            path = Path(tmp) / "model.joblib"
+            joblib.dump(fitted.model, path)
+            run.log_artifact(path, "model")
+        run.log_text(fitted.importance.to_csv(index=False), "feature_importance.csv")
+        run.log_dict(data.summary, "dataset.json")
+        return run.id
+
+
+# -- output -----------------------------------------------------------------------------
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _results_table(records: list[kiln.RunRecord]) -> Table:
+    table = Table(title="Candidates, best first", title_justify="left", header_style="bold")
+    for column in ("", "run", "id", "val_auc", "val_avg_precision", "val_logloss", "train_s"):
+        table.add_column(column, no_wrap=column == "id")
+    for rank, record in enumerate(records):
+        m = record.metrics
+        table.add_row(
+            "[green]★[/]" if rank == 0 else "",
+            escape(record.name),
+            record.id,
+            _fmt(m.get("val_auc")),
+            _fmt(m.get("val_average_precision")),
+            _fmt(m.get("val_logloss")),
+            _fmt(m.get("train_seconds"), 2),
+        )
+    return table
+
+
+def _print_where(console: Console, experiment: str, best: str, run_ids: tuple[str, ...]) -> None:
+    """Plain lines, soft-wrapped, so paths and commands copy-paste whole from any terminal."""
+    settings = kiln.get_settings()
+    console.print()
+    console.print("[bold]Stored in[/]")
+    for label, value in (
+        ("home", str(settings.home)),
+        ("metadata", mask_url(settings.db_url)),
+        ("artifacts", mask_url(settings.artifact_uri)),
+    ):
+        console.print(f"  {label:<10} {escape(value)}", soft_wrap=True, highlight=False)
+    console.print("[bold]See it again with[/]")
+    for command in (
+        f"kiln runs list --experiment {shlex.quote(experiment)}",
+        f"kiln runs show {best}",
+        f"kiln runs compare {' '.join(run_ids)}",
+        "kiln experiments list",
+    ):
+        console.print(f"  [cyan]{escape(command)}[/]", soft_wrap=True, highlight=False)
+
+
+def run_demo(
+    console: Console,
+    *,
+    n_transactions: int = 50_000,
+    seed: int = 7,
+    experiment: str = "fraud-demo",
+) -> DemoSummary:
+    """Generate data, train three tracked candidates, compare them and say where they live.
+
+    Every run goes through the same public calls a user would write, into the store that
+    the current settings (``KILN_HOME`` and friends) name.
+    """
+    if (
+        isinstance(n_transactions, bool)
+        or not isinstance(n_transactions, int)
+        or n_transactions < MIN_TRANSACTIONS
+    ):
+        raise InvalidInput(
+            f"The 'n_transactions' parameter of run_demo must be an integer of at least "
+            f"{MIN_TRANSACTIONS:,}. Got {n_transactions!r} instead."
+        )
+
+    started = time.perf_counter()
+    with console.status(f"Generating {n_transactions:,} card transactions..."):
+        data = _prepare_data(n_transactions, seed)
+    split = data.summary["split"]
+    console.print(
+        f"[bold]Data[/] {n_transactions:,} transactions, "
+        f"{data.summary['fraud_rate']['all']:.2%} fraud; "
+        f"train {split['train_rows']:,} / validation {split['valid_rows']:,} (latest rows) "
+        f"in {time.perf_counter() - started:.2f}s"
+    )
+
+    run_ids: list[str] = []
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description:<22}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("Training", total=sum(c.steps for c in CANDIDATES))
+        for candidate in CANDIDATES:
+            progress.update(task, description=f"Training {candidate.name}")
+
+            def advance(n: int) -> None:
+                progress.advance(task, n)
+
+            run_ids.append(
+                _train_candidate(candidate, data, experiment=experiment, seed=seed, advance=advance)
+            )
+        progress.update(task, description="Trained 3 candidates")
+
+    ids = ", ".join(f"'{run_id}'" for run_id in run_ids)
+    records = kiln.runs.search(
+        experiment,
+        filter=f"attributes.id IN ({ids})",
+        order_by=["-metrics.val_auc"],
+    )
+    console.print(_results_table(records))
+    best = records[0]
+    _print_where(console, experiment, best.id, tuple(run_ids))
+    console.print(f"Done in {time.perf_counter() - started:.1f}s.")
+    return DemoSummary(
+        experiment=experiment,
+        run_ids=tuple(run_ids),
+        best_run_id=best.id,
+        best_val_auc=float(best.metrics["val_auc"]),
+    )

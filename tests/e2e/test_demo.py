@@ -1,0 +1,150 @@
+"""``kiln demo`` end to end: data, three tracked trainings, and everything readable back."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+from rich.console import Console
+from sklearn.metrics import roc_auc_score
+
+import kiln
+from kiln.cli._demo import DemoSummary, run_demo
+from kiln.core import InvalidInput, reset_settings
+from kiln.data import FRAUD_FEATURES, make_fraud_transactions
+
+N_TRANSACTIONS = 5_000
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    path = tmp_path_factory.mktemp("kiln-home")
+    kiln.configure(home=str(path))
+    try:
+        yield path
+    finally:
+        reset_settings()
+
+
+@pytest.fixture(scope="module")
+def demo(home: Path) -> tuple[DemoSummary, str]:
+    out = io.StringIO()
+    summary = run_demo(Console(file=out, width=120), n_transactions=N_TRANSACTIONS, seed=3)
+    return summary, out.getvalue()
+
+
+def test_three_finished_runs(demo: tuple[DemoSummary, str]) -> None:
+    summary, _ = demo
+    assert summary.experiment == "fraud-demo"
+    assert len(summary.run_ids) == 3
+    records = [kiln.runs.get(run_id) for run_id in summary.run_ids]
+    assert [r.name for r in records] == ["sgd-logreg", "hist-gbdt", "lightgbm"]
+    assert all(r.status == kiln.RunStatus.FINISHED for r in records)
+    assert all(r.experiment == "fraud-demo" for r in records)
+    found = kiln.runs.search("fraud-demo")
+    assert {r.id for r in found} == set(summary.run_ids)
+
+
+def test_best_run_is_the_highest_auc(demo: tuple[DemoSummary, str]) -> None:
+    summary, _ = demo
+    aucs = {run_id: kiln.runs.get(run_id).metrics["val_auc"] for run_id in summary.run_ids}
+    assert summary.best_run_id == max(aucs, key=aucs.__getitem__)
+    assert summary.best_val_auc == pytest.approx(aucs[summary.best_run_id])
+    assert 0.6 < summary.best_val_auc < 1.0
+
+
+def test_params_and_final_metrics(demo: tuple[DemoSummary, str]) -> None:
+    summary, _ = demo
+    sgd, hist, lgbm = (kiln.runs.get(run_id) for run_id in summary.run_ids)
+    for record in (sgd, hist, lgbm):
+        assert record.params["data.n_transactions"] == N_TRANSACTIONS
+        assert record.params["data.seed"] == 3
+        assert record.params["data.features"] == list(FRAUD_FEATURES)
+        assert record.params["data.n_train"] + record.params["data.n_valid"] == N_TRANSACTIONS
+        assert record.tags["demo"] == "fraud"
+        for key in ("val_auc", "val_average_precision", "val_logloss", "train_seconds"):
+            assert key in record.metrics, (record.name, key)
+        assert record.metrics["train_seconds"] > 0
+    assert sgd.params["loss"] == "log_loss"
+    assert sgd.params["epochs"] == 20
+    assert hist.params["max_iter"] == 150
+    assert lgbm.params["n_estimators"] == 200
+    assert lgbm.params["n_jobs"] == 2
+    assert lgbm.params["verbose"] == -1
+
+
+@pytest.mark.parametrize(
+    ("index", "steps"), [(0, 20), (1, 150), (2, 200)], ids=["sgd", "hist", "lightgbm"]
+)
+def test_per_iteration_history(demo: tuple[DemoSummary, str], index: int, steps: int) -> None:
+    run_id = demo[0].run_ids[index]
+    for key in ("val_auc", "val_logloss"):
+        history = kiln.runs.metric_history(run_id, key)
+        assert [p.step for p in history] == list(range(steps))
+        assert all(np.isfinite(p.value) for p in history)
+        # The run's headline value is the last iteration's, i.e. the saved model's.
+        assert kiln.runs.get(run_id).metrics[key] == pytest.approx(history[-1].value)
+
+
+@pytest.mark.parametrize("index", [0, 1, 2], ids=["sgd", "hist", "lightgbm"])
+def test_artifacts_download_and_predict(
+    demo: tuple[DemoSummary, str], index: int, tmp_path: Path
+) -> None:
+    run_id = demo[0].run_ids[index]
+    paths = {a.path for a in kiln.runs.list_artifacts(run_id)}
+    assert paths == {"model/model.joblib", "feature_importance.csv", "dataset.json"}
+
+    local = kiln.runs.download_artifacts(run_id, "model/model.joblib", dst=tmp_path)
+    model = joblib.load(local)
+    record = kiln.runs.get(run_id)
+    df = make_fraud_transactions(n_transactions=2_000, n_users=80, seed=99)
+    proba = model.predict_proba(df[list(FRAUD_FEATURES)])[:, 1]
+    assert proba.shape == (2_000,)
+    assert ((proba >= 0) & (proba <= 1)).all()
+    assert roc_auc_score(df["is_fraud"], proba) > 0.6
+    assert record.metrics["val_auc"] > 0.6
+
+    report = kiln.runs.download_artifacts(run_id, "feature_importance.csv", dst=tmp_path)
+    header, *rows = report.read_text().splitlines()
+    assert header.startswith("feature,importance")
+    assert sorted(row.split(",")[0] for row in rows) == sorted(FRAUD_FEATURES)
+
+    dataset = json.loads(kiln.runs.download_artifacts(run_id, "dataset.json", dst=tmp_path).read_text())
+    assert dataset["rows"] == N_TRANSACTIONS
+    assert dataset["features"] == list(FRAUD_FEATURES)
+    assert 0.0 < dataset["fraud_rate"]["all"] < 0.1
+
+
+def test_output_compares_and_says_where(demo: tuple[DemoSummary, str], home: Path) -> None:
+    summary, text = demo
+    assert "Candidates, best first" in text
+    for name in ("sgd-logreg", "hist-gbdt", "lightgbm"):
+        assert name in text
+    assert str(home) in text
+    assert "kiln runs list --experiment fraud-demo" in text
+    assert f"kiln runs show {summary.best_run_id}" in text
+    assert f"kiln runs compare {' '.join(summary.run_ids)}" in text
+    assert "kiln experiments list" in text
+    # The best run is listed first in the table.
+    table = text[text.index("Candidates, best first") :]
+    assert table.index(summary.best_run_id) < min(
+        table.index(run_id) for run_id in summary.run_ids if run_id != summary.best_run_id
+    )
+
+
+def test_comparison_through_the_sdk(demo: tuple[DemoSummary, str]) -> None:
+    comparison = kiln.runs.compare(list(demo[0].run_ids))
+    assert {"val_auc", "val_average_precision", "val_logloss", "train_seconds"} <= set(
+        comparison.metric_keys
+    )
+    assert "model.class" in comparison.differing_params
+
+
+def test_too_few_transactions_is_refused() -> None:
+    with pytest.raises(InvalidInput, match="'n_transactions'"):
+        run_demo(Console(file=io.StringIO(), width=120), n_transactions=10)
