@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,20 +23,31 @@ N_TRANSACTIONS = 5_000
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    path = tmp_path_factory.mktemp("kiln-home")
-    kiln.configure(home=str(path))
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, DemoSummary, str]:
+    """Run the demo once for the module: it is the slow part, and every test only reads."""
+    home = tmp_path_factory.mktemp("kiln-demo")
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp:
+        for name in list(os.environ):
+            if name.startswith("KILN_") and not name.startswith("KILN_TEST_"):
+                mp.delenv(name)
+        kiln.configure(home=str(home))
+        try:
+            summary = run_demo(Console(file=out, width=120), n_transactions=N_TRANSACTIONS, seed=3)
+        finally:
+            reset_settings()
+    return home, summary, out.getvalue()
+
+
+@pytest.fixture
+def demo(demo_run: tuple[Path, DemoSummary, str]) -> Iterator[tuple[DemoSummary, str]]:
+    """Point this test's settings at the demo's store (settings are reset around each test)."""
+    home, summary, text = demo_run
+    kiln.configure(home=str(home))
     try:
-        yield path
+        yield summary, text
     finally:
         reset_settings()
-
-
-@pytest.fixture(scope="module")
-def demo(home: Path) -> tuple[DemoSummary, str]:
-    out = io.StringIO()
-    summary = run_demo(Console(file=out, width=120), n_transactions=N_TRANSACTIONS, seed=3)
-    return summary, out.getvalue()
 
 
 def test_three_finished_runs(demo: tuple[DemoSummary, str]) -> None:
@@ -120,8 +132,11 @@ def test_artifacts_download_and_predict(
     assert 0.0 < dataset["fraud_rate"]["all"] < 0.1
 
 
-def test_output_compares_and_says_where(demo: tuple[DemoSummary, str], home: Path) -> None:
+def test_output_compares_and_says_where(
+    demo: tuple[DemoSummary, str], demo_run: tuple[Path, DemoSummary, str]
+) -> None:
     summary, text = demo
+    home = demo_run[0]
     assert "Candidates, best first" in text
     for name in ("sgd-logreg", "hist-gbdt", "lightgbm"):
         assert name in text

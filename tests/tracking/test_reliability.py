@@ -282,10 +282,10 @@ def test_concurrent_experiment_create_is_idempotent(
 ) -> None:
     if db_url.startswith("postgresql"):
         known_bug(request, "experiment-create-race", strict=False)  # a race: usually fails
-    names = [f"shared-{i}" for i in range(5)]
+    names = [f"shared-{i}" for i in range(3)]
     go = tmp_path / "go"
     env = child_env(db_url, str(tmp_path / "artifacts"), tmp_path / "child-home")
-    children = [spawn(env, "create_experiments", ",".join(names), go) for _ in range(8)]
+    children = [spawn(env, "create_experiments", ",".join(names), go) for _ in range(4)]
     for child in children:
         child.expect("READY")
     go.touch()
@@ -296,7 +296,7 @@ def test_concurrent_experiment_create_is_idempotent(
     records = kiln.experiments.list(client=tracking_client)
     assert sorted(r.name for r in records) == names
     assert created == {r.id for r in records}
-    assert [r.run_count for r in records] == [0] * 4 + [8]
+    assert [r.run_count for r in records] == [0] * 2 + [4]
 
 
 def test_a_step_no_store_can_hold_blocks_nothing(
