@@ -132,21 +132,47 @@ def main() -> None:
 
     rate = N_METRICS / log_s
     rows = [
-        ("(a) 10,000 `log_metric` calls incl. flush", f"{log_s * 1000:.1f} ms",
-         f"{rate:,.0f} values/s; {log_s / base_s:.2f}x baseline (d)",
-         "≥ 100,000 values/s, ≤ 3x (d)"),
-        ("(d) baseline: raw sqlite3 `executemany`, 10,000 rows", f"{base_s * 1000:.1f} ms",
-         f"{N_METRICS / base_s:,.0f} rows/s", "-"),
-        ("(b) create 1,000 runs (10 params, 5 metrics each)", f"{create_small:.2f} s",
-         f"{create_small:.2f} ms per run", "< 1 s"),
-        (f"(b) search over 1,000 runs (`{FILTER}`, order `-metrics.val_auc`)",
-         f"{search_small * 1000:.1f} ms", f"{found_small} runs returned", "< 25 ms"),
-        (f"(c) create {args.large_runs:,} runs", f"{create_large:.1f} s",
-         f"{create_large / args.large_runs * 1000:.2f} ms per run", "-"),
-        (f"(c) search over {args.large_runs:,} runs", f"{search_large * 1000:.1f} ms",
-         f"{found_large} runs returned (default limit 1000)", "< 200 ms"),
+        (
+            "(a) 10,000 `log_metric` calls incl. flush",
+            f"{log_s * 1000:.1f} ms",
+            f"{rate:,.0f} values/s; {log_s / base_s:.2f}x baseline (d)",
+            "≥ 100,000 values/s, ≤ 3x (d)",
+        ),
+        (
+            "(d) baseline: raw sqlite3 `executemany`, 10,000 rows",
+            f"{base_s * 1000:.1f} ms",
+            f"{N_METRICS / base_s:,.0f} rows/s",
+            "-",
+        ),
+        (
+            "(b) create 1,000 runs (10 params, 5 metrics each)",
+            f"{create_small:.2f} s",
+            f"{create_small:.2f} ms per run",
+            "< 1 s",
+        ),
+        (
+            f"(b) search over 1,000 runs (`{FILTER}`, order `-metrics.val_auc`)",
+            f"{search_small * 1000:.1f} ms",
+            f"{found_small} runs returned",
+            "< 25 ms",
+        ),
+        (
+            f"(c) create {args.large_runs:,} runs",
+            f"{create_large:.1f} s",
+            f"{create_large / args.large_runs * 1000:.2f} ms per run",
+            "-",
+        ),
+        (
+            f"(c) search over {args.large_runs:,} runs",
+            f"{search_large * 1000:.1f} ms",
+            f"{found_large} runs returned (default limit 1000)",
+            "< 200 ms",
+        ),
     ]
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}"
+    machine = (
+        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"SQLite {sqlite3.sqlite_version}"
+    )
     lines = [
         "## Tracking (`benchmarks/tracking.py`)",
         "",

@@ -226,6 +226,7 @@ def kiln_tables(engine: sa.Engine) -> dict[str, int]:
 # -- 1. concurrent writers ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_eight_processes_log_concurrently_and_lose_nothing(
     db_url: str, tracking_client: TrackingClient, tmp_path: Path, spawn: Any
 ) -> None:
@@ -436,6 +437,7 @@ def check_artifacts_verify(client: TrackingClient, experiment: str, dst: Path) -
     return total
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["local", "s3"])
 def test_sigkill_during_artifact_upload_leaves_no_partial_artifact(
     backend: str, sqlite_url: str, tmp_path: Path, spawn: Any, request: pytest.FixtureRequest
@@ -443,7 +445,7 @@ def test_sigkill_during_artifact_upload_leaves_no_partial_artifact(
     rng = random.Random()
     seed = rng.randrange(1 << 30)
     rng.seed(seed)
-    rounds = 3
+    rounds = max(scaled(2), 2)  # round 0 dies inside a blob write, later ones at random
     if backend == "local":
         size = scaled(64 << 20)
         root = tmp_path / "artifacts"

@@ -36,40 +36,31 @@ def _upsert(client: TrackingClient, run_id: str, rows: list[dict[str, Any]]) -> 
 def log_files(
     client: TrackingClient, run_id: str, pairs: Sequence[tuple[Path, str]]
 ) -> list[ArtifactRecord]:
-    rows = []
     now = now_millis()
+    records = []
     for src, dest in pairs:
         info = client.blobs.put_file(src)
-        rows.append(
-            {
-                "run_id": run_id,
-                "path": dest,
-                "digest": info.digest,
-                "size": info.size,
-                "created_at": now,
-            }
-        )
-    if rows:
-        _upsert(client, run_id, rows)
-    return [ArtifactRecord(path=r["path"], size=r["size"], digest=r["digest"]) for r in rows]
+        records.append(ArtifactRecord(path=dest, size=info.size, digest=info.digest))
+    if records:
+        _upsert(client, run_id, [_row(run_id, r, now) for r in records])
+    return records
+
+
+def _row(run_id: str, record: ArtifactRecord, now: int) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "path": record.path,
+        "digest": record.digest,
+        "size": record.size,
+        "created_at": now,
+    }
 
 
 def log_bytes(client: TrackingClient, run_id: str, data: bytes, dest: str) -> ArtifactRecord:
     info = client.blobs.put_bytes(data)
-    _upsert(
-        client,
-        run_id,
-        [
-            {
-                "run_id": run_id,
-                "path": dest,
-                "digest": info.digest,
-                "size": info.size,
-                "created_at": now_millis(),
-            }
-        ],
-    )
-    return ArtifactRecord(path=dest, size=info.size, digest=info.digest)
+    record = ArtifactRecord(path=dest, size=info.size, digest=info.digest)
+    _upsert(client, run_id, [_row(run_id, record, now_millis())])
+    return record
 
 
 def _run_id(run: Any) -> str:

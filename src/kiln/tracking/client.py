@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 from kiln.core import Settings, get_settings, load_settings
 from kiln.store import BlobStore, MetadataStore, open_blob_store, open_metadata_store
@@ -41,7 +42,7 @@ class TrackingClient:
         cls,
         db_url: str | None = None,
         artifact_uri: str | None = None,
-        **settings: object,
+        **settings: Any,
     ) -> TrackingClient:
         """A client for explicit URLs; unnamed settings resolve as usual."""
         return cls.from_settings(
