@@ -72,11 +72,6 @@ def test_relative_artifact_directory_resolves_against_the_working_directory(
     assert settings.artifact_uri == str(tmp_path.resolve() / "arts")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: _check_artifact_uri resolves a relative directory against Path.cwd(), "
-    "not load_settings' cwd argument",
-)
 def test_relative_artifact_directory_honours_the_cwd_argument(tmp_path: Path) -> None:
     settings = load_settings(environ={"KILN_ARTIFACT_URI": "arts"}, cwd=tmp_path)
     assert settings.artifact_uri == str(tmp_path.resolve() / "arts")
@@ -198,11 +193,6 @@ def test_malformed_db_url_names_the_setting_and_supported_forms(tmp_path: Path, 
     assert "sqlite:///" in message and "postgresql://" in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: _check_db_url lets urlsplit's ValueError escape and does not check the port, "
-    "so a bad port or bracket fails later with a traceback instead of a ConfigError",
-)
 @pytest.mark.parametrize(
     "url", ["postgresql://kiln:s3cret@db:notaport/meta", "postgresql://kiln:s3cret@[::1/meta"]
 )

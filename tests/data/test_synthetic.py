@@ -139,7 +139,9 @@ def test_models_rank_well_but_not_perfectly(frame: pd.DataFrame) -> None:
 def test_features_are_columns(frame: pd.DataFrame) -> None:
     assert set(FRAUD_FEATURES) <= set(frame.columns)
     assert "is_fraud" not in FRAUD_FEATURES
-    assert all(pd.api.types.is_numeric_dtype(frame[c]) or frame[c].dtype == bool for c in FRAUD_FEATURES)
+    assert all(
+        pd.api.types.is_numeric_dtype(frame[c]) or frame[c].dtype == bool for c in FRAUD_FEATURES
+    )
 
 
 def test_split_by_time(frame: pd.DataFrame) -> None:
@@ -179,7 +181,7 @@ def test_tiny_sizes_work() -> None:
         ({"n_merchants": 2.5}, "'n_merchants'"),
         ({"days": True}, "'days'"),
         ({"seed": "7"}, "'seed'"),
-        ({"end": datetime(2025, 1, 1)}, "timezone-aware"),  # noqa: DTZ001 - the point
+        ({"end": datetime(2025, 1, 1)}, "timezone-aware"),  # naive on purpose
         ({"end": "2025-01-01"}, "'end'"),
     ],
 )

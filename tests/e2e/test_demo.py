@@ -126,7 +126,9 @@ def test_artifacts_download_and_predict(
     assert header.startswith("feature,importance")
     assert sorted(row.split(",")[0] for row in rows) == sorted(FRAUD_FEATURES)
 
-    dataset = json.loads(kiln.runs.download_artifacts(run_id, "dataset.json", dst=tmp_path).read_text())
+    dataset = json.loads(
+        kiln.runs.download_artifacts(run_id, "dataset.json", dst=tmp_path).read_text()
+    )
     assert dataset["rows"] == N_TRANSACTIONS
     assert dataset["features"] == list(FRAUD_FEATURES)
     assert 0.0 < dataset["fraud_rate"]["all"] < 0.1

@@ -118,11 +118,6 @@ def test_put_file_of_a_missing_file_is_not_found(tmp_path: Path) -> None:
         store.put_file(tmp_path / "nope.bin")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in kiln.store.blobs._check_digest: re.match with '$' accepts a trailing "
-    "newline; use _DIGEST_RE.fullmatch",
-)
 def test_digest_with_trailing_newline_is_invalid_input(tmp_path: Path) -> None:
     from kiln.errors import InvalidInput
 

@@ -259,14 +259,7 @@ def test_unknown_scheme_is_a_config_error_naming_the_setting(url: str) -> None:
         "",
         "not a url",
         "://nothing",
-        pytest.param(
-            "postgresql://user:secret@localhost:notaport/kiln",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=ValueError,
-                reason="bug: _normalize_url lets sa.make_url's ValueError (bad port) escape",
-            ),
-        ),
+        "postgresql://user:secret@localhost:notaport/kiln",
     ],
 )
 def test_malformed_url_is_a_config_error_naming_the_setting(url: str) -> None:

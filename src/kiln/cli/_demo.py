@@ -9,6 +9,7 @@ as an end-to-end check of the SDK that the CLI is built on.
 from __future__ import annotations
 
 import inspect
+import os
 import shlex
 import tempfile
 import time
@@ -20,8 +21,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import joblib
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from rich.console import Console
@@ -35,20 +34,15 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
-from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.inspection import permutation_importance
-from sklearn.linear_model import SGDClassifier
-from scipy.stats import rankdata
-from sklearn.metrics import average_precision_score
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
 
 import kiln
 from kiln.core import InvalidInput, mask_url
 from kiln.data import FRAUD_FEATURES, make_fraud_transactions, train_valid_split
 
 __all__ = ["DemoSummary", "run_demo"]
+
+# scikit-learn, SciPy and LightGBM are imported inside the functions that use them: they
+# take seconds to import, and ``kiln`` commands other than ``demo`` must not pay for that.
 
 MIN_TRANSACTIONS = 1_000  # below this the validation set has too few frauds to rank
 VALID_FRACTION = 0.2
@@ -90,9 +84,23 @@ class _Fitted:
 Advance = Callable[[int], None]
 
 
+def _prefer_passive_openmp() -> None:
+    """Ask OpenMP to sleep, not spin, while idle, unless the user chose otherwise.
+
+    scikit-learn wheels bundle their own OpenMP runtime and LightGBM uses the system one.
+    With the default (active) wait policy each runtime's idle threads keep spinning on
+    the cores the other needs; on a busy 2-core machine that made this demo 4-8x slower.
+    The runtime reads the variable when it is loaded, so this must run before the first
+    import of either library; later it changes nothing.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 @contextmanager
 def _quiet_fitting() -> Iterator[None]:
     """Scope the warning filter to fitting so user code keeps its own warning settings."""
+    from sklearn.exceptions import ConvergenceWarning
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=ConvergenceWarning)
         yield
@@ -114,6 +122,8 @@ def _scalar_params(params: Mapping[str, Any]) -> dict[str, Any]:
 def _auc(y: np.ndarray, p: np.ndarray) -> float:
     """Rank-sum (Mann-Whitney) AUC: equal to ``roc_auc_score`` without its per-call checks,
     which dominate when it runs once per boosting round."""
+    from scipy.stats import rankdata
+
     ranks = rankdata(p)
     positives = int(y.sum())
     negatives = len(y) - positives
@@ -212,6 +222,10 @@ def _prepare_data(n_transactions: int, seed: int) -> _Data:
 
 def _train_sgd(run: kiln.Run, data: _Data, seed: int, advance: Advance) -> _Fitted:
     """Logistic regression by SGD, one ``partial_fit`` per epoch so every epoch is a step."""
+    from sklearn.linear_model import SGDClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
     scaler = StandardScaler()
     clf = SGDClassifier(loss="log_loss", alpha=1e-4, penalty="l2", random_state=seed)
     run.log_params(
@@ -252,6 +266,9 @@ def _train_sgd(run: kiln.Run, data: _Data, seed: int, advance: Advance) -> _Fitt
 
 def _train_hist_gbdt(run: kiln.Run, data: _Data, seed: int, advance: Advance) -> _Fitted:
     """Warm-started in chunks so the progress bar moves; curves come from staged predictions."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.inspection import permutation_importance
+
     model = HistGradientBoostingClassifier(
         max_iter=HIST_MAX_ITER,
         learning_rate=0.1,
@@ -300,6 +317,8 @@ def _train_hist_gbdt(run: kiln.Run, data: _Data, seed: int, advance: Advance) ->
 
 def _train_lightgbm(run: kiln.Run, data: _Data, seed: int, advance: Advance) -> _Fitted:
     """Per-round validation metrics come from LightGBM's own evaluation, via a callback."""
+    import lightgbm as lgb
+
     model = lgb.LGBMClassifier(
         n_estimators=LGBM_ROUNDS,
         learning_rate=0.05,
@@ -391,6 +410,9 @@ CANDIDATES: tuple[_Candidate, ...] = (
 def _train_candidate(
     candidate: _Candidate, data: _Data, *, experiment: str, seed: int, advance: Advance
 ) -> str:
+    import joblib
+    from sklearn.metrics import average_precision_score
+
     with kiln.start_run(
         experiment=experiment, name=candidate.name, tags={"demo": "fraud", **candidate.tags}
     ) as run:
@@ -481,6 +503,7 @@ def run_demo(
             f"{MIN_TRANSACTIONS:,}. Got {n_transactions!r} instead."
         )
 
+    _prefer_passive_openmp()
     started = time.perf_counter()
     with console.status(f"Generating {n_transactions:,} card transactions..."):
         data = _prepare_data(n_transactions, seed)

@@ -83,7 +83,11 @@ def mask_url(url: str) -> str:
     try:
         parts = urlsplit(url)
     except ValueError:
-        return url
+        scheme, sep, rest = url.partition("://")
+        userinfo, at, host = rest.rpartition("@")
+        if not (sep and at and ":" in userinfo):
+            return url
+        return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
     if parts.password is None:
         return url
     netloc = parts.netloc.rsplit("@", 1)
@@ -100,6 +104,12 @@ def _read_toml(path: Path) -> dict[str, Any]:
     table = data.get("kiln", data)
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [kiln] must be a table of settings")
+    if "kiln" in data and len(data) > 1:
+        stray = sorted(k for k in data if k != "kiln")[0]
+        raise ConfigError(
+            f"{path}: setting {stray!r} is outside the [kiln] table; put every setting under "
+            "[kiln] or none"
+        )
     unknown = sorted(set(table) - set(_NAMES))
     if unknown:
         raise ConfigError(
@@ -127,7 +137,13 @@ def _check_db_url(url: str, where: str) -> str:
                 "(an in-memory database cannot be shared between processes)"
             )
     else:
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            raise ConfigError(
+                f"{where}: malformed database URL {mask_url(url)!r}; expected {supported}"
+            ) from None
         if not parts.hostname or not parts.path.strip("/"):
             raise ConfigError(
                 f"{where}: malformed database URL {mask_url(url)!r}; expected {supported}"
@@ -135,7 +151,7 @@ def _check_db_url(url: str, where: str) -> str:
     return url
 
 
-def _check_artifact_uri(uri: str, where: str) -> str:
+def _check_artifact_uri(uri: str, where: str, cwd: Path) -> str:
     match = _SCHEME_RE.match(uri)
     if not match:
         if "://" in uri or (":" in uri.split("/", 1)[0] and len(uri.split(":", 1)[0]) > 1):
@@ -143,15 +159,15 @@ def _check_artifact_uri(uri: str, where: str) -> str:
                 f"{where}: malformed artifact URI {uri!r}; expected a directory, "
                 "file:///PATH or s3://BUCKET/PREFIX"
             )
-        return str(Path(uri).expanduser().resolve())
+        return str((cwd / Path(uri).expanduser()).resolve())
     scheme = match.group(1).lower()
     if scheme not in ARTIFACT_SCHEMES:
         raise ConfigError(
-            f"{where}: unknown artifact scheme {scheme!r} in {uri!r}; "
+            f"{where}: unknown artifact scheme {scheme!r} in {mask_url(uri)!r}; "
             f"supported schemes: {', '.join(ARTIFACT_SCHEMES)} (or a plain directory)"
         )
     if scheme == "file":
-        return str(Path(uri[len("file://") :]).expanduser().resolve())
+        return str((cwd / Path(uri[len("file://") :]).expanduser()).resolve())
     if not urlsplit(uri).netloc:
         raise ConfigError(f"{where}: {uri!r} names no bucket; expected s3://BUCKET/PREFIX")
     return uri.rstrip("/")
@@ -203,7 +219,7 @@ def load_settings(
     return Settings(
         home=home,
         db_url=_check_db_url(db_url, sources["db_url"] if "db_url" in raw else "KILN_DB_URL"),
-        artifact_uri=_check_artifact_uri(artifact_uri, sources["artifact_uri"]),
+        artifact_uri=_check_artifact_uri(artifact_uri, sources["artifact_uri"], cwd),
         s3_endpoint_url=str(endpoint) if endpoint else None,
         heartbeat_timeout_s=_positive_float(
             raw.get("heartbeat_timeout_s", 60.0), sources["heartbeat_timeout_s"]

@@ -128,7 +128,8 @@ def _counts_in_window(keys: np.ndarray, window: int) -> np.ndarray:
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z))
+    out: np.ndarray = 1.0 / (1.0 + np.exp(-z))
+    return out
 
 
 def _calibrate_intercept(z: np.ndarray, rate: float) -> float:
@@ -165,7 +166,8 @@ def make_fraud_transactions(
     days = _positive_int("days", days)
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
         raise InvalidInput(
-            f"The 'seed' parameter of make_fraud_transactions must be an integer. Got {seed!r} instead."
+            "The 'seed' parameter of make_fraud_transactions must be an integer. "
+            f"Got {seed!r} instead."
         )
     end_ms = _end_millis(end)
     window_ms = days * _DAY_MS
@@ -189,7 +191,7 @@ def make_fraud_transactions(
     burst_merchant_weight /= burst_merchant_weight.sum()
 
     # Ordinary spending: activity-weighted users, popularity-weighted merchants, daily cycle.
-    n_burst = min(int(round(n * _BURST_SHARE)), n - 1) if n > 1 else 0
+    n_burst = min(round(n * _BURST_SHARE), n - 1) if n > 1 else 0
     n_plain = n - n_burst
     user = np.empty(n, dtype=np.int64)
     merchant = np.empty(n, dtype=np.int64)

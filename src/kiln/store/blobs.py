@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol, runtime_checkable
 
-from kiln.core import ConfigError, IntegrityError, MissingDependency, NotFound, new_id
+from kiln.core import (
+    ConfigError,
+    IntegrityError,
+    InvalidInput,
+    MissingDependency,
+    NotFound,
+    new_id,
+)
 
 __all__ = ["BlobInfo", "BlobStore", "FsspecBlobStore", "open_blob_store"]
 
@@ -68,8 +75,8 @@ def _hash_file(path: Path) -> BlobInfo:
 
 
 def _check_digest(digest: str) -> str:
-    if not isinstance(digest, str) or not _DIGEST_RE.match(digest):
-        raise ConfigError(f"blob digest must be 64 lowercase hex characters, got {digest!r}")
+    if not isinstance(digest, str) or not _DIGEST_RE.fullmatch(digest):
+        raise InvalidInput(f"blob digest must be 64 lowercase hex characters, got {digest!r}")
     return digest
 
 

@@ -38,7 +38,7 @@ _SQLITE_BUSY_TIMEOUT_S = 60.0
 def _normalize_url(url: str) -> sa.URL:
     try:
         parsed = sa.make_url(url)
-    except sa.exc.ArgumentError:
+    except (sa.exc.ArgumentError, ValueError):
         raise ConfigError(f"KILN_DB_URL: malformed database URL {mask_url(url)!r}") from None
     backend = parsed.get_backend_name()
     if backend in ("postgresql", "postgres"):

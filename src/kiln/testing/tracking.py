@@ -396,7 +396,7 @@ def test_artifacts_round_trip(tracking_client: TrackingClient, tmp_path: Path) -
     assert (out / "sub" / "notes.txt").read_text() == "notes"
     one = runs.download_artifacts(run, "report.html", tmp_path / "one", client=tracking_client)
     assert one.read_text() == "<h1>report</h1>"
-    with pytest.raises(NotFound, match="report.html"):
+    with pytest.raises(NotFound, match=r"report\.html"):
         runs.download_artifacts(run.id, "report.htm", tmp_path / "x", client=tracking_client)
     with pytest.raises(InvalidInput, match="escapes"):
         runs.download_artifacts(run.id, "../etc", tmp_path / "x", client=tracking_client)
