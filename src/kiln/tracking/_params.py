@@ -24,6 +24,8 @@ def encode(key: str, value: Any) -> Encoded:
     if isinstance(value, float):
         return repr(value), "float", value if math.isfinite(value) else None
     if isinstance(value, str):
+        if "\x00" in value:
+            raise InvalidInput(f"param {key!r} must not contain a NUL character")
         return value, "str", None
     try:
         return json.dumps(value, sort_keys=True), "json", None

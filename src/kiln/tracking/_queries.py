@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 from kiln.core import NotFound, from_millis, new_id, now_millis
 from kiln.tracking import _tables as t
 from kiln.tracking._params import decode
+from kiln.tracking._statements import sql
 from kiln.tracking.client import TrackingClient
 from kiln.tracking.records import RunRecord, RunStatus, frozen_mapping
 
@@ -41,21 +42,16 @@ def experiment_id(conn: Connection, name: str) -> str:
 
 
 def get_or_create_experiment(client: TrackingClient, name: str) -> str:
-    with client.meta.read() as conn:
-        found = conn.execute(
-            sa.select(t.experiments.c.id).where(t.experiments.c.name == name)
-        ).scalar()
-    if found is not None:
-        return str(found)
-    with client.meta.write() as conn:
-        found = conn.execute(
-            sa.select(t.experiments.c.id).where(t.experiments.c.name == name)
-        ).scalar()
-        if found is not None:  # created meanwhile by another process
-            return str(found)
-        new = new_id()
-        conn.execute(t.experiments.insert().values(id=new, name=name, created_at=now_millis()))
-        return new
+    """The experiment's id, creating it if needed; concurrent creators agree on one row."""
+    dialect = client.meta.dialect
+    with client.meta.write_cursor() as cursor:
+        cursor.execute(sql("experiment_id", dialect), (name,))
+        found = cursor.fetchone()
+        if found is None:
+            cursor.execute(sql("experiment_insert", dialect), (new_id(), name, now_millis()))
+            cursor.execute(sql("experiment_id", dialect), (name,))
+            found = cursor.fetchone()
+    return str(found[0])
 
 
 def reap_dead_runs(client: TrackingClient) -> None:

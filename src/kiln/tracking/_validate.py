@@ -23,7 +23,7 @@ def check_key(kind: str, key: Any) -> str:
 
 
 def check_name(kind: str, name: Any) -> str:
-    if not isinstance(name, str) or not name.strip() or len(name) > 256:
+    if not isinstance(name, str) or not name.strip() or len(name) > 256 or "\x00" in name:
         raise InvalidInput(
             f"{kind} name must be a non-empty string of at most 256 characters; got {name!r}"
         )
@@ -42,7 +42,16 @@ def to_float(key: str, value: Any) -> float:
 def check_step(key: str, step: Any) -> int:
     if isinstance(step, bool) or not isinstance(step, numbers.Integral):
         raise InvalidInput(f"step of metric {key!r} must be an integer, got {step!r}")
+    if not -(1 << 63) <= int(step) < 1 << 63:
+        raise InvalidInput(f"step of metric {key!r} must fit in 64 bits, got {step!r}")
     return int(step)
+
+
+def check_text(kind: str, value: str) -> str:
+    """Text stored in the metadata store cannot hold NUL (PostgreSQL refuses it)."""
+    if "\x00" in value:
+        raise InvalidInput(f"{kind} must not contain a NUL character; got {value!r}")
+    return value
 
 
 def artifact_path(path: Any) -> str:

@@ -18,7 +18,7 @@ from kiln.core import Conflict, InvalidInput, NotFound, new_id, now_millis, to_m
 from kiln.tracking import _validate as v
 from kiln.tracking._environment import current_environment
 from kiln.tracking._params import encode
-from kiln.tracking._queries import get_run
+from kiln.tracking._queries import get_or_create_experiment, get_run
 from kiln.tracking._statements import sql
 from kiln.tracking.client import TrackingClient, default_client
 from kiln.tracking.records import ArtifactRecord, RunRecord, RunStatus
@@ -29,6 +29,7 @@ _stack: contextvars.ContextVar[tuple[Run, ...]] = contextvars.ContextVar("kiln_r
 _unended: dict[str, Run] = {}
 _unended_lock = threading.Lock()
 _env_written: set[tuple[str, str, int]] = set()
+_INT64 = 1 << 63
 
 
 class Run:
@@ -121,7 +122,7 @@ class Run:
             v.check_key("metric", key)
         if step is None:
             step = next_step.get(key, 0)
-        elif type(step) is not int:
+        elif type(step) is not int or not -_INT64 <= step < _INT64:
             step = v.check_step(key, step)
         next_step[key] = step + 1
         value = value if type(value) is float else v.to_float(key, value)
@@ -239,7 +240,10 @@ class Run:
 def write_tags(client: TrackingClient, run_id: str, tags: Mapping[str, Any]) -> None:
     if not isinstance(tags, Mapping):
         raise InvalidInput(f"tags must be a mapping of key to value, got {type(tags).__name__}")
-    rows = [(run_id, v.check_key("tag", k), str(val)) for k, val in tags.items()]
+    rows = [
+        (run_id, v.check_key("tag", k), v.check_text(f"tag {k!r}", str(val)))
+        for k, val in tags.items()
+    ]
     if rows:
         with client.meta.write_cursor() as cursor:
             cursor.executemany(sql("tag_upsert", client.meta.dialect), rows)
@@ -277,19 +281,16 @@ def start_run(
     experiment = v.check_name("experiment", experiment or "default")
     run_id = new_id()
     name = v.check_name("run", name) if name is not None else f"run-{run_id[-6:]}"
-    tag_rows = [(run_id, v.check_key("tag", k), str(val)) for k, val in (tags or {}).items()]
+    tag_rows = [
+        (run_id, v.check_key("tag", k), v.check_text(f"tag {k!r}", str(val)))
+        for k, val in (tags or {}).items()
+    ]
     env_id, env_json = current_environment()
     now = now_millis()
     env_key = (client.meta.url, env_id, os.getpid())
     dialect = client.meta.dialect
+    exp_id = get_or_create_experiment(client, experiment)
     with client.meta.write_cursor() as cursor:
-        cursor.execute(sql("experiment_id", dialect), (experiment,))
-        found = cursor.fetchone()
-        if found is None:
-            cursor.execute(sql("experiment_insert", dialect), (new_id(), experiment, now))
-            cursor.execute(sql("experiment_id", dialect), (experiment,))
-            found = cursor.fetchone()
-        exp_id = str(found[0])
         if parent_id is not None:
             cursor.execute(sql("run_exists", dialect), (parent_id,))
             if cursor.fetchone() is None:

@@ -55,6 +55,7 @@ _KIND = {
     "run": "attributes",
 }
 _ATTRIBUTES = ("status", "name", "id", "run_id", "start_time", "end_time", "experiment")
+_MAX_MILLIS = float(1 << 62)
 _OPS = "=, !=, <, <=, >, >=, LIKE, ILIKE, IN, NOT IN"
 
 
@@ -87,6 +88,8 @@ def _error(source: str, pos: int, text: str, expected: str) -> InvalidInput:
 
 
 def _tokens(text: str, source: str) -> list[Token]:
+    if "\x00" in text:
+        raise InvalidInput(f"{source} contains a NUL character at position {text.index(chr(0))}")
     out: list[Token] = []
     pos = 0
     while pos < len(text):
@@ -250,6 +253,8 @@ def _compare(col: Any, op: str, value: Any) -> ColumnElement[bool]:
 def _time_value(value: Any, pos: int) -> Any:
     def one(x: Any) -> int:
         if isinstance(x, float):
+            if not -_MAX_MILLIS <= x <= _MAX_MILLIS:  # also rejects inf and NaN
+                raise InvalidInput(f"time at position {pos} must be epoch milliseconds; got {x!r}")
             return int(x)
         try:
             return to_millis(datetime.fromisoformat(x))
