@@ -112,18 +112,27 @@ def create_experiments(names: str, go_file: str) -> None:
     say("DONE")
 
 
-def out_of_range_step() -> None:
-    """Log a step no database can hold, then a normal value, then end the run."""
+def out_of_range_values() -> None:
+    """Log a step and timestamps no database can hold, then a normal value; end the run."""
     import kiln
     from kiln.errors import InvalidInput
 
     run = kiln.start_run("poison", name="poison")
     say("RUN", run.id)
-    try:
-        run.log_metric("huge", 1.0, step=2**70)
-        say("ACCEPTED")
-    except InvalidInput as exc:
-        say("REJECTED", type(exc).__name__)
+    bad: list[tuple[str, dict[str, int | float]]] = [
+        ("step", {"step": 2**70}),
+        ("timestamp", {"timestamp": 2**70}),
+        ("negative-timestamp", {"timestamp": -(2**70)}),
+        ("infinite-timestamp", {"timestamp": float("inf")}),
+    ]
+    for label, kwargs in bad:
+        try:
+            run.log_metric("huge", 1.0, **kwargs)  # type: ignore[arg-type]
+            say("ACCEPTED", label)
+        except InvalidInput:
+            say("REJECTED", label)
+        except Exception as exc:
+            say("RAISED", label, type(exc).__name__)
     run.log_metric("ok", 2.0, step=1)
     run.end()
     say("DONE")
@@ -139,8 +148,8 @@ def main(argv: list[str]) -> None:
         artifact_loop(int(args[0]), args[1])
     elif mode == "create_experiments":
         create_experiments(args[0], args[1])
-    elif mode == "out_of_range_step":
-        out_of_range_step()
+    elif mode == "out_of_range_values":
+        out_of_range_values()
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 

@@ -34,30 +34,19 @@ SCALE = max(float(os.environ.get("KILN_SLOW_SCALE", "1") or 1), 0.1)
 
 
 # Bugs this file found in code it does not own. Each marks the cases that show it as xfail
-# until it is fixed; delete the entry (and its ``known_bug`` calls) with the fix.
+# (strict: the failure is deterministic); delete the entry together with the fix.
 KNOWN_BUGS = {
-    "experiment-create-race": (
-        "kiln.experiments.create races on PostgreSQL: _queries.get_or_create_experiment "
-        "selects then inserts, so concurrent creators hit UniqueViolation; insert with "
-        "ON CONFLICT (name) DO NOTHING and select again"
-    ),
-    "time-out-of-range": (
-        "search._time_value passes inf / out-of-int64 times to the driver (OverflowError, "
-        "psycopg DataError) instead of raising InvalidInput"
-    ),
-    "nul-in-filter": (
-        "a NUL character in a filter reaches PostgreSQL (psycopg DataError) instead of "
-        "raising InvalidInput"
-    ),
-    "step-out-of-range": (
-        "log_metric accepts a step outside int64; the batch then fails on every flush, "
-        "blocking every later value of the process and the run's end"
+    "timestamp-out-of-range": (
+        "Run.log_metric accepts a timestamp outside int64 epoch milliseconds (and raises a "
+        "bare OverflowError for inf); the buffered row then fails every flush, blocking the "
+        "process's later values and the run's end"
     ),
 }
 
 
-def known_bug(request: pytest.FixtureRequest, key: str, *, strict: bool = True) -> None:
-    request.applymarker(pytest.mark.xfail(reason=KNOWN_BUGS[key], strict=strict))
+def known_bug(request: pytest.FixtureRequest, key: str) -> None:
+    if key in KNOWN_BUGS:
+        request.applymarker(pytest.mark.xfail(reason=KNOWN_BUGS[key], strict=True))
 
 
 def scaled(n: int) -> int:
@@ -275,14 +264,9 @@ def test_eight_processes_log_concurrently_and_lose_nothing(
 
 
 def test_concurrent_experiment_create_is_idempotent(
-    db_url: str,
-    tracking_client: TrackingClient,
-    tmp_path: Path,
-    spawn: Any,
-    request: pytest.FixtureRequest,
+    db_url: str, tracking_client: TrackingClient, tmp_path: Path, spawn: Any
 ) -> None:
-    if db_url.startswith("postgresql"):
-        known_bug(request, "experiment-create-race", strict=False)  # a race: usually fails
+    """Processes creating the same experiments at once all succeed and agree on one row each."""
     names = [f"shared-{i}" for i in range(3)]
     go = tmp_path / "go"
     env = child_env(db_url, str(tmp_path / "artifacts"), tmp_path / "child-home")
@@ -300,21 +284,29 @@ def test_concurrent_experiment_create_is_idempotent(
     assert [r.run_count for r in records] == [0] * 2 + [4]
 
 
-def test_a_step_no_store_can_hold_blocks_nothing(
+def test_values_no_store_can_hold_are_refused_and_block_nothing(
     db_url: str,
     tracking_client: TrackingClient,
     tmp_path: Path,
     spawn: Any,
     request: pytest.FixtureRequest,
 ) -> None:
-    """A bad value is refused when logged; it never poisons the process's later writes."""
-    known_bug(request, "step-out-of-range")
+    """A bad step or timestamp is refused when logged; it never poisons later writes."""
+    known_bug(request, "timestamp-out-of-range")
     env = child_env(db_url, str(tmp_path / "artifacts"), tmp_path / "child-home")
-    child = spawn(env, "out_of_range_step")
+    child = spawn(env, "out_of_range_values")
     rc = child.wait()
     (run_id,) = (line.split()[1] for line in child.seen if line.startswith("RUN "))
+    verdicts = [
+        line for line in child.seen if line.split()[0] in ("ACCEPTED", "REJECTED", "RAISED")
+    ]
+    assert verdicts == [
+        "REJECTED step",
+        "REJECTED timestamp",
+        "REJECTED negative-timestamp",
+        "REJECTED infinite-timestamp",
+    ], child.report()
     assert rc == 0, child.report()
-    assert "REJECTED InvalidInput" in child.seen, child.report()
     record = kiln.runs.get(run_id, client=tracking_client)
     assert record.status == RunStatus.FINISHED
     assert dict(record.metrics) == {"ok": 2.0}
@@ -556,18 +548,18 @@ HOSTILE_FILTERS = [
 ]
 
 # Values the database itself cannot take: InvalidInput (or a literal reading), never a
-# driver error. Each maps to the KNOWN_BUGS entry it shows, per backend.
-EDGE_FILTERS = {
-    "attributes.start_time > 1e300": ("time-out-of-range", {"sqlite", "postgresql"}),
-    "attributes.start_time > -1e300": ("time-out-of-range", {"sqlite", "postgresql"}),
-    "attributes.start_time > 1e999": ("time-out-of-range", {"sqlite", "postgresql"}),
-    "attributes.end_time IN (1, 1e300)": ("time-out-of-range", {"sqlite", "postgresql"}),
-    "attributes.start_time > 9223372036854775807": ("time-out-of-range", {"sqlite", "postgresql"}),
-    "tags.t = 'x\x00'' OR 1=1'": ("nul-in-filter", {"postgresql"}),
-    "tags.`t\x00` = 'x'": ("nul-in-filter", {"postgresql"}),
-    "params.x = 'a\x00'": ("nul-in-filter", {"postgresql"}),
-    "attributes.name = 'a\x00'' OR 1=1 --'": ("nul-in-filter", {"postgresql"}),
-}
+# driver error such as OverflowError or psycopg's DataError.
+EDGE_FILTERS = [
+    "attributes.start_time > 1e300",
+    "attributes.start_time > -1e300",
+    "attributes.start_time > 1e999",
+    "attributes.end_time IN (1, 1e300)",
+    "attributes.start_time > 9223372036854775807",
+    "tags.t = 'x\x00'' OR 1=1'",
+    "tags.`t\x00` = 'x'",
+    "params.x = 'a\x00'",
+    "attributes.name = 'a\x00'' OR 1=1 --'",
+]
 
 HOSTILE_ORDERS = [
     "metrics.x; DROP TABLE kiln_runs",
@@ -644,13 +636,10 @@ def test_hostile_filters_and_orders_are_rejected_or_literal(
     ) == ["a", "b", "c"]
 
 
-@pytest.mark.parametrize("text", list(EDGE_FILTERS))
+@pytest.mark.parametrize("text", EDGE_FILTERS)
 def test_values_the_database_cannot_take_are_invalid_input(
-    text: str, db_url: str, tracking_client: TrackingClient, request: pytest.FixtureRequest
+    text: str, tracking_client: TrackingClient
 ) -> None:
-    bug, backends = EDGE_FILTERS[text]
-    if ("sqlite" if db_url.startswith("sqlite") else "postgresql") in backends:
-        known_bug(request, bug)
     ids = seed_runs(tracking_client)
     before = kiln_tables(tracking_client.meta.engine)
     try:

@@ -443,20 +443,31 @@ def _fmt(value: float | None, digits: int = 4) -> str:
 
 
 def _results_table(records: list[kiln.RunRecord]) -> Table:
-    table = Table(title="Candidates, best first", title_justify="left", header_style="bold")
-    for column in ("", "run", "id", "val_auc", "val_avg_precision", "val_logloss", "train_s"):
-        table.add_column(column, no_wrap=column == "id")
+    """Narrow enough for an 80-column terminal with full run ids, which users copy."""
+    table = Table(
+        title="Candidates, best first",
+        title_justify="left",
+        box=None,
+        pad_edge=False,
+        collapse_padding=True,
+        header_style="bold underline",
+    )
+    for column in ("run", "id", "val_auc", "avg_prec", "logloss", "train_s"):
+        table.add_column(
+            column, no_wrap=True, justify="left" if column in ("run", "id") else "right"
+        )
     for rank, record in enumerate(records):
         m = record.metrics
         table.add_row(
-            "[green]★[/]" if rank == 0 else "",
-            escape(record.name),
+            f"[green]★[/] {escape(record.name)}" if rank == 0 else f"  {escape(record.name)}",
             record.id,
             _fmt(m.get("val_auc")),
             _fmt(m.get("val_average_precision")),
             _fmt(m.get("val_logloss")),
             _fmt(m.get("train_seconds"), 2),
         )
+    table.caption = "avg_prec: average precision; train_s: seconds spent fitting"
+    table.caption_justify = "left"
     return table
 
 
@@ -525,16 +536,16 @@ def run_demo(
         console=console,
     ) as progress:
         task = progress.add_task("Training", total=sum(c.steps for c in CANDIDATES))
+
+        def advance(n: int) -> None:
+            progress.advance(task, n)
+
         for candidate in CANDIDATES:
             progress.update(task, description=f"Training {candidate.name}")
-
-            def advance(n: int) -> None:
-                progress.advance(task, n)
-
             run_ids.append(
                 _train_candidate(candidate, data, experiment=experiment, seed=seed, advance=advance)
             )
-        progress.update(task, description="Trained 3 candidates")
+        progress.update(task, description=f"Trained {len(CANDIDATES)} candidates")
 
     ids = ", ".join(f"'{run_id}'" for run_id in run_ids)
     records = kiln.runs.search(

@@ -60,34 +60,12 @@ _CATEGORY_ONLINE = np.array([0.10, 0.15, 0.02, 0.15, 0.55, 0.70, 0.50, 0.60, 0.3
 _CATEGORY_RISK = np.array([-0.6, -0.5, -0.3, -0.4, 0.0, 0.3, 0.0, 0.7, 0.8, 0.9])
 
 # Share of the hour of day for ordinary spending: quiet nights, a lunch and evening peak.
-_HOURLY = np.array(
-    [
-        1,
-        0.6,
-        0.4,
-        0.3,
-        0.3,
-        0.5,
-        1.2,
-        2.5,
-        4,
-        5,
-        5.5,
-        6,
-        7,
-        6.5,
-        5.5,
-        5,
-        5.5,
-        6.5,
-        7.5,
-        7,
-        6,
-        4.5,
-        3,
-        2,
-    ]
-)
+# fmt: off
+_HOURLY = np.array([
+    1.0, 0.6, 0.4, 0.3, 0.3, 0.5, 1.2, 2.5, 4.0, 5.0, 5.5, 6.0,
+    7.0, 6.5, 5.5, 5.0, 5.5, 6.5, 7.5, 7.0, 6.0, 4.5, 3.0, 2.0,
+])
+# fmt: on
 _HOURLY = _HOURLY / _HOURLY.sum()
 
 _BURST_SHARE = 0.04  # of transactions that belong to card-testing / account-takeover bursts

@@ -1,7 +1,8 @@
 """The batched metric writer: logging a value appends to a buffer; a thread writes batches.
 
 ``log_metric`` costs an append under a lock. A daemon thread flushes the buffer every
-``flush_interval_s`` and beats the heartbeat of every live run of this process; runs flush
+``flush_interval_s`` and beats the heartbeat of every live run of this process, and stops
+when the process has no live run; runs flush
 synchronously when they end, and every writer flushes at interpreter exit. A batch that
 cannot be written stays buffered and is retried, so a transient outage loses nothing.
 """
@@ -62,7 +63,7 @@ class MetricWriter:
         """Beat ``run_id``'s heartbeat until :meth:`untrack`; starts the thread on first use."""
         with self._lock:
             self._live[run_id] = None
-            if self._thread is None or not self._thread.is_alive():
+            if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._loop, name="kiln-metric-writer", daemon=True
                 )
@@ -130,6 +131,11 @@ class MetricWriter:
                     self.beat()
             except Exception as exc:  # retried on the next tick; never kills the thread
                 _log.warning("kiln: could not write metrics yet (%s); will retry", exc)
+                continue
+            with self._lock:  # idle: no live run, nothing buffered; track() restarts us
+                if not self._live and not self._buf:
+                    self._thread = None
+                    return
 
     def close(self) -> None:
         self._closed = True
