@@ -1,0 +1,75 @@
+"""The public surface is deliberate: these tests pin it, so a change to it is a decision."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import kiln
+import kiln.errors
+import kiln.store
+import kiln.tracking
+
+SRC = Path(kiln.__file__).parent
+
+
+def test_top_level_names() -> None:
+    assert sorted(kiln.__all__) == sorted(
+        [
+            "Run",
+            "RunRecord",
+            "RunStatus",
+            "Settings",
+            "TrackingClient",
+            "__version__",
+            "active_run",
+            "configure",
+            "errors",
+            "experiments",
+            "get_settings",
+            "lineage",
+            "runs",
+            "start_run",
+        ]
+    )
+    for name in kiln.__all__:
+        assert hasattr(kiln, name), name
+
+
+def test_runs_namespace() -> None:
+    assert sorted(kiln.runs.__all__) == [
+        "RunComparison",
+        "compare",
+        "download_artifacts",
+        "get",
+        "list_artifacts",
+        "metric_history",
+        "search",
+    ]
+
+
+def test_error_hierarchy_has_one_root() -> None:
+    for name in kiln.errors.__all__:
+        error = getattr(kiln.errors, name)
+        assert issubclass(error, kiln.errors.KilnError), name
+
+
+def _imports(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text())
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.append(node.module)
+        elif isinstance(node, ast.Import):
+            names.extend(alias.name for alias in node.names)
+    return names
+
+
+def test_cli_uses_only_public_modules() -> None:
+    """DESIGN.md: the CLI is thin over the public API and never imports kiln.x._y."""
+    for path in (SRC / "cli").glob("*.py"):
+        for module in _imports(path):
+            parts = module.split(".")
+            if parts[0] != "kiln" or parts[:2] == ["kiln", "cli"]:
+                continue
+            assert not any(p.startswith("_") for p in parts), f"{path.name} imports {module}"
