@@ -33,22 +33,6 @@ WORKERS = Path(__file__).with_name("_workers.py")
 SCALE = max(float(os.environ.get("KILN_SLOW_SCALE", "1") or 1), 0.1)
 
 
-# Bugs this file found in code it does not own. Each marks the cases that show it as xfail
-# (strict: the failure is deterministic); delete the entry together with the fix.
-KNOWN_BUGS = {
-    "timestamp-out-of-range": (
-        "Run.log_metric accepts a timestamp outside int64 epoch milliseconds (and raises a "
-        "bare OverflowError for inf); the buffered row then fails every flush, blocking the "
-        "process's later values and the run's end"
-    ),
-}
-
-
-def known_bug(request: pytest.FixtureRequest, key: str) -> None:
-    if key in KNOWN_BUGS:
-        request.applymarker(pytest.mark.xfail(reason=KNOWN_BUGS[key], strict=True))
-
-
 def scaled(n: int) -> int:
     return max(int(n * SCALE), 1)
 
@@ -289,10 +273,8 @@ def test_values_no_store_can_hold_are_refused_and_block_nothing(
     tracking_client: TrackingClient,
     tmp_path: Path,
     spawn: Any,
-    request: pytest.FixtureRequest,
 ) -> None:
     """A bad step or timestamp is refused when logged; it never poisons later writes."""
-    known_bug(request, "timestamp-out-of-range")
     env = child_env(db_url, str(tmp_path / "artifacts"), tmp_path / "child-home")
     child = spawn(env, "out_of_range_values")
     rc = child.wait()

@@ -8,7 +8,7 @@ import posixpath
 import re
 from typing import Any
 
-from kiln.core import InvalidInput
+from kiln.core import InvalidInput, to_millis
 
 KEY_RE = re.compile(r"^[A-Za-z0-9_\-. /:]{1,250}$")
 
@@ -68,3 +68,18 @@ def artifact_path(path: Any) -> str:
 
 def is_nan(value: float) -> bool:
     return math.isnan(value)
+
+
+def check_timestamp(key: str, timestamp: Any) -> int:
+    try:
+        ms = to_millis(timestamp)
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidInput(
+            f"timestamp of metric {key!r} must be a datetime or epoch milliseconds, "
+            f"got {timestamp!r}"
+        ) from None
+    if not -(1 << 63) <= ms < 1 << 63:
+        raise InvalidInput(
+            f"timestamp of metric {key!r} must fit in 64-bit epoch milliseconds, got {timestamp!r}"
+        )
+    return ms

@@ -125,12 +125,19 @@ class MetricWriter:
         while not self._closed:
             self._wake.wait(wait)
             self._wake.clear()
+            healthy = True
             try:
                 self.flush()
-                if now_millis() - self._last_beat >= self._beat_interval * 1000:
-                    self.beat()
             except Exception as exc:  # retried on the next tick; never kills the thread
                 _log.warning("kiln: could not write metrics yet (%s); will retry", exc)
+                healthy = False
+            try:  # a live process keeps beating even while its metrics wait
+                if now_millis() - self._last_beat >= self._beat_interval * 1000:
+                    self.beat()
+            except Exception as exc:
+                _log.warning("kiln: could not record the heartbeat (%s); will retry", exc)
+                healthy = False
+            if not healthy:
                 continue
             with self._lock:  # idle: no live run, nothing buffered; track() restarts us
                 if not self._live and not self._buf:

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from kiln.core import Conflict, InvalidInput, NotFound, new_id, now_millis, to_millis
+from kiln.core import Conflict, InvalidInput, NotFound, new_id, now_millis
 from kiln.tracking import _validate as v
 from kiln.tracking._environment import current_environment
 from kiln.tracking._params import encode
@@ -126,7 +126,7 @@ class Run:
             step = v.check_step(key, step)
         next_step[key] = step + 1
         value = value if type(value) is float else v.to_float(key, value)
-        ts = time.time_ns() // 1_000_000 if timestamp is None else to_millis(timestamp)
+        ts = time.time_ns() // 1_000_000 if timestamp is None else v.check_timestamp(key, timestamp)
         self._writer.add(self.id, key, value, step, ts)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
