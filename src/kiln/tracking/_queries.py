@@ -41,16 +41,17 @@ def experiment_id(conn: Connection, name: str) -> str:
     return str(found)
 
 
-def get_or_create_experiment(client: TrackingClient, name: str) -> str:
-    """The experiment's id, creating it if needed; concurrent creators agree on one row."""
-    dialect = client.meta.dialect
-    with client.meta.write_cursor() as cursor:
+def ensure_experiment(cursor: Any, dialect: str, name: str) -> str:
+    """The experiment's id inside the caller's write transaction, creating it if needed.
+
+    ``ON CONFLICT DO NOTHING`` makes concurrent creators agree on one row on both dialects.
+    """
+    cursor.execute(sql("experiment_id", dialect), (name,))
+    found = cursor.fetchone()
+    if found is None:
+        cursor.execute(sql("experiment_insert", dialect), (new_id(), name, now_millis()))
         cursor.execute(sql("experiment_id", dialect), (name,))
         found = cursor.fetchone()
-        if found is None:
-            cursor.execute(sql("experiment_insert", dialect), (new_id(), name, now_millis()))
-            cursor.execute(sql("experiment_id", dialect), (name,))
-            found = cursor.fetchone()
     return str(found[0])
 
 

@@ -50,6 +50,7 @@ params = sa.Table(
     sa.Column("value", sa.Text, nullable=False),
     sa.Column("value_type", sa.String(8), nullable=False),
     sa.Column("num_value", sa.Float, nullable=True),
+    sqlite_with_rowid=False,
 )
 
 tags = sa.Table(
@@ -58,6 +59,7 @@ tags = sa.Table(
     sa.Column("run_id", ID, sa.ForeignKey("kiln_runs.id"), primary_key=True),
     sa.Column("key", sa.String(250), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
+    sqlite_with_rowid=False,
 )
 
 metrics = sa.Table(
@@ -82,7 +84,8 @@ latest_metrics = sa.Table(
     sa.Column("is_nan", sa.Boolean, nullable=False),
     sa.Column("step", sa.BigInteger, nullable=False),
     sa.Column("timestamp", sa.BigInteger, nullable=False),
-    sa.Index("ix_kiln_latest_metrics_key_value", "key", "value"),
+    sa.Index("ix_kiln_latest_metrics_key_value", "key", "is_nan", "value"),
+    sqlite_with_rowid=False,
 )
 
 artifacts = sa.Table(

@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from kiln.core import Conflict, from_millis
 from kiln.tracking import _tables as t
 from kiln.tracking import _validate as v
-from kiln.tracking._queries import experiment_id, get_or_create_experiment
+from kiln.tracking._queries import ensure_experiment, experiment_id
 from kiln.tracking.client import TrackingClient, default_client
 from kiln.tracking.records import ExperimentRecord
 
@@ -53,7 +53,9 @@ def get(name: str, *, client: TrackingClient | None = None) -> ExperimentRecord:
 def create(name: str, *, client: TrackingClient | None = None) -> ExperimentRecord:
     """Create ``name`` if missing (idempotent) and return it."""
     client = client or default_client()
-    get_or_create_experiment(client, v.check_name("experiment", name))
+    v.check_name("experiment", name)
+    with client.meta.write_cursor() as cursor:
+        ensure_experiment(cursor, client.meta.dialect, name)
     return _records(client, name)[0]
 
 

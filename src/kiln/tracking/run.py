@@ -18,7 +18,7 @@ from kiln.core import Conflict, InvalidInput, NotFound, new_id, now_millis
 from kiln.tracking import _validate as v
 from kiln.tracking._environment import current_environment
 from kiln.tracking._params import encode
-from kiln.tracking._queries import get_or_create_experiment, get_run
+from kiln.tracking._queries import ensure_experiment, get_run
 from kiln.tracking._statements import sql
 from kiln.tracking.client import TrackingClient, default_client
 from kiln.tracking.records import ArtifactRecord, RunRecord, RunStatus
@@ -289,8 +289,8 @@ def start_run(
     now = now_millis()
     env_key = (client.meta.url, env_id, os.getpid())
     dialect = client.meta.dialect
-    exp_id = get_or_create_experiment(client, experiment)
     with client.meta.write_cursor() as cursor:
+        exp_id = ensure_experiment(cursor, dialect, experiment)
         if parent_id is not None:
             cursor.execute(sql("run_exists", dialect), (parent_id,))
             if cursor.fetchone() is None:

@@ -17,7 +17,7 @@ from kiln.tracking._queries import close_matches, experiment_id, get_run, load_r
 from kiln.tracking.artifacts import download_artifacts, list_artifacts
 from kiln.tracking.client import TrackingClient, default_client
 from kiln.tracking.records import MetricPoint, RunRecord
-from kiln.tracking.search import compile_filter, compile_order, parse_order
+from kiln.tracking.search import compile_clause, compile_order, parse_filter, parse_order
 
 __all__ = [
     "RunComparison",
@@ -56,15 +56,19 @@ def search(
     client = client or default_client()
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise InvalidInput(f"limit must be a positive integer or None; got {limit!r}")
-    conditions = compile_filter(filter)
+    clauses = parse_filter(filter)
     keys = parse_order(order_by)
+    query, joined = compile_order(
+        sa.select(t.runs.c.id), keys, {c.name for c in clauses if c.kind == "metrics"}
+    )
+    conditions = [compile_clause(c, joined) for c in clauses]
     reap_dead_runs(client)
     with client.meta.read() as conn:
         if experiment is not None:
             names = [experiment] if isinstance(experiment, str) else list(experiment)
             ids = [experiment_id(conn, name) for name in names]
             conditions.append(t.runs.c.experiment_id.in_(ids))
-        query = compile_order(sa.select(t.runs.c.id).where(*conditions), keys)
+        query = query.where(*conditions)
         if limit is not None:
             query = query.limit(limit)
         run_ids = list(conn.execute(query).scalars())

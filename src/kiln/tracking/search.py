@@ -16,7 +16,7 @@ ever compare, never run SQL. Errors name the offending token and its position.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -266,8 +266,12 @@ def _time_value(value: Any, pos: int) -> Any:
     return tuple(one(x) for x in value) if isinstance(value, tuple) else one(value)
 
 
-def compile_clause(c: Clause) -> ColumnElement[bool]:
+def compile_clause(c: Clause, joined: Mapping[str, Any] | None = None) -> ColumnElement[bool]:
+    """One clause as a condition on ``kiln_runs``; ``joined`` maps metric names to aliases
+    of ``kiln_latest_metrics`` that :func:`compile_order` already inner-joined."""
     runs = t.runs.c
+    if c.kind == "metrics" and joined and c.name in joined:
+        return _compare(joined[c.name].c.value, c.op, c.value)
     if c.kind == "metrics":
         m = t.latest_metrics.c
         sub = sa.select(m.run_id).where(
@@ -337,8 +341,18 @@ def parse_order(order_by: Sequence[str] | str | None) -> list[OrderKey]:
     return keys
 
 
-def compile_order(query: sa.Select[Any], keys: Sequence[OrderKey]) -> sa.Select[Any]:
-    """Add joins and ORDER BY terms; missing values sort last in both directions."""
+def compile_order(
+    query: sa.Select[Any], keys: Sequence[OrderKey], required_metrics: Iterable[str] = ()
+) -> tuple[sa.Select[Any], dict[str, Any]]:
+    """Add joins and ORDER BY terms; missing values sort last in both directions.
+
+    A metric that the filter already requires (``required_metrics``) is inner-joined, and
+    the alias is returned so the filter's clauses on it compare that alias directly: the
+    database then walks the (key, is_nan, value) index in order and stops at the limit,
+    instead of sorting every match.
+    """
+    required = set(required_metrics)
+    joined: dict[str, Any] = {}
     terms: list[Any] = []
     for i, key in enumerate(keys):
         if key.kind == "attributes":
@@ -356,13 +370,17 @@ def compile_order(query: sa.Select[Any], keys: Sequence[OrderKey]) -> sa.Select[
             cond = (alias.c.run_id == t.runs.c.id) & (alias.c.key == key.name)
             if key.kind == "metrics":
                 cond = cond & alias.c.is_nan.is_(False)
-            query = query.outerjoin(alias, cond)
+            if key.kind == "metrics" and key.name in required and key.name not in joined:
+                query = query.join(alias, cond)
+                joined[key.name] = alias
+            else:
+                query = query.outerjoin(alias, cond)
             if key.kind == "params":  # numbers in numeric order, then text
                 terms.append(_direction(alias.c.num_value, key.descending))
             col = alias.c.value
         terms.append(_direction(col, key.descending))
     terms += [t.runs.c.start_time.desc(), t.runs.c.id.desc()]
-    return query.order_by(*terms)
+    return query.order_by(*terms), joined
 
 
 def _direction(col: Any, descending: bool) -> Any:

@@ -21,15 +21,15 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=64), nullable=False),
         sa.Column("data", sa.Text(), nullable=False),
         sa.Column("created_at", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint("id", name=("pk_kiln_environments")),
+        sa.PrimaryKeyConstraint("id", name="pk_kiln_environments"),
     )
     op.create_table(
         "kiln_experiments",
         sa.Column("id", sa.String(length=32), nullable=False),
         sa.Column("name", sa.String(length=256), nullable=False),
         sa.Column("created_at", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint("id", name=("pk_kiln_experiments")),
-        sa.UniqueConstraint("name", name=("uq_kiln_experiments_name")),
+        sa.PrimaryKeyConstraint("id", name="pk_kiln_experiments"),
+        sa.UniqueConstraint("name", name="uq_kiln_experiments_name"),
     )
     op.create_table(
         "kiln_lineage_edges",
@@ -41,7 +41,7 @@ def upgrade() -> None:
         sa.Column("properties", sa.Text(), nullable=False),
         sa.Column("created_at", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint(
-            "src_kind", "src_id", "relation", "dst_kind", "dst_id", name=("pk_kiln_lineage_edges")
+            "src_kind", "src_id", "relation", "dst_kind", "dst_id", name="pk_kiln_lineage_edges"
         ),
     )
     op.create_index(
@@ -62,17 +62,17 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["environment_id"],
             ["kiln_environments.id"],
-            name=("fk_kiln_runs_environment_id_kiln_environments"),
+            name="fk_kiln_runs_environment_id_kiln_environments",
         ),
         sa.ForeignKeyConstraint(
             ["experiment_id"],
             ["kiln_experiments.id"],
-            name=("fk_kiln_runs_experiment_id_kiln_experiments"),
+            name="fk_kiln_runs_experiment_id_kiln_experiments",
         ),
         sa.ForeignKeyConstraint(
-            ["parent_id"], ["kiln_runs.id"], name=("fk_kiln_runs_parent_id_kiln_runs")
+            ["parent_id"], ["kiln_runs.id"], name="fk_kiln_runs_parent_id_kiln_runs"
         ),
-        sa.PrimaryKeyConstraint("id", name=("pk_kiln_runs")),
+        sa.PrimaryKeyConstraint("id", name="pk_kiln_runs"),
     )
     op.create_index(
         "ix_kiln_runs_experiment_start", "kiln_runs", ["experiment_id", "start_time"], unique=False
@@ -89,9 +89,9 @@ def upgrade() -> None:
         sa.Column("size", sa.BigInteger(), nullable=False),
         sa.Column("created_at", sa.BigInteger(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["run_id"], ["kiln_runs.id"], name=("fk_kiln_artifacts_run_id_kiln_runs")
+            ["run_id"], ["kiln_runs.id"], name="fk_kiln_artifacts_run_id_kiln_runs"
         ),
-        sa.PrimaryKeyConstraint("run_id", "path", name=("pk_kiln_artifacts")),
+        sa.PrimaryKeyConstraint("run_id", "path", name="pk_kiln_artifacts"),
     )
     op.create_table(
         "kiln_latest_metrics",
@@ -102,12 +102,16 @@ def upgrade() -> None:
         sa.Column("step", sa.BigInteger(), nullable=False),
         sa.Column("timestamp", sa.BigInteger(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["run_id"], ["kiln_runs.id"], name=("fk_kiln_latest_metrics_run_id_kiln_runs")
+            ["run_id"], ["kiln_runs.id"], name="fk_kiln_latest_metrics_run_id_kiln_runs"
         ),
-        sa.PrimaryKeyConstraint("run_id", "key", name=("pk_kiln_latest_metrics")),
+        sa.PrimaryKeyConstraint("run_id", "key", name="pk_kiln_latest_metrics"),
+        sqlite_with_rowid=False,
     )
     op.create_index(
-        "ix_kiln_latest_metrics_key_value", "kiln_latest_metrics", ["key", "value"], unique=False
+        "ix_kiln_latest_metrics_key_value",
+        "kiln_latest_metrics",
+        ["key", "is_nan", "value"],
+        unique=False,
     )
     op.create_table(
         "kiln_metrics",
@@ -124,9 +128,9 @@ def upgrade() -> None:
         sa.Column("is_nan", sa.Boolean(), nullable=False),
         sa.Column("timestamp", sa.BigInteger(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["run_id"], ["kiln_runs.id"], name=("fk_kiln_metrics_run_id_kiln_runs")
+            ["run_id"], ["kiln_runs.id"], name="fk_kiln_metrics_run_id_kiln_runs"
         ),
-        sa.PrimaryKeyConstraint("id", name=("pk_kiln_metrics")),
+        sa.PrimaryKeyConstraint("id", name="pk_kiln_metrics"),
     )
     op.create_index(
         "ix_kiln_metrics_run_key_step", "kiln_metrics", ["run_id", "key", "step"], unique=False
@@ -139,19 +143,19 @@ def upgrade() -> None:
         sa.Column("value_type", sa.String(length=8), nullable=False),
         sa.Column("num_value", sa.Float(), nullable=True),
         sa.ForeignKeyConstraint(
-            ["run_id"], ["kiln_runs.id"], name=("fk_kiln_params_run_id_kiln_runs")
+            ["run_id"], ["kiln_runs.id"], name="fk_kiln_params_run_id_kiln_runs"
         ),
-        sa.PrimaryKeyConstraint("run_id", "key", name=("pk_kiln_params")),
+        sa.PrimaryKeyConstraint("run_id", "key", name="pk_kiln_params"),
+        sqlite_with_rowid=False,
     )
     op.create_table(
         "kiln_tags",
         sa.Column("run_id", sa.String(length=32), nullable=False),
         sa.Column("key", sa.String(length=250), nullable=False),
         sa.Column("value", sa.Text(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["run_id"], ["kiln_runs.id"], name=("fk_kiln_tags_run_id_kiln_runs")
-        ),
-        sa.PrimaryKeyConstraint("run_id", "key", name=("pk_kiln_tags")),
+        sa.ForeignKeyConstraint(["run_id"], ["kiln_runs.id"], name="fk_kiln_tags_run_id_kiln_runs"),
+        sa.PrimaryKeyConstraint("run_id", "key", name="pk_kiln_tags"),
+        sqlite_with_rowid=False,
     )
 
 
