@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from alembic import command
@@ -33,6 +33,7 @@ VERSION_TABLE = "kiln_alembic_version"
 _MIGRATIONS = Path(__file__).with_name("migrations")
 _PG_MIGRATION_LOCK = 0x6B696C6E  # "kiln"
 _SQLITE_BUSY_TIMEOUT_S = 60.0
+_C = TypeVar("_C")
 
 
 def _normalize_url(url: str) -> sa.URL:
@@ -121,12 +122,7 @@ class MetadataStore:
         statement); semantics match :meth:`write`: commit on exit, rollback on error.
         """
         self._ensure_schema()
-        try:
-            conn = self.engine.raw_connection()
-        except sa.exc.OperationalError as exc:
-            raise StoreUnavailable(
-                f"cannot reach the metadata store {mask_url(self.url)!r}: {exc.orig}"
-            ) from None
+        conn = self._checkout(self.engine.raw_connection)
         cursor = conn.cursor()
         try:
             if self.dialect == "sqlite":
@@ -142,18 +138,22 @@ class MetadataStore:
 
     @contextmanager
     def _connect(self, *, write: bool) -> Iterator[Connection]:
-        try:
-            conn = self.engine.connect()
-        except sa.exc.OperationalError as exc:
-            raise StoreUnavailable(
-                f"cannot reach the metadata store {mask_url(self.url)!r}: {exc.orig}"
-            ) from None
+        conn: Connection = self._checkout(self.engine.connect)
         try:
             if write:
                 conn = conn.execution_options(kiln_write=True)
             yield conn
         finally:
             conn.close()
+
+    def _checkout(self, connect: Callable[[], _C]) -> _C:
+        """A pooled connection, or StoreUnavailable naming the (masked) URL."""
+        try:
+            return connect()
+        except sa.exc.OperationalError as exc:
+            raise StoreUnavailable(
+                f"cannot reach the metadata store {mask_url(self.url)!r}: {exc.orig}"
+            ) from None
 
     # -- schema ---------------------------------------------------------------------------
 

@@ -35,6 +35,20 @@ _STATEMENTS = {
         "INSERT INTO kiln_params (run_id, key, value, value_type, num_value) "
         "VALUES ({p}, {p}, {p}, {p}, {p})"
     ),
+    # Metric rows arrive as (run_id, key, value, step, timestamp). SQLite binds NaN as NULL,
+    # so there the NaN flag is computed in SQL from the one bound value: no per-row Python.
+    "metric_insert_sqlite": (
+        "INSERT INTO kiln_metrics (run_id, key, step, value, is_nan, timestamp) "
+        "VALUES (?1, ?2, ?4, coalesce(?3, 0.0), ?3 IS NULL, ?5)"
+    ),
+    "latest_upsert_sqlite": (
+        "INSERT INTO kiln_latest_metrics (run_id, key, value, is_nan, step, timestamp) "
+        "VALUES (?1, ?2, coalesce(?3, 0.0), ?3 IS NULL, ?4, ?5) "
+        "ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value, "
+        "is_nan = excluded.is_nan, step = excluded.step, timestamp = excluded.timestamp "
+        "WHERE excluded.step > kiln_latest_metrics.step OR (excluded.step = "
+        "kiln_latest_metrics.step AND excluded.timestamp >= kiln_latest_metrics.timestamp)"
+    ),
     "metric_insert": (
         "INSERT INTO kiln_metrics (run_id, key, step, value, is_nan, timestamp) "
         "VALUES ({p}, {p}, {p}, {p}, {p}, {p})"

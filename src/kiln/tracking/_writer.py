@@ -1,10 +1,10 @@
 """The batched metric writer: logging a value appends to a buffer; a thread writes batches.
 
-``log_metric`` costs an append under a lock. A daemon thread flushes the buffer every
-``flush_interval_s`` and beats the heartbeat of every live run of this process, and stops
-when the process has no live run; runs flush
-synchronously when they end, and every writer flushes at interpreter exit. A batch that
-cannot be written stays buffered and is retried, so a transient outage loses nothing.
+``log_metric`` costs one append to a deque (atomic, no lock). A daemon thread flushes the
+buffer every ``flush_interval_s`` and beats the heartbeat of every live run of this
+process, and stops when the process has no live run. Runs flush synchronously when they
+end, and every writer flushes at interpreter exit. A batch that cannot be written stays
+buffered and is retried, so a transient outage loses nothing.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ import atexit
 import logging
 import threading
 import weakref
+from collections import deque
 from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
 
 from kiln.core import now_millis
@@ -24,6 +26,17 @@ __all__ = ["MetricWriter"]
 
 _log = logging.getLogger("kiln.tracking")
 Row = tuple[str, str, float, int, int]  # run_id, key, value, step, timestamp
+_STEP_TS = itemgetter(3, 4)
+
+
+def _pg_row(r: Row) -> tuple[Any, ...]:
+    nan = r[2] != r[2]
+    return (r[0], r[1], r[3], 0.0 if nan else r[2], nan, r[4])
+
+
+def _pg_latest(r: Row) -> tuple[Any, ...]:
+    nan = r[2] != r[2]
+    return (r[0], r[1], 0.0 if nan else r[2], nan, r[3], r[4])
 
 
 class MetricWriter:
@@ -35,7 +48,7 @@ class MetricWriter:
         self._store = store
         self._flush_interval = flush_interval_s
         self._beat_interval = heartbeat_interval_s
-        self._buf: list[Row] = []
+        self.buffer: deque[Row] = deque()  # append is atomic: producers take no lock
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._wake = threading.Event()
@@ -43,21 +56,18 @@ class MetricWriter:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._last_beat = 0
-        self._history_sql = sql("metric_insert", store.dialect)
-        self._latest_sql = sql("latest_upsert", store.dialect)
+        self._sqlite = store.dialect == "sqlite"
+        suffix = "_sqlite" if self._sqlite else ""
+        self._history_sql = sql(f"metric_insert{suffix}", store.dialect)
+        self._latest_sql = sql(f"latest_upsert{suffix}", store.dialect)
         self._beat_sql = sql("heartbeat", store.dialect)
         _writers.add(self)
 
     def add(self, run_id: str, key: str, value: float, step: int, timestamp: int) -> None:
-        with self._lock:
-            self._buf.append((run_id, key, value, step, timestamp))
-
-    def add_many(self, rows: list[Row]) -> None:
-        with self._lock:
-            self._buf.extend(rows)
+        self.buffer.append((run_id, key, value, step, timestamp))
 
     def pending(self) -> int:
-        return len(self._buf)
+        return len(self.buffer)
 
     def track(self, run_id: str) -> None:
         """Beat ``run_id``'s heartbeat until :meth:`untrack`; starts the thread on first use."""
@@ -83,8 +93,8 @@ class MetricWriter:
         ``also`` runs in the same transaction, so ending a run costs one commit.
         """
         with self._flush_lock:
-            with self._lock:
-                batch, self._buf = self._buf, []
+            buffer = self.buffer
+            batch = [buffer.popleft() for _ in range(len(buffer))]
             if not batch and also is None:
                 return 0
             try:
@@ -94,23 +104,21 @@ class MetricWriter:
                     if also is not None:
                         also(cursor)
             except BaseException:
-                with self._lock:
-                    self._buf[:0] = batch
+                self.buffer.extendleft(reversed(batch))
                 raise
             return len(batch)
 
     def _write(self, cursor: Any, batch: list[Row]) -> None:
-        history: list[tuple[Any, ...]] = []
-        latest: dict[tuple[str, str], tuple[Any, ...]] = {}
-        for run_id, key, value, step, ts in batch:
-            nan = value != value
-            row = (run_id, key, step, 0.0 if nan else value, nan, ts)
-            history.append(row)
-            best = latest.get((run_id, key))
-            if best is None or (step, ts) >= (best[4], best[5]):
-                latest[(run_id, key)] = (run_id, key, row[3], nan, step, ts)
-        cursor.executemany(self._history_sql, history)
-        cursor.executemany(self._latest_sql, list(latest.values()))
+        # The latest value per (run, key) is the one with the highest (step, timestamp),
+        # the later-logged on ties: a stable sort then a dict keeps exactly that row.
+        ordered = sorted(batch, key=_STEP_TS)
+        latest = list({(row[0], row[1]): row for row in ordered}.values())
+        if self._sqlite:
+            cursor.executemany(self._history_sql, batch)
+            cursor.executemany(self._latest_sql, latest)
+            return
+        cursor.executemany(self._history_sql, [_pg_row(r) for r in batch])
+        cursor.executemany(self._latest_sql, [_pg_latest(r) for r in latest])
 
     def beat(self) -> None:
         runs = self.live_runs()
@@ -140,7 +148,7 @@ class MetricWriter:
             if not healthy:
                 continue
             with self._lock:  # idle: no live run, nothing buffered; track() restarts us
-                if not self._live and not self._buf:
+                if not self._live and not self.buffer:
                     self._thread = None
                     return
 

@@ -30,6 +30,7 @@ _unended: dict[str, Run] = {}
 _unended_lock = threading.Lock()
 _env_written: set[tuple[str, str, int]] = set()
 _INT64 = 1 << 63
+_time_ns = time.time_ns
 
 
 class Run:
@@ -54,6 +55,7 @@ class Run:
         self._status: str = RunStatus.RUNNING
         self._next_step: dict[str, int] = {}
         self._writer = client.writer
+        self._append = self._writer.buffer.append
         self._token: contextvars.Token[tuple[Run, ...]] | None = None
 
     def __repr__(self) -> str:
@@ -115,19 +117,19 @@ class Run:
 
         Without ``step`` the value gets the key's next step (0, 1, 2...).
         """
-        if self._status != RunStatus.RUNNING:
-            self._check_live("metrics")
         next_step = self._next_step
-        if key not in next_step:
+        if self._status is not RunStatus.RUNNING or key not in next_step:
+            self._check_live("metrics")
             v.check_key("metric", key)
         if step is None:
             step = next_step.get(key, 0)
         elif type(step) is not int or not -_INT64 <= step < _INT64:
             step = v.check_step(key, step)
         next_step[key] = step + 1
-        value = value if type(value) is float else v.to_float(key, value)
-        ts = time.time_ns() // 1_000_000 if timestamp is None else v.check_timestamp(key, timestamp)
-        self._writer.add(self.id, key, value, step, ts)
+        if type(value) is not float:
+            value = v.to_float(key, value)
+        ts = _time_ns() // 1_000_000 if timestamp is None else v.check_timestamp(key, timestamp)
+        self._append((self.id, key, value, step, ts))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         if not isinstance(metrics, Mapping):
