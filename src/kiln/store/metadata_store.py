@@ -33,6 +33,7 @@ VERSION_TABLE = "kiln_alembic_version"
 _MIGRATIONS = Path(__file__).with_name("migrations")
 _PG_MIGRATION_LOCK = 0x6B696C6E  # "kiln"
 _SQLITE_BUSY_TIMEOUT_S = 60.0
+_SQLITE_AUTOCHECKPOINT_PAGES = 1000
 _C = TypeVar("_C")
 
 
@@ -72,6 +73,9 @@ def _sqlite_engine(url: sa.URL) -> Engine:
         cursor.execute(f"PRAGMA busy_timeout = {int(_SQLITE_BUSY_TIMEOUT_S * 1000)}")
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
+        # Checkpoints (the only fsyncs in WAL mode) run in the background through
+        # checkpoint(); the automatic one stays as a safety net for a large WAL.
+        cursor.execute(f"PRAGMA wal_autocheckpoint = {_SQLITE_AUTOCHECKPOINT_PAGES}")
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()
 
@@ -96,6 +100,7 @@ class MetadataStore:
             self.engine = sa.create_engine(self._sa_url, pool_pre_ping=True)
         self._ready = False
         self._ready_lock = threading.Lock()
+        self._local = threading.local()
 
     def __repr__(self) -> str:
         return f"MetadataStore({mask_url(self.url)!r})"
@@ -122,11 +127,22 @@ class MetadataStore:
         statement); semantics match :meth:`write`: commit on exit, rollback on error.
         """
         self._ensure_schema()
+        if self.dialect == "sqlite":
+            conn = self._thread_connection()
+            cursor = conn.cursor()
+            try:
+                cursor.execute("BEGIN IMMEDIATE")
+                yield cursor
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+            finally:
+                cursor.close()
+            return
         conn = self._checkout(self.engine.raw_connection)
         cursor = conn.cursor()
         try:
-            if self.dialect == "sqlite":
-                cursor.execute("BEGIN IMMEDIATE")
             yield cursor
             conn.commit()
         except BaseException:
@@ -135,6 +151,19 @@ class MetadataStore:
         finally:
             cursor.close()
             conn.close()
+
+    def _thread_connection(self) -> Any:
+        """This thread's own SQLite connection, detached from the pool and kept open.
+
+        SQLite connections are cheap to keep and a pool round trip costs more than the
+        commit of a small transaction; each thread keeps one for its hot-path writes.
+        """
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._checkout(self.engine.raw_connection)
+            conn.detach()
+            self._local.conn = conn
+        return conn
 
     @contextmanager
     def _connect(self, *, write: bool) -> Iterator[Connection]:
