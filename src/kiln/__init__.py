@@ -8,6 +8,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from kiln import errors
 from kiln.core import Settings, configure, get_settings
+from kiln.registry import models
 from kiln.tracking import (
     Run,
     RunRecord,
@@ -38,6 +39,7 @@ __all__ = [
     "experiments",
     "get_settings",
     "lineage",
+    "models",
     "runs",
     "start_run",
 ]

@@ -8,6 +8,7 @@ from kiln.core.errors import (
     IntegrityError,
     InvalidInput,
     KilnError,
+    KilnWarning,
     MissingDependency,
     NotFound,
     StoreUnavailable,
@@ -21,6 +22,7 @@ from kiln.core.settings import (
     mask_url,
     reset_settings,
 )
+from kiln.core.suggest import close_matches
 
 __all__ = [
     "ConfigError",
@@ -28,10 +30,12 @@ __all__ = [
     "IntegrityError",
     "InvalidInput",
     "KilnError",
+    "KilnWarning",
     "MissingDependency",
     "NotFound",
     "Settings",
     "StoreUnavailable",
+    "close_matches",
     "configure",
     "errors",
     "from_millis",

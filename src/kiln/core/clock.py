@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from typing import overload
 
 __all__ = ["from_millis", "now_millis", "to_millis"]
 
 
 def now_millis() -> int:
     return time.time_ns() // 1_000_000
+
+
+@overload
+def from_millis(ms: int) -> datetime: ...
+
+
+@overload
+def from_millis(ms: None) -> None: ...
 
 
 def from_millis(ms: int | None) -> datetime | None:

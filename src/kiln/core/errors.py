@@ -11,6 +11,8 @@
      ├── MissingDependency an optional extra is needed (message carries the pip command)
      └── StoreUnavailable  a backing service cannot be reached
 
+    KilnWarning (UserWarning)  something works but may not behave as it did
+
 Messages say what is wrong, which field or value, and what was expected, so callers can
 show them as one line without a traceback.
 """
@@ -23,6 +25,7 @@ __all__ = [
     "IntegrityError",
     "InvalidInput",
     "KilnError",
+    "KilnWarning",
     "MissingDependency",
     "NotFound",
     "StoreUnavailable",
@@ -59,3 +62,7 @@ class MissingDependency(KilnError, ImportError):
 
 class StoreUnavailable(KilnError, ConnectionError):
     """A backing service (database, object store, key-value store) cannot be reached."""
+
+
+class KilnWarning(UserWarning):
+    """Works, but may not behave as expected (for example a model loaded under other versions)."""

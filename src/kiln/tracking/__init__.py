@@ -5,6 +5,8 @@ Log into a live :class:`Run`; read back frozen :class:`RunRecord` values through
 """
 
 from kiln.tracking import experiments, lineage, runs
+from kiln.tracking._environment import process_environment
+from kiln.tracking.artifacts import record_artifacts
 from kiln.tracking.client import TrackingClient, default_client
 from kiln.tracking.records import (
     ArtifactRecord,
@@ -31,6 +33,8 @@ __all__ = [
     "default_client",
     "experiments",
     "lineage",
+    "process_environment",
+    "record_artifacts",
     "runs",
     "start_run",
 ]

@@ -69,3 +69,8 @@ def current_environment() -> tuple[str, str]:
     """(id, JSON) of this process's environment; the id is the sha256 of the JSON."""
     data = json.dumps(_capture(os.getpid()), sort_keys=True)
     return hashlib.sha256(data.encode()).hexdigest(), data
+
+
+def process_environment() -> dict[str, Any]:
+    """This process's environment (code version, interpreter, packages, host, command)."""
+    return dict(_capture(os.getpid()))

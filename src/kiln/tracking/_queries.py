@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -12,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from kiln.core import NotFound, from_millis, new_id, now_millis
+from kiln.core import NotFound, close_matches, from_millis, new_id, now_millis
 from kiln.tracking import _tables as t
 from kiln.tracking._params import decode
 from kiln.tracking._statements import sql
@@ -20,17 +19,6 @@ from kiln.tracking.client import TrackingClient
 from kiln.tracking.records import RunRecord, RunStatus, frozen_mapping
 
 _CHUNK = 500
-
-
-def close_matches(word: str, choices: Iterable[str]) -> str:
-    options = sorted(set(choices))
-    near = difflib.get_close_matches(word, options, n=3, cutoff=0.5)
-    if near:
-        return f"; did you mean {', '.join(near)}?"
-    if options:
-        shown = ", ".join(options[:10]) + (", ..." if len(options) > 10 else "")
-        return f"; known: {shown}"
-    return ""
 
 
 def experiment_id(conn: Connection, name: str) -> str:
@@ -148,7 +136,7 @@ def load_runs(conn: Connection, run_ids: Sequence[str]) -> list[RunRecord]:
                 experiment=row[2],
                 name=row[3],
                 status=row[4],
-                start_time=from_millis(row[5]),  # type: ignore[arg-type]
+                start_time=from_millis(row[5]),
                 end_time=from_millis(row[6]),
                 parent_id=row[7],
                 error=row[9],

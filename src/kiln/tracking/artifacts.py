@@ -12,25 +12,37 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
-from kiln.core import NotFound, now_millis
+from kiln.core import NotFound, close_matches, now_millis
 from kiln.tracking import _tables as t
 from kiln.tracking import _validate as v
-from kiln.tracking._queries import close_matches, get_run
+from kiln.tracking._queries import get_run
 from kiln.tracking.client import TrackingClient, default_client
 from kiln.tracking.records import ArtifactRecord
 
-__all__ = ["download_artifacts", "list_artifacts"]
+__all__ = ["download_artifacts", "list_artifacts", "record_artifacts"]
 
 
 def _upsert(client: TrackingClient, run_id: str, rows: list[dict[str, Any]]) -> None:
     with client.meta.write() as conn:
-        conn.execute(
-            t.artifacts.delete().where(
-                t.artifacts.c.run_id == run_id, t.artifacts.c.path.in_([r["path"] for r in rows])
-            )
+        _upsert_rows(conn, run_id, rows)
+
+
+def _upsert_rows(conn: Connection, run_id: str, rows: list[dict[str, Any]]) -> None:
+    conn.execute(
+        t.artifacts.delete().where(
+            t.artifacts.c.run_id == run_id, t.artifacts.c.path.in_([r["path"] for r in rows])
         )
-        conn.execute(t.artifacts.insert(), rows)
+    )
+    conn.execute(t.artifacts.insert(), rows)
+
+
+def record_artifacts(conn: Connection, run_id: str, records: Sequence[ArtifactRecord]) -> None:
+    """Attach already-stored blobs to a run inside the caller's write transaction."""
+    if records:
+        now = now_millis()
+        _upsert_rows(conn, run_id, [_row(run_id, r, now) for r in records])
 
 
 def log_files(

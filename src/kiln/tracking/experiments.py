@@ -33,7 +33,7 @@ def _records(client: TrackingClient, name: str | None = None) -> _list[Experimen
     with client.meta.read() as conn:
         rows = conn.execute(query).all()
     return [
-        ExperimentRecord(id=r[0], name=r[1], created_at=from_millis(r[2]), run_count=int(r[3]))  # type: ignore[arg-type]
+        ExperimentRecord(id=r[0], name=r[1], created_at=from_millis(r[2]), run_count=int(r[3]))
         for r in rows
     ]
 

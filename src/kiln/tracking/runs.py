@@ -11,9 +11,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from kiln.core import InvalidInput, NotFound, from_millis
+from kiln.core import InvalidInput, NotFound, close_matches, from_millis
 from kiln.tracking import _tables as t
-from kiln.tracking._queries import close_matches, experiment_id, get_run, load_runs, reap_dead_runs
+from kiln.tracking._queries import experiment_id, get_run, load_runs, reap_dead_runs
 from kiln.tracking.artifacts import download_artifacts, list_artifacts
 from kiln.tracking.client import TrackingClient, default_client
 from kiln.tracking.records import MetricPoint, RunRecord
@@ -99,7 +99,7 @@ def metric_history(
             key=key,
             step=r.step,
             value=float("nan") if r.is_nan else r.value,
-            timestamp=from_millis(r.timestamp),  # type: ignore[arg-type]
+            timestamp=from_millis(r.timestamp),
         )
         for r in rows
     ]

@@ -1,0 +1,101 @@
+"""What made a model version: one walk over the lineage graph from the version upward."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kiln.core import NotFound
+from kiln.registry._names import ModelRef
+from kiln.registry.aliases import resolve
+from kiln.registry.records import LineageNode, ModelLineage, ModelVersion
+from kiln.registry.versions import MODEL_KIND
+from kiln.tracking import RunRecord, TrackingClient, default_client, lineage, runs
+
+__all__ = ["model_lineage"]
+
+
+def _run_node(record: RunRecord, relation: str) -> LineageNode:
+    return LineageNode(
+        kind="run",
+        id=record.id,
+        label=f"{record.experiment}/{record.name}",
+        relation=relation,
+        attributes={
+            "status": record.status,
+            "start_time": record.start_time.isoformat(),
+            "end_time": record.end_time.isoformat() if record.end_time else None,
+        },
+    )
+
+
+def _input_nodes(version: ModelVersion, client: TrackingClient) -> tuple[LineageNode, ...]:
+    found: dict[tuple[str, str], LineageNode] = {}
+    sources = [(MODEL_KIND, version.id)]
+    if version.run_id:
+        sources.append(("run", version.run_id))
+    for kind, object_id in sources:
+        for edge in lineage.edges(kind, object_id, direction="in", client=client):
+            if edge.relation != "input_to" or (edge.src_kind, edge.src_id) in found:
+                continue
+            props: dict[str, Any] = {
+                k: v for k, v in edge.properties.items() if k not in ("ref", "via_run")
+            }
+            found[(edge.src_kind, edge.src_id)] = LineageNode(
+                kind=edge.src_kind,
+                id=edge.src_id,
+                label=str(props.get("name", edge.src_id)),
+                relation="input_to",
+                attributes=props,
+            )
+    return tuple(found.values())
+
+
+def model_lineage(
+    ref: str | ModelRef | ModelVersion, *, client: TrackingClient | None = None
+) -> ModelLineage:
+    """The version's run with its params and metrics, data inputs, code commit and parents."""
+    client = client or default_client()
+    version = ref if isinstance(ref, ModelVersion) else resolve(ref, client=client)
+    run_node = None
+    params: dict[str, Any] = {}
+    metrics: dict[str, float] = {}
+    parents: list[LineageNode] = []
+    if version.run_id:
+        try:
+            record = runs.get(version.run_id, client=client)
+        except NotFound:
+            record = None
+        if record is not None:
+            run_node = _run_node(record, "produced")
+            params, metrics = dict(record.params), dict(record.metrics)
+            seen = {record.id}
+            parent_id = record.parent_id
+            while parent_id and parent_id not in seen:
+                seen.add(parent_id)
+                parent = runs.get(parent_id, client=client)
+                parents.append(_run_node(parent, "parent_of"))
+                parent_id = parent.parent_id
+    code = None
+    if version.git_commit:
+        built = [
+            e
+            for e in lineage.edges(MODEL_KIND, version.id, direction="in", client=client)
+            if e.relation == "built"
+        ]
+        dirty = built[0].properties.get("dirty") if built else None
+        code = LineageNode(
+            kind="code",
+            id=version.git_commit,
+            label=version.git_commit[:12],
+            relation="built",
+            attributes={"dirty": dirty} if dirty is not None else {},
+        )
+    return ModelLineage(
+        version=version,
+        run=run_node,
+        params=params,
+        metrics=metrics,
+        inputs=_input_nodes(version, client),
+        code=code,
+        parents=tuple(parents),
+    )
