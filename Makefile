@@ -17,6 +17,7 @@ $(STAMP_BASE): pyproject.toml | $(PY)
 	@touch $@
 
 $(STAMP_DEV): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet 'torch==2.13.0'
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $@ $(STAMP_BASE)
 

@@ -28,6 +28,7 @@ def test_top_level_names() -> None:
             "experiments",
             "get_settings",
             "lineage",
+            "models",
             "runs",
             "start_run",
         ]
@@ -48,10 +49,39 @@ def test_runs_namespace() -> None:
     ]
 
 
+def test_models_namespace() -> None:
+    assert sorted(kiln.models.__all__) == [
+        "LoadedModel",
+        "ModelContext",
+        "PythonModel",
+        "alias_history",
+        "delete_alias",
+        "delete_model",
+        "delete_version",
+        "get_model",
+        "get_version",
+        "lineage",
+        "list_models",
+        "list_versions",
+        "load",
+        "register",
+        "resolve",
+        "rollback",
+        "set_alias",
+        "update_model",
+    ]
+    for name in kiln.models.__all__:
+        assert hasattr(kiln.models, name), name
+
+
 def test_error_hierarchy_has_one_root() -> None:
+    """Every error is a KilnError; the one warning class roots the warnings."""
     for name in kiln.errors.__all__:
         error = getattr(kiln.errors, name)
-        assert issubclass(error, kiln.errors.KilnError), name
+        if issubclass(error, Warning):
+            assert error is kiln.errors.KilnWarning, name
+        else:
+            assert issubclass(error, kiln.errors.KilnError), name
 
 
 def _imports(path: Path) -> list[str]:

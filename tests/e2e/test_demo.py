@@ -109,7 +109,10 @@ def test_artifacts_download_and_predict(
 ) -> None:
     run_id = demo[0].run_ids[index]
     paths = {a.path for a in kiln.runs.list_artifacts(run_id)}
-    assert paths == {"model/model.joblib", "feature_importance.csv", "dataset.json"}
+    registered = {p for p in paths if p.startswith("models/fraud/v1/")}
+    assert paths - registered == {"model/model.joblib", "feature_importance.csv", "dataset.json"}
+    # Only the best run produced the registered model, whose files it lists too.
+    assert bool(registered) == (run_id == demo[0].best_run_id)
 
     local = kiln.runs.download_artifacts(run_id, "model/model.joblib", dst=tmp_path)
     model = joblib.load(local)
@@ -160,6 +163,29 @@ def test_comparison_through_the_sdk(demo: tuple[DemoSummary, str]) -> None:
         comparison.metric_keys
     )
     assert "model.class" in comparison.differing_params
+
+
+def test_best_candidate_is_the_registered_champion(demo: tuple[DemoSummary, str]) -> None:
+    summary, text = demo
+    champion = kiln.models.resolve("fraud@champion")
+    assert champion.ref == summary.model_ref == "fraud/1"
+    assert champion.run_id == summary.best_run_id
+    assert champion.config["method"] == "predict_proba"
+    assert champion.metrics["val_auc"] == pytest.approx(summary.best_val_auc)
+    history = kiln.models.alias_history("fraud", "champion")
+    assert [(e.action, e.to_version) for e in history] == [("set", 1)]
+
+    df = make_fraud_transactions(n_transactions=500, n_users=50, seed=11)
+    proba = kiln.models.load("fraud@champion").predict(df[list(FRAUD_FEATURES)])
+    assert proba.shape == (500, 2)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+
+    graph = kiln.models.lineage("fraud@champion")
+    assert graph.run is not None and graph.run.id == summary.best_run_id
+    assert [(n.kind, n.label) for n in graph.inputs] == [("dataset", "fraud-transactions")]
+    assert graph.inputs[0].attributes["rows"] == N_TRANSACTIONS
+    assert "Registered fraud/1" in text and "fraud@champion" in text
+    assert "data inputs (1)" in text and "kiln models lineage fraud@champion" in text
 
 
 def test_too_few_transactions_is_refused() -> None:

@@ -10,6 +10,7 @@ from rich.tree import Tree
 
 import kiln
 from kiln.cli._format import console, emit_json, fmt, status, table
+from kiln.cli._models import models_app
 from kiln.store import open_metadata_store
 
 app = typer.Typer(
@@ -25,6 +26,7 @@ db_app = typer.Typer(help="Manage the metadata database.", no_args_is_help=True)
 app.add_typer(experiments_app, name="experiments")
 app.add_typer(runs_app, name="runs")
 app.add_typer(db_app, name="db")
+app.add_typer(models_app, name="models")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 

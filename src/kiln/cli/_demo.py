@@ -1,13 +1,15 @@
-"""``kiln demo``: the whole tracking story in one command, on data made on the spot.
+"""``kiln demo``: the whole tracking and registry story in one command, on data made on the spot.
 
 It exists so a new user sees, in under a minute and with nothing to download, what Kiln
 records for a real training job (params, per-iteration curves, final metrics, the model
-file and reports) and where to find it again. It uses only the public API, so it doubles
+file and reports), how the best model becomes a registered, verified champion with its
+lineage, and where to find it all again. It uses only the public API, so it doubles
 as an end-to-end check of the SDK that the CLI is built on.
 """
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import os
 import shlex
@@ -36,8 +38,10 @@ from rich.progress import (
 from rich.table import Table
 
 import kiln
+from kiln.cli._models import lineage_tree
 from kiln.core import InvalidInput, mask_url
 from kiln.data import FRAUD_FEATURES, make_fraud_transactions, train_valid_split
+from kiln.registry import ModelVersion
 
 __all__ = ["DemoSummary", "run_demo"]
 
@@ -50,6 +54,7 @@ SGD_EPOCHS = 20
 HIST_MAX_ITER = 150
 HIST_CHUNK = 25  # each warm start re-scores the training set, so few large chunks
 LGBM_ROUNDS = 200
+MODEL_NAME = "fraud"
 LGBM_THREADS = 2  # the demo must stay quick and polite on a 2-core laptop or CI runner
 
 
@@ -61,6 +66,7 @@ class DemoSummary:
     run_ids: tuple[str, ...]
     best_run_id: str
     best_val_auc: float
+    model_ref: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,6 +77,7 @@ class _Data:
     y_valid: np.ndarray
     params: dict[str, Any]
     summary: dict[str, Any]
+    dataset_id: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -207,7 +214,9 @@ def _prepare_data(n_transactions: int, seed: int) -> _Data:
             "merchants": int(df["merchant_id"].nunique()),
         },
     }
+    digest = hashlib.sha256(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
     return _Data(
+        dataset_id=f"fraud-transactions@{digest.hexdigest()[:16]}",
         x_train=train[features],
         y_train=train["is_fraud"].to_numpy(dtype=np.int64),
         x_valid=valid[features],
@@ -409,7 +418,7 @@ CANDIDATES: tuple[_Candidate, ...] = (
 
 def _train_candidate(
     candidate: _Candidate, data: _Data, *, experiment: str, seed: int, advance: Advance
-) -> str:
+) -> tuple[str, Any]:
     import joblib
     from sklearn.metrics import average_precision_score
 
@@ -417,6 +426,13 @@ def _train_candidate(
         experiment=experiment, name=candidate.name, tags={"demo": "fraud", **candidate.tags}
     ) as run:
         run.log_params({**data.params, "model.class": candidate.model_class})
+        run.log_input(
+            "dataset",
+            data.dataset_id,
+            name="fraud-transactions",
+            rows=data.summary["rows"],
+            generator=data.summary["generator"],
+        )
         fitted = candidate.train(run, data, seed, advance)
         proba = fitted.model.predict_proba(data.x_valid)[:, 1]
         run.log_metrics(
@@ -432,7 +448,7 @@ def _train_candidate(
             run.log_artifact(path, "model")
         run.log_text(fitted.importance.to_csv(index=False), "feature_importance.csv")
         run.log_dict(data.summary, "dataset.json")
-        return run.id
+        return run.id, fitted.model
 
 
 # -- output -----------------------------------------------------------------------------
@@ -488,6 +504,8 @@ def _print_where(console: Console, experiment: str, best: str, run_ids: tuple[st
         f"kiln runs show {best}",
         f"kiln runs compare {' '.join(run_ids)}",
         "kiln experiments list",
+        f"kiln models show {MODEL_NAME}@champion",
+        f"kiln models lineage {MODEL_NAME}@champion",
     ):
         console.print(f"  [cyan]{escape(command)}[/]", soft_wrap=True, highlight=False)
 
@@ -527,6 +545,7 @@ def run_demo(
     )
 
     run_ids: list[str] = []
+    fitted_models: dict[str, Any] = {}
     with Progress(
         SpinnerColumn(),
         TextColumn("[progress.description]{task.description:<22}"),
@@ -542,9 +561,11 @@ def run_demo(
 
         for candidate in CANDIDATES:
             progress.update(task, description=f"Training {candidate.name}")
-            run_ids.append(
-                _train_candidate(candidate, data, experiment=experiment, seed=seed, advance=advance)
+            run_id, model = _train_candidate(
+                candidate, data, experiment=experiment, seed=seed, advance=advance
             )
+            run_ids.append(run_id)
+            fitted_models[run_id] = model
         progress.update(task, description=f"Trained {len(CANDIDATES)} candidates")
 
     ids = ", ".join(f"'{run_id}'" for run_id in run_ids)
@@ -555,6 +576,7 @@ def run_demo(
     )
     console.print(_results_table(records))
     best = records[0]
+    version = _register_champion(console, best, fitted_models[best.id], data)
     _print_where(console, experiment, best.id, tuple(run_ids))
     console.print(f"Done in {time.perf_counter() - started:.1f}s.")
     return DemoSummary(
@@ -562,4 +584,37 @@ def run_demo(
         run_ids=tuple(run_ids),
         best_run_id=best.id,
         best_val_auc=float(best.metrics["val_auc"]),
+        model_ref=version.ref,
     )
+
+
+def _register_champion(
+    console: Console, best: kiln.RunRecord, model: Any, data: _Data
+) -> ModelVersion:
+    """Register the best candidate, make it champion, and prove the stored copy scores alike."""
+    with console.status(f"Registering {best.name} as model '{MODEL_NAME}'..."):
+        version = kiln.models.register(
+            MODEL_NAME,
+            model,
+            input_example=data.x_valid[:5],
+            run=best.id,
+            method="predict_proba",
+            description=f"{best.name} from kiln demo, val_auc {best.metrics['val_auc']:.4f}",
+        )
+        kiln.models.set_alias(
+            MODEL_NAME,
+            "champion",
+            version.version,
+            reason=f"best val_auc of the demo's {len(CANDIDATES)} candidates",
+        )
+        champion = kiln.models.load(f"{MODEL_NAME}@champion")
+        sample = data.x_valid[:2_000]
+        stored = champion.predict(sample)
+        np.testing.assert_allclose(stored, model.predict_proba(sample), rtol=1e-9, atol=1e-12)
+    console.print(
+        f"[bold]Registered[/] {version.ref} ({version.flavor}) as "
+        f"[green]{MODEL_NAME}@champion[/]; loaded back hash-verified, and its scores on "
+        f"{len(sample):,} validation rows match the trained model"
+    )
+    console.print(lineage_tree(version, kiln.models.lineage(version.ref), limit=6))
+    return version

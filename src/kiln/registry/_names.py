@@ -69,6 +69,8 @@ def parse_ref(ref: Any) -> ModelRef:
         )
     if "@" in ref:
         name, _, alias = ref.partition("@")
+        if alias == "latest":
+            return ModelRef(check_model_name(name))
         return ModelRef(check_model_name(name), alias=_ref_alias(ref, alias))
     if "/" in ref:
         name, _, version = ref.partition("/")

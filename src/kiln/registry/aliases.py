@@ -242,7 +242,14 @@ def alias_history(
         alias = check_alias(alias)
     with (client or default_client()).meta.read() as conn:
         model_exists(conn, name)
-        return _history(conn, name, alias)
+        events = _history(conn, name, alias)
+        if alias is not None and not events:
+            known = {e.alias for e in _history(conn, name, None)}
+            raise NotFound(
+                f"model {name!r} has no alias {alias!r} and never had one"
+                f"{close_matches(alias, known)}"
+            )
+        return events
 
 
 def resolve(ref: str | ModelRef, *, client: TrackingClient | None = None) -> ModelVersion:

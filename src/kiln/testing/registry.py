@@ -120,6 +120,7 @@ def test_load_by_alias_version_and_latest(tracking_client: TrackingClient) -> No
     )
     assert models.load("fraud", client=tracking_client).version.version == 2
     assert models.load("fraud/latest", client=tracking_client).version.version == 2
+    assert models.resolve("fraud@latest", client=tracking_client).version == 2
 
 
 def test_aliases_point_at_one_version_and_move(tracking_client: TrackingClient) -> None:
@@ -160,6 +161,8 @@ def test_alias_history_records_every_move(tracking_client: TrackingClient) -> No
     ]
     assert history[0].created_at <= history[1].created_at <= history[2].created_at
     assert models.alias_history("fraud", client=tracking_client) == history
+    with pytest.raises(NotFound, match="did you mean champion"):
+        models.alias_history("fraud", "champio", client=tracking_client)
 
 
 def test_rollback_twice_goes_two_steps_back(tracking_client: TrackingClient) -> None:
