@@ -26,6 +26,7 @@ __all__ = [
     "Predictor",
     "from_library",
     "import_optional",
+    "instance_from",
     "method_of",
     "output_array",
 ]
@@ -123,6 +124,20 @@ def from_library(model: object, *prefixes: str) -> bool:
         for cls in type(model).__mro__
         for p in prefixes
     )
+
+
+def instance_from(model: object, library: str, *classes: str) -> bool:
+    """Whether ``model`` is an instance of ``library.<class>`` for one of ``classes``.
+
+    The library is imported only when the object's own classes come from it, so
+    detecting a scikit-learn model never imports PyTorch.
+    """
+    if not from_library(model, library):
+        return False
+    import importlib
+
+    module = importlib.import_module(library)
+    return isinstance(model, tuple(getattr(module, c) for c in classes))
 
 
 def output_array(value: Any) -> np.ndarray:

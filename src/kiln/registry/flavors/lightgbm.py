@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from kiln.core import InvalidInput
-from kiln.registry.flavors._base import ModelFiles, from_library, import_optional
+from kiln.registry.flavors._base import ModelFiles, import_optional, instance_from
 from kiln.registry.signature import Batch
 
 __all__ = ["FLAVOR"]
@@ -52,11 +52,7 @@ class LightGBMFlavor:
     packages = ("lightgbm", "numpy")
 
     def matches(self, model: object) -> bool:
-        if not from_library(model, "lightgbm"):
-            return False
-        import lightgbm
-
-        return isinstance(model, lightgbm.Booster | lightgbm.LGBMModel)
+        return instance_from(model, "lightgbm", "Booster", "LGBMModel")
 
     def save(self, model: Any, dst: Path, options: Mapping[str, Any]) -> dict[str, Any]:
         import lightgbm

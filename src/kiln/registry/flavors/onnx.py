@@ -15,7 +15,12 @@ from typing import Any
 import numpy as np
 
 from kiln.core import InvalidInput
-from kiln.registry.flavors._base import ModelFiles, from_library, import_optional, output_array
+from kiln.registry.flavors._base import (
+    ModelFiles,
+    import_optional,
+    instance_from,
+    output_array,
+)
 from kiln.registry.signature import Batch
 
 __all__ = ["FLAVOR"]
@@ -99,11 +104,7 @@ class OnnxFlavor:
     packages = ("onnx", "onnxruntime", "numpy")
 
     def matches(self, model: object) -> bool:
-        if not from_library(model, "onnx"):
-            return False
-        import onnx
-
-        return isinstance(model, onnx.ModelProto)
+        return instance_from(model, "onnx", "ModelProto")
 
     def save(self, model: Any, dst: Path, options: Mapping[str, Any]) -> dict[str, Any]:
         import onnx

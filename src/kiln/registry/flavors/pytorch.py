@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from kiln.core import InvalidInput
-from kiln.registry.flavors._base import ModelFiles, from_library, import_optional
+from kiln.registry.flavors._base import ModelFiles, import_optional, instance_from
 from kiln.registry.signature import Batch
 
 __all__ = ["FLAVOR"]
@@ -110,11 +110,7 @@ class PyTorchFlavor:
     packages = ("torch", "numpy")
 
     def matches(self, model: object) -> bool:
-        if not from_library(model, "torch"):
-            return False
-        import torch
-
-        return isinstance(model, torch.nn.Module)
+        return instance_from(model, "torch.nn", "Module")
 
     def save(self, model: Any, dst: Path, options: Mapping[str, Any]) -> dict[str, Any]:
         import torch

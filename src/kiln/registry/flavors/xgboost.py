@@ -18,7 +18,12 @@ from typing import Any
 import numpy as np
 
 from kiln.core import InvalidInput
-from kiln.registry.flavors._base import ModelFiles, from_library, import_optional, output_array
+from kiln.registry.flavors._base import (
+    ModelFiles,
+    import_optional,
+    instance_from,
+    output_array,
+)
 from kiln.registry.signature import Batch
 
 __all__ = ["FLAVOR"]
@@ -87,11 +92,7 @@ class XGBoostFlavor:
     packages = ("xgboost", "numpy")
 
     def matches(self, model: object) -> bool:
-        if not from_library(model, "xgboost"):
-            return False
-        import xgboost
-
-        return isinstance(model, xgboost.Booster | xgboost.XGBModel)
+        return instance_from(model, "xgboost", "Booster", "XGBModel")
 
     def save(self, model: Any, dst: Path, options: Mapping[str, Any]) -> dict[str, Any]:
         import xgboost
