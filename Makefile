@@ -41,6 +41,7 @@ test: install-dev services lint
 
 bench: install-dev
 	$(PY) benchmarks/tracking.py
+	$(PY) benchmarks/registry.py
 
 clean:
 	rm -rf $(VENV) .kiln .pytest_cache .mypy_cache .ruff_cache

@@ -224,9 +224,18 @@ def test_environment_mismatch_warns_with_both_versions(
     def fake(name: str) -> str:
         return "99.0.0" if name == "scikit-learn" else real(name)
 
+    from kiln.registry._environment import installed_version
+
     monkeypatch.setattr(metadata, "version", fake)
-    with pytest.warns(KilnWarning, match=rf"scikit-learn {recorded} at registration, 99.0.0 now"):
-        kiln.models.load("env/1")
+    installed_version.cache_clear()  # versions are read once per process
+    try:
+        with pytest.warns(
+            KilnWarning, match=rf"scikit-learn {recorded} at registration, 99.0.0 now"
+        ):
+            kiln.models.load("env/1")
+    finally:
+        monkeypatch.undo()
+        installed_version.cache_clear()
 
 
 def test_missing_predict_method_and_unpicklable_models(

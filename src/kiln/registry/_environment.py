@@ -9,21 +9,30 @@ from __future__ import annotations
 import platform
 import warnings
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from importlib import metadata
 from typing import Any
 
 from kiln.core import KilnWarning
 
-__all__ = ["capture", "check", "differences"]
+__all__ = ["capture", "check", "differences", "installed_version"]
+
+
+@lru_cache(maxsize=256)
+def installed_version(name: str) -> str | None:
+    """The installed version of a distribution, read once per process.
+
+    Reading package metadata parses files on disk (milliseconds for large packages);
+    installed versions do not change under a running process.
+    """
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def capture(packages: Iterable[str]) -> dict[str, Any]:
-    pinned: dict[str, str] = {}
-    for name in packages:
-        try:
-            pinned[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
+    pinned = {name: v for name in packages if (v := installed_version(name)) is not None}
     return {"python": platform.python_version(), "packages": pinned}
 
 
@@ -39,11 +48,8 @@ def differences(recorded: Mapping[str, Any]) -> list[str]:
     if python and python.split(".")[:2] != here.split(".")[:2]:
         out.append(f"Python {python} at registration, {here} now")
     for name, version in dict(recorded.get("packages", {})).items():
-        try:
-            current = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-        if _major(current) != _major(str(version)):
+        current = installed_version(name)
+        if current is not None and _major(current) != _major(str(version)):
             out.append(f"{name} {version} at registration, {current} now")
     return out
 

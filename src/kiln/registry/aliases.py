@@ -9,6 +9,9 @@ Versions deleted since are skipped.
 
 from __future__ import annotations
 
+from functools import cache
+from types import SimpleNamespace
+
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -22,7 +25,9 @@ from kiln.registry.versions import (
     _version_record,
     _version_row,
     model_exists,
+    version_record,
 )
+from kiln.store import MetadataStore
 from kiln.tracking import TrackingClient, default_client
 
 __all__ = ["alias_history", "delete_alias", "resolve", "rollback", "set_alias"]
@@ -252,11 +257,58 @@ def alias_history(
         return events
 
 
+_VERSION_COLUMNS = tuple(c.name for c in t.model_versions.columns)
+
+
+@cache
+def _resolve_sql(kind: str, placeholder: str) -> str:
+    cols = ", ".join(f"v.{c}" for c in _VERSION_COLUMNS)
+    p = placeholder
+    if kind == "alias":
+        return (
+            f"SELECT {cols} FROM kiln_model_aliases a JOIN kiln_model_versions v "
+            f"ON v.name = a.name AND v.version = a.version WHERE a.name = {p} AND a.alias = {p}"
+        )
+    if kind == "version":
+        return f"SELECT {cols} FROM kiln_model_versions v WHERE v.name = {p} AND v.version = {p}"
+    if kind == "latest":
+        return (
+            f"SELECT {cols} FROM kiln_model_versions v WHERE v.name = {p} "
+            "ORDER BY v.version DESC LIMIT 1"
+        )
+    return f"SELECT alias FROM kiln_model_aliases WHERE name = {p} AND version = {p} ORDER BY alias"
+
+
+def _resolve_fast(meta: MetadataStore, ref: ModelRef) -> ModelVersion | None:
+    """The common case on a raw cursor (load resolves on every call); None if not found."""
+    params: tuple[str | int, ...]
+    if ref.alias is not None:
+        kind, params = "alias", (ref.name, ref.alias)
+    elif ref.version is not None:
+        kind, params = "version", (ref.name, ref.version)
+    else:
+        kind, params = "latest", (ref.name,)
+    with meta.read_cursor() as cursor:
+        cursor.execute(_resolve_sql(kind, meta.placeholder), params)
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        found = SimpleNamespace(**dict(zip(_VERSION_COLUMNS, row, strict=True)))
+        cursor.execute(_resolve_sql("aliases", meta.placeholder), (found.name, found.version))
+        aliases = tuple(r[0] for r in cursor.fetchall())
+    return version_record(found, aliases)
+
+
 def resolve(ref: str | ModelRef, *, client: TrackingClient | None = None) -> ModelVersion:
     """The version ``ref`` names now: ``name/3``, ``name@champion`` or ``name`` (latest)."""
     parsed = parse_ref(ref) if isinstance(ref, str) else ref
+    meta = (client or default_client()).meta
+    found = _resolve_fast(meta, parsed)
+    if found is not None:
+        return found
+    # Not found: the slower path below says precisely what is missing.
     mv, a = t.model_versions.c, t.model_aliases.c
-    with (client or default_client()).meta.read() as conn:
+    with meta.read() as conn:
         if parsed.alias is not None:
             row = conn.execute(
                 sa.select(t.model_versions)

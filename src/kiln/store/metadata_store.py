@@ -152,6 +152,38 @@ class MetadataStore:
             cursor.close()
             conn.close()
 
+    @property
+    def placeholder(self) -> str:
+        """The bound-parameter marker of this store's driver, for raw-cursor SQL."""
+        return "?" if self.dialect == "sqlite" else "%s"
+
+    @contextmanager
+    def read_cursor(self) -> Iterator[Any]:
+        """A read transaction on a raw DB-API cursor, for hot reads that run plain SQL.
+
+        The read twin of :meth:`write_cursor`: one consistent snapshot, without the
+        statement-building cost of SQLAlchemy.
+        """
+        self._ensure_schema()
+        if self.dialect == "sqlite":
+            conn = self._thread_connection()
+            cursor = conn.cursor()
+            try:
+                cursor.execute("BEGIN")
+                yield cursor
+            finally:
+                cursor.close()
+                conn.rollback()
+            return
+        conn = self._checkout(self.engine.raw_connection)
+        cursor = conn.cursor()
+        try:
+            yield cursor
+        finally:
+            cursor.close()
+            conn.rollback()
+            conn.close()
+
     def _thread_connection(self) -> Any:
         """This thread's own SQLite connection, detached from the pool and kept open.
 
