@@ -331,16 +331,28 @@ def test_describe_masks_passwords(tmp_path: Path) -> None:
     env = {
         "KILN_DB_URL": "postgresql://kiln:s3cret@db.example:5432/meta",
         "KILN_ARTIFACT_URI": "s3://bucket/prefix",
+        "KILN_ONLINE_URL": "redis://:s3cret@cache.example:6379/0",
     }
     described = load_settings(environ=env, cwd=tmp_path).describe()
     assert described["db_url"] == "postgresql://kiln:***@db.example:5432/meta"
+    assert described["online_url"] == "redis://:***@cache.example:6379/0"
     assert described["artifact_uri"] == "s3://bucket/prefix"
     assert not any("s3cret" in value for value in described.values())
     assert set(described) == {
         "home",
         "db_url",
         "artifact_uri",
+        "online_url",
+        "offline_dir",
         "s3_endpoint_url",
         "heartbeat_timeout_s",
         "metric_flush_interval_s",
     }
+
+
+def test_online_and_offline_defaults_and_bad_online_url(tmp_path: Path) -> None:
+    settings = load_settings(environ={}, cwd=tmp_path)
+    assert settings.online_url == f"sqlite:///{tmp_path / '.kiln' / 'online.db'}"
+    assert settings.offline_dir == tmp_path / ".kiln" / "offline"
+    with pytest.raises(ConfigError, match=r"KILN_ONLINE_URL.*supported schemes: sqlite, redis"):
+        load_settings(environ={"KILN_ONLINE_URL": "memcached://x"}, cwd=tmp_path)

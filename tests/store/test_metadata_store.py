@@ -15,6 +15,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+import kiln.features._tables  # declares the feature store's tables on kiln.store.metadata
 import kiln.registry._tables  # declares the registry's tables on kiln.store.metadata
 import kiln.store
 import kiln.tracking._tables  # declares tracking's tables on kiln.store.metadata

@@ -34,6 +34,7 @@ __all__ = [
 ]
 
 DB_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg", "postgres")
+ONLINE_SCHEMES = ("sqlite", "redis", "rediss")
 ARTIFACT_SCHEMES = ("file", "s3")
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 
@@ -45,6 +46,8 @@ class Settings:
     home: Path
     db_url: str
     artifact_uri: str
+    online_url: str = ""
+    offline_dir: Path | None = None
     s3_endpoint_url: str | None = None
     heartbeat_timeout_s: float = 60.0
     metric_flush_interval_s: float = 0.5
@@ -61,6 +64,8 @@ class Settings:
             "home": str(self.home),
             "db_url": mask_url(self.db_url),
             "artifact_uri": mask_url(self.artifact_uri),
+            "online_url": mask_url(self.online_url),
+            "offline_dir": str(self.offline_dir or ""),
             "s3_endpoint_url": self.s3_endpoint_url or "",
             "heartbeat_timeout_s": f"{self.heartbeat_timeout_s:g}",
             "metric_flush_interval_s": f"{self.metric_flush_interval_s:g}",
@@ -71,6 +76,8 @@ _NAMES = (
     "home",
     "db_url",
     "artifact_uri",
+    "online_url",
+    "offline_dir",
     "s3_endpoint_url",
     "heartbeat_timeout_s",
     "metric_flush_interval_s",
@@ -173,6 +180,20 @@ def _check_artifact_uri(uri: str, where: str, cwd: Path) -> str:
     return uri.rstrip("/")
 
 
+def _check_online_url(url: str, where: str) -> str:
+    match = _SCHEME_RE.match(url)
+    scheme = match.group(1).lower() if match else ""
+    if scheme not in ONLINE_SCHEMES:
+        raise ConfigError(
+            f"{'KILN_ONLINE_URL' if where == 'default' else where}: unknown online store "
+            f"URL {mask_url(url)!r}; supported schemes: {', '.join(ONLINE_SCHEMES)} "
+            "(sqlite:///PATH or redis://HOST:PORT/DB)"
+        )
+    if scheme == "sqlite" and not url[len("sqlite:///") :]:
+        raise ConfigError(f"{where}: online store URL {url!r} names no file")
+    return url
+
+
 def _positive_float(value: Any, where: str) -> float:
     try:
         number = float(value)
@@ -215,11 +236,15 @@ def load_settings(
     home = (cwd / home if not home.is_absolute() else home).resolve()
     db_url = str(raw.get("db_url") or f"sqlite:///{home / 'kiln.db'}")
     artifact_uri = str(raw.get("artifact_uri") or home / "artifacts")
+    online_url = str(raw.get("online_url") or f"sqlite:///{home / 'online.db'}")
+    offline_dir = Path(str(raw.get("offline_dir") or home / "offline")).expanduser()
     endpoint = raw.get("s3_endpoint_url") or env.get("AWS_ENDPOINT_URL") or None
     return Settings(
         home=home,
         db_url=_check_db_url(db_url, sources["db_url"] if "db_url" in raw else "KILN_DB_URL"),
         artifact_uri=_check_artifact_uri(artifact_uri, sources["artifact_uri"], cwd),
+        online_url=_check_online_url(online_url, sources["online_url"]),
+        offline_dir=offline_dir if offline_dir.is_absolute() else (cwd / offline_dir).resolve(),
         s3_endpoint_url=str(endpoint) if endpoint else None,
         heartbeat_timeout_s=_positive_float(
             raw.get("heartbeat_timeout_s", 60.0), sources["heartbeat_timeout_s"]
