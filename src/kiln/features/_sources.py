@@ -1,0 +1,405 @@
+"""A view's rows as DuckDB SQL: the one place that knows how each kind of source is read.
+
+Everything downstream (point-in-time joins, windows, materialization) sees the same
+normalized shape, so the semantics of a source cannot differ between those paths:
+join keys, ``event_ts`` and ``created_ts`` as naive UTC ``TIMESTAMP`` (microseconds),
+then the feature columns. Naive UTC is used internally because the conversion from
+either kind of input is plain arithmetic, independent of the connection's time zone and
+of ICU, and a ``TIMESTAMP`` column that already is UTC passes through untouched, which
+keeps DuckDB's ASOF join on the raw column.
+
+User data (paths, values) never enters SQL text: files and tables are registered on the
+connection under generated names and referenced by those names.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from kiln.core import InvalidInput, NotFound
+from kiln.features.definitions import (
+    Aggregation,
+    DeltaSource,
+    FeatureView,
+    ParquetSource,
+    PushSource,
+    SQLSource,
+    WindowedFeatureView,
+)
+
+EVENT_TS = "event_ts"
+CREATED_TS = "created_ts"
+RESERVED = (EVENT_TS, CREATED_TS)
+ROW = "__kiln_row"  # spine row number, to put results back in spine order
+T = "__kiln_t"  # spine time, naive UTC
+_INTEGERS = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER"}
+
+_DUCK_TYPES = {
+    "float64": "DOUBLE",
+    "float32": "FLOAT",
+    "int64": "BIGINT",
+    "int32": "INTEGER",
+    "bool": "BOOLEAN",
+    "string": "VARCHAR",
+    "timestamp": "TIMESTAMP",
+}
+_ids = itertools.count()
+
+View = FeatureView | WindowedFeatureView
+
+
+def quote(name: str) -> str:
+    """A DuckDB identifier, whatever characters ``name`` holds."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def fresh_name(prefix: str) -> str:
+    """Names registered objects so that views with same-named sub-sources cannot collide."""
+    return f"__kiln_{prefix}_{next(_ids)}"
+
+
+def describe(view: View) -> str:
+    kind = "FeatureView" if isinstance(view, FeatureView) else "WindowedFeatureView"
+    return f"{kind} {view.name!r}"
+
+
+def is_temporal(duck_type: str) -> bool:
+    t = duck_type.upper()
+    return t == "DATE" or t.startswith("TIMESTAMP")
+
+
+def utc_expr(column_sql: str, duck_type: str) -> str | None:
+    """SQL turning a time column into naive UTC microseconds, or None if it is not a time.
+
+    Naive inputs already mean UTC; aware ones are instants, whose epoch offset is UTC.
+    """
+    t = duck_type.upper()
+    if not is_temporal(t):
+        return None
+    if "TIME ZONE" in t or t.startswith("TIMESTAMPTZ"):
+        return f"make_timestamp(epoch_us(CAST({column_sql} AS TIMESTAMPTZ)))"
+    return f"CAST({column_sql} AS TIMESTAMP)"
+
+
+@dataclass(frozen=True)
+class Rows:
+    """SQL for a view's normalized rows, with the DuckDB type of each feature column."""
+
+    sql: str
+    keys: tuple[str, ...]
+    features: tuple[str, ...]
+    types: dict[str, str]
+    has_created: bool
+
+
+def _clean(query: str) -> str:
+    # A newline before the closing parenthesis keeps a trailing ``--`` comment harmless.
+    text = query.strip()
+    while text.endswith(";"):
+        text = text[:-1].rstrip()
+    return text
+
+
+def _leaf(con: duckdb.DuckDBPyConnection, source: ParquetSource | DeltaSource, owner: str) -> str:
+    name = fresh_name("src")
+    try:
+        if isinstance(source, ParquetSource):
+            con.read_parquet(source.path, union_by_name=True).create_view(name)
+        else:
+            _register_delta(con, name, source.path, source.version)
+    except (duckdb.IOException, FileNotFoundError) as exc:
+        raise NotFound(f"{owner}: cannot read {source.path!r}: {exc}") from exc
+    return f"SELECT * FROM {quote(name)}"
+
+
+def _register_delta(
+    con: duckdb.DuckDBPyConnection, name: str, path: str, version: int | None
+) -> None:
+    import deltalake
+
+    try:
+        table = deltalake.DeltaTable(path, version=version)
+    except deltalake.exceptions.TableNotFoundError as exc:
+        raise FileNotFoundError(f"no Delta table at {path!r}") from exc
+    con.register(name, table.to_pyarrow_dataset())
+
+
+def _source_sql(con: duckdb.DuckDBPyConnection, view: View) -> str | None:
+    src = view.source
+    owner = describe(view)
+    if isinstance(src, PushSource):
+        return None
+    if isinstance(src, SQLSource):
+        ctes = ", ".join(f"{quote(n)} AS ({_leaf(con, s, owner)})" for n, s in src.sources.items())
+        sql = f"WITH {ctes} SELECT * FROM (\n{_clean(src.query)}\n)"
+    else:
+        sql = _leaf(con, src, owner)
+    transformation = getattr(view, "transformation", None)
+    if transformation:
+        sql = f"WITH source AS ({sql}) SELECT * FROM (\n{_clean(transformation)}\n)"
+    return sql
+
+
+def _pushed_sql(con: duckdb.DuckDBPyConnection, view: View, offline_dir: Path) -> str | None:
+    import deltalake
+
+    path = Path(offline_dir) / view.name
+    if not path.is_dir() or not deltalake.DeltaTable.is_deltatable(str(path)):
+        return None
+    name = fresh_name("pushed")
+    _register_delta(con, name, str(path), None)
+    return f"SELECT * FROM {quote(name)}"
+
+
+def _declared(view: View) -> list[tuple[str, str | None]]:
+    if isinstance(view, FeatureView):
+        return [(f.name, f.dtype) for f in view.schema]
+    columns = dict.fromkeys(a.column for a in view.aggregations if a.column is not None)
+    return [(c, None) for c in columns]
+
+
+def _select(
+    con: duckdb.DuckDBPyConnection, sql: str, view: View, what: str, *, pushed: bool
+) -> tuple[str, dict[str, str]]:
+    owner = describe(view)
+    try:
+        rel = con.sql(sql)
+        found = {c: str(t) for c, t in zip(rel.columns, rel.types, strict=True)}
+    except duckdb.IOException as exc:
+        raise NotFound(f"{owner}: cannot read {what}: {exc}") from exc
+    except duckdb.Error as exc:
+        raise InvalidInput(f"{owner}: the SQL for {what} does not run: {exc}") from exc
+
+    def need(column: str, role: str) -> str:
+        if column not in found:
+            raise InvalidInput(
+                f"{owner}: {what} has no column {column!r} ({role}); it has "
+                f"{', '.join(found) or 'no columns'}"
+            )
+        return found[column]
+
+    def time(column: str, role: str) -> str:
+        expr = utc_expr(quote(column), need(column, role))
+        if expr is None:
+            raise InvalidInput(
+                f"{owner}: column {column!r} ({role}) of {what} must be a timestamp; "
+                f"it is {found[column]}"
+            )
+        return expr
+
+    src = view.source
+    items = [quote(k) for k in view.join_keys]
+    for k in view.join_keys:
+        need(k, "join key")
+    items.append(f"{time(src.timestamp, 'event time')} AS {EVENT_TS}")
+    created = time(src.created, "created time") if src.created else "CAST(NULL AS TIMESTAMP)"
+    items.append(f"{created} AS {CREATED_TS}")
+    types: dict[str, str] = {}
+    for name, dtype in _declared(view):
+        if name not in found and pushed:
+            # Rows pushed before a feature was added: NULL, typed by the source if possible.
+            duck = _DUCK_TYPES[dtype] if dtype else "NULL"
+            items.append(
+                f"CAST(NULL AS {duck}) AS {quote(name)}" if dtype else f"NULL AS {quote(name)}"
+            )
+            types[name] = duck
+            continue
+        actual = need(name, "feature")
+        if dtype == "timestamp":
+            items.append(f"{time(name, 'feature')} AS {quote(name)}")
+            types[name] = "TIMESTAMP"
+        elif dtype is not None:
+            items.append(f"CAST({quote(name)} AS {_DUCK_TYPES[dtype]}) AS {quote(name)}")
+            types[name] = _DUCK_TYPES[dtype]
+        else:
+            items.append(quote(name))
+            types[name] = actual
+    return f"SELECT {', '.join(items)} FROM ({sql})", types
+
+
+def rows(con: duckdb.DuckDBPyConnection, view: View, offline_dir: Path) -> Rows:
+    """The view's rows from its source UNION ALL the rows pushed into the offline store."""
+    owner = describe(view)
+    features = [name for name, _ in _declared(view)]
+    clash = [c for c in (*view.join_keys, *features) if c in RESERVED]
+    if clash:
+        raise InvalidInput(
+            f"{owner}: {clash[0]!r} is reserved for the normalized event/created time; "
+            "rename that column in the source or transformation"
+        )
+    parts: list[tuple[str, dict[str, str]]] = []
+    base = _source_sql(con, view)
+    if base is not None:
+        parts.append(_select(con, base, view, "its source", pushed=False))
+    pushed = _pushed_sql(con, view, offline_dir)
+    if pushed is not None:
+        parts.append(_select(con, pushed, view, "its pushed rows", pushed=True))
+    if not parts:
+        # A push source before its first push: no rows, but the right columns.
+        empty = [f"NULL AS {quote(k)}" for k in view.join_keys]
+        empty += [f"CAST(NULL AS TIMESTAMP) AS {c}" for c in RESERVED]
+        types = {n: _DUCK_TYPES[d] if d else "DOUBLE" for n, d in _declared(view)}
+        empty += [f"CAST(NULL AS {t}) AS {quote(n)}" for n, t in types.items()]
+        parts.append((f"SELECT {', '.join(empty)} WHERE false", types))
+    sql = "\nUNION ALL\n".join(p for p, _ in parts)
+    types = parts[0][1]
+    if len(parts) > 1:
+        rel = con.sql(sql)
+        types = {c: str(t) for c, t in zip(rel.columns, rel.types, strict=True) if c in types}
+    return Rows(
+        sql=sql,
+        keys=view.join_keys,
+        features=tuple(features),
+        types=types,
+        has_created=view.source.created is not None,
+    )
+
+
+# -- point-in-time SQL over the CTE ``spine`` (ROW, join keys, T) ----------------------
+
+
+class Query:
+    def __init__(self) -> None:
+        self.ctes: list[str] = []
+        self.params: dict[str, Any] = {}
+
+    def cte(self, name: str, sql: str) -> None:
+        self.ctes.append(f"{name} AS (\n{sql}\n)")
+
+    def param(self, name: str, value: Any) -> str:
+        self.params[name] = value
+        return f"${name}"
+
+
+def _keys_equal(rows: Rows, left: str, right: str) -> str:
+    return " AND ".join(f"{left}.{quote(k)} = {right}.{quote(k)}" for k in rows.keys)
+
+
+def _usable(rows: Rows) -> str:
+    usable = f"SELECT * FROM ({rows.sql}) WHERE {EVENT_TS} IS NOT NULL"
+    return usable + (f" AND {CREATED_TS} IS NOT NULL" if rows.has_created else "")
+
+
+def point_in_time(
+    q: Query, v: str, rows: Rows, features: Sequence[str], ttl: timedelta | None
+) -> list[str]:
+    """CTEs answering one FeatureView; returns the output expressions over alias ``v``."""
+    q.cte(f"{v}_rows", _usable(rows))
+    cols = ", ".join(f"d.{quote(f)} AS __f{j}" for j, f in enumerate(features))
+    values = [f"{v}.__f{j}" for j in range(len(features))]
+    if not rows.has_created:
+        q.cte(
+            f"{v}_res",
+            f"SELECT s.{ROW}, s.{T}, d.{EVENT_TS} AS __ev, {cols}\n"
+            f"FROM spine s ASOF LEFT JOIN {v}_rows d\n"
+            f"ON {_keys_equal(rows, 's', 'd')} AND s.{T} >= d.{EVENT_TS}",
+        )
+    else:
+        _late_rows(q, v, rows, features, cols)
+    if ttl is None:
+        return values
+    fresh = f"{v}.__ev >= {v}.{T} - {q.param(f'{v}_ttl', ttl)}"
+    return [f"CASE WHEN {fresh} THEN {value} END" for value in values]
+
+
+def _late_rows(q: Query, v: str, rows: Rows, features: Sequence[str], cols: str) -> None:
+    """The created-aware answer: an ASOF join, corrected where it cannot be trusted.
+
+    The ASOF match ``m`` is the row (one of them, on a tie) with the greatest event time
+    ``e <= t``. It is the answer when it was written by ``t`` and is the only version of
+    ``(keys, e)``. Other versions of ``(keys, e)`` only need a look among those versions
+    (an equality join). Only when ``m`` was written after ``t`` (a late backfill) is a
+    range join over the entity's rows needed. Finding the duplicated ``(keys, e)`` costs
+    a GROUP BY without payload, far cheaper than deduplicating every row by ``created``.
+    """
+    keys = ", ".join(quote(k) for k in rows.keys)
+    q.cte(
+        f"{v}_dups",
+        f"SELECT {keys}, {EVENT_TS}, true AS __dup FROM {v}_rows "
+        f"GROUP BY {keys}, {EVENT_TS} HAVING count(*) > 1",
+    )
+    q.cte(
+        f"{v}_asof",
+        f"SELECT s.*, d.{EVENT_TS}, d.{CREATED_TS}, {cols}\n"
+        f"FROM spine s ASOF LEFT JOIN {v}_rows d\n"
+        f"ON {_keys_equal(rows, 's', 'd')} AND s.{T} >= d.{EVENT_TS}",
+    )
+    q.cte(
+        f"{v}_flag",
+        f"SELECT a.*, CASE WHEN a.{CREATED_TS} > a.{T} THEN 2 WHEN u.__dup THEN 1 ELSE 0 END "
+        f"AS __fix\nFROM {v}_asof a LEFT JOIN {v}_dups u ON {_keys_equal(rows, 'a', 'u')} "
+        f"AND a.{EVENT_TS} = u.{EVENT_TS}",
+    )
+    fs = ", ".join(f"__f{j}" for j in range(len(features)))
+    pack = ", ".join(f"f{j} := r.{quote(f)}" for j, f in enumerate(features))
+    unpack = ", ".join(f"__b.f{j} AS __f{j}" for j in range(len(features)))
+    pick = f"arg_max_null(struct_pack(e := r.{EVENT_TS}, {pack}), {{order}}) AS __b"
+    known = f"r.{CREATED_TS} <= a.{T}"
+    same = f"{pick.format(order=f'r.{CREATED_TS}')}\nFROM {v}_flag a JOIN {v}_rows r ON "
+    same += f"{_keys_equal(rows, 'a', 'r')} AND r.{EVENT_TS} = a.{EVENT_TS} AND {known}"
+    by_both = f"struct_pack(e := r.{EVENT_TS}, c := r.{CREATED_TS})"
+    late = f"{pick.format(order=by_both)}\nFROM {v}_flag a LEFT JOIN {v}_rows r ON "
+    late += f"{_keys_equal(rows, 'a', 'r')} AND r.{EVENT_TS} <= a.{T} AND {known}"
+    fixed = [
+        f"SELECT {ROW}, {T}, __b.e AS __ev, {unpack} FROM (\nSELECT a.{ROW}, a.{T}, "
+        f"{body}\nWHERE a.__fix = {n} GROUP BY a.{ROW}, a.{T})"
+        for n, body in ((1, same), (2, late))
+    ]
+    q.cte(
+        f"{v}_res",
+        f"SELECT {ROW}, {T}, {EVENT_TS} AS __ev, {fs} FROM {v}_flag WHERE __fix = 0\n"
+        f"UNION ALL\n{fixed[0]}\nUNION ALL\n{fixed[1]}",
+    )
+
+
+def _aggregate(agg: Aggregation, rows: Rows, window: str) -> str:
+    col = f"r.{quote(agg.column)}" if agg.column is not None else f"r.{EVENT_TS}"
+    kind = rows.types.get(agg.column or "", "")
+    if kind == "NULL":
+        col = f"CAST({col} AS DOUBLE)"
+    within = f"FILTER (WHERE r.{EVENT_TS} > s.{T} - {window})"
+    if agg.function == "last":
+        order = (
+            f"struct_pack(e := r.{EVENT_TS}, c := r.{CREATED_TS})"
+            if rows.has_created
+            else f"r.{EVENT_TS}"
+        )
+        return f"arg_max_null({col}, {order}) {within}"
+    func = {"mean": "avg"}.get(agg.function, agg.function)
+    expr = f"{func}({col}) {within}"
+    if agg.function == "sum" and kind in _INTEGERS:
+        expr = f"CAST({expr} AS BIGINT)"
+    return expr
+
+
+def windowed(
+    q: Query, v: str, rows: Rows, view: WindowedFeatureView, features: Sequence[str]
+) -> list[str]:
+    """CTEs answering one WindowedFeatureView; returns the output expressions over ``v``."""
+    q.cte(f"{v}_rows", _usable(rows))
+    by_name = {a.name: a for a in view.aggregations}
+    aggs = [by_name[f] for f in features]
+    widest = q.param(f"{v}_w", max(a.window for a in aggs))
+    on = (
+        f"{_keys_equal(rows, 's', 'r')} AND r.{EVENT_TS} <= s.{T} "
+        f"AND r.{EVENT_TS} > s.{T} - {widest}"
+    )
+    if rows.has_created:
+        on += f" AND r.{CREATED_TS} <= s.{T}"
+    exprs = ", ".join(
+        f"{_aggregate(a, rows, q.param(f'{v}_w{j}', a.window))} AS __a{j}"
+        for j, a in enumerate(aggs)
+    )
+    q.cte(
+        f"{v}_res",
+        f"SELECT s.{ROW}, s.{T}, {exprs}\n"
+        f"FROM spine s LEFT JOIN {v}_rows r ON {on}\nGROUP BY s.{ROW}, s.{T}",
+    )
+    return [f"{v}.__a{j}" for j in range(len(aggs))]

@@ -1,0 +1,502 @@
+"""``FeatureStore``: one object over the catalog, the offline engine and the online store.
+
+It holds no feature logic of its own: it resolves feature references against the applied
+definitions and hands the work to :mod:`kiln.features.offline` (training data,
+materialization reads) and :mod:`kiln.features.online` (serving reads and writes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import sqlalchemy as sa
+
+from kiln.core import InvalidInput, NotFound, close_matches, get_settings, now_millis, to_millis
+from kiln.features import _tables as t
+from kiln.features._specs import Definition
+from kiln.features.catalog import Catalog, DefinitionRecord, Plan, require_views
+from kiln.features.definitions import (
+    FeatureService,
+    FeatureView,
+    OnDemandFeatureView,
+    WindowedFeatureView,
+)
+from kiln.features.offline import (
+    RetrievalJob,
+    ViewRequest,
+    check_view_source,
+    get_historical_features,
+    latest_per_entity,
+)
+from kiln.features.online import OnlineRequest, OnlineStore
+from kiln.features.push import online_rows, prepare, write_offline
+from kiln.features.windows import event_table, read_windows, update_windows
+from kiln.tracking import TrackingClient, default_client
+
+__all__ = ["FeatureStore", "MaterializeResult", "OnDemandJob", "OnlineResponse"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class MaterializeResult:
+    """What one view's materialization wrote: entities read and values that changed."""
+
+    view: str
+    start: datetime | None
+    end: datetime
+    entities: int
+    written: int
+
+
+class OnlineResponse(dict[str, list[Any]]):
+    """Online features as a dict of columns; ``to_arrow`` for the columnar path."""
+
+    def to_arrow(self) -> pa.Table:
+        return pa.table({k: pa.array(v) for k, v in self.items()})
+
+
+def _utc(value: datetime | None, what: str) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise InvalidInput(f"{what} must be a datetime; got {value!r}")
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class FeatureStore:
+    """Features defined once, served offline (training data) and online (serving).
+
+    With no arguments everything comes from settings: the metadata store of
+    ``KILN_DB_URL``, the online store of ``KILN_ONLINE_URL`` (SQLite by default) and the
+    offline directory ``KILN_OFFLINE_DIR`` (``KILN_HOME/offline``).
+    """
+
+    def __init__(
+        self,
+        *,
+        client: TrackingClient | None = None,
+        online: OnlineStore | str | None = None,
+        offline_dir: str | Path | None = None,
+    ) -> None:
+        settings = get_settings()
+        self.client = client or default_client()
+        self.offline_dir = Path(offline_dir or settings.offline_dir or settings.home / "offline")
+        self.online = (
+            online
+            if isinstance(online, OnlineStore)
+            else OnlineStore.open(online or settings.online_url)
+        )
+        self.catalog = Catalog(self.client.meta, self._check_source)
+        self._loaded: tuple[dict[str, Definition], dict[str, int]] | None = None
+        self._online_plans: dict[tuple[Any, ...], _OnlinePlan] = {}
+
+    def __repr__(self) -> str:
+        return f"FeatureStore(offline_dir={str(self.offline_dir)!r})"
+
+    # -- definitions ----------------------------------------------------------------------
+
+    def _check_source(self, view: FeatureView | WindowedFeatureView) -> None:
+        check_view_source(view, offline_dir=self.offline_dir)
+
+    def plan(self, objects: Iterable[Any]) -> Plan:
+        """What ``apply`` would create or update, field by field; writes nothing."""
+        return self.catalog.plan(objects)
+
+    def apply(self, objects: Iterable[Any]) -> Plan:
+        """Validate the batch against its sources and store a new version of each change."""
+        plan = self.catalog.apply(objects)
+        self.refresh()
+        return plan
+
+    def refresh(self) -> None:
+        """Forget cached definitions; the next call reads what is applied now."""
+        self._loaded = None
+        self._online_plans = {}
+
+    def list_definitions(self, kind: str | None = None) -> list[DefinitionRecord]:
+        return self.catalog.records(kind)
+
+    def _state(self) -> tuple[dict[str, Definition], dict[str, int]]:
+        if self._loaded is None:
+            self._loaded = self.catalog.load()
+        return self._loaded
+
+    @property
+    def definitions(self) -> Mapping[str, Definition]:
+        return self._state()[0]
+
+    def get(self, name: str) -> Definition:
+        found = self.definitions.get(name)
+        if found is None:
+            raise NotFound(
+                f"no feature definition named {name!r}{close_matches(name, self.definitions)}"
+            )
+        return found
+
+    # -- resolving references -------------------------------------------------------------
+
+    def _refs(self, features: Sequence[str] | FeatureService | str) -> list[str]:
+        if isinstance(features, FeatureService):
+            return list(features.features)
+        if isinstance(features, str):
+            service = self.get(features)
+            if not isinstance(service, FeatureService):
+                raise InvalidInput(
+                    f"{features!r} is a {service.kind.replace('_', ' ')}, not a feature service; "
+                    "pass a list of 'view:feature' references"
+                )
+            return list(service.features)
+        refs = list(features)
+        if not refs:
+            raise InvalidInput("ask for at least one feature ('view:feature')")
+        return refs
+
+    def _resolve(self, features: Sequence[str] | FeatureService | str, full: bool) -> _Resolved:
+        """Which views to read, under which names, including on-demand views' inputs."""
+        refs = self._refs(features)
+        require_views(refs, self.definitions)
+        wanted: dict[str, list[tuple[str, str]]] = {}
+        outputs: list[str] = []
+        on_demand: list[tuple[OnDemandFeatureView, list[tuple[str, str]]]] = []
+
+        def add(view_name: str, feature: str, output: str) -> None:
+            pairs = wanted.setdefault(view_name, [])
+            if (feature, output) not in pairs:
+                pairs.append((feature, output))
+
+        for ref in refs:
+            view_name, _, feature = ref.partition(":")
+            output = f"{view_name}__{feature}" if full else feature
+            if output in outputs:
+                continue
+            outputs.append(output)
+            view = self.definitions[view_name]
+            if isinstance(view, OnDemandFeatureView):
+                entry = next((e for e in on_demand if e[0] is view), None)
+                if entry is None:
+                    entry = (view, [])
+                    on_demand.append(entry)
+                    for input_ref in view.inputs:
+                        in_view, _, in_feature = input_ref.partition(":")
+                        add(in_view, in_feature, _hidden(input_ref))
+                entry[1].append((feature, output))
+            else:
+                add(view_name, feature, output)
+        return _Resolved(wanted=wanted, outputs=outputs, on_demand=on_demand)
+
+    # -- offline --------------------------------------------------------------------------
+
+    def get_historical_features(
+        self,
+        spine: Any,
+        features: Sequence[str] | FeatureService | str,
+        *,
+        timestamp: str = "event_timestamp",
+        full_feature_names: bool = False,
+    ) -> RetrievalJob | OnDemandJob:
+        """Point-in-time-correct features for every spine row (entity keys + timestamp).
+
+        On-demand features run their function vectorized over the whole result; their
+        request fields must be spine columns.
+        """
+        resolved = self._resolve(features, full_feature_names)
+        requests = []
+        for view_name, pairs in resolved.wanted.items():
+            view = self.definitions[view_name]
+            assert isinstance(view, FeatureView | WindowedFeatureView)
+            requests.append(
+                ViewRequest(view=view, features=tuple(dict.fromkeys(f for f, _ in pairs)))
+            )
+        if not resolved.on_demand:
+            return get_historical_features(
+                spine,
+                requests,
+                offline_dir=self.offline_dir,
+                timestamp=timestamp,
+                full_feature_names=full_feature_names,
+            )
+        job = get_historical_features(
+            spine,
+            requests,
+            offline_dir=self.offline_dir,
+            timestamp=timestamp,
+            full_feature_names=True,
+        )
+        return OnDemandJob(job, resolved, spine_columns=_columns_of(spine))
+
+    # -- materialization ------------------------------------------------------------------
+
+    def _online_views(self, views: Sequence[str] | None) -> list[FeatureView]:
+        chosen = [self.get(v) for v in views] if views else list(self.definitions.values())
+        out = [v for v in chosen if isinstance(v, FeatureView) and v.online]
+        if views and len(out) != len(chosen):
+            bad = next(v for v in chosen if not (isinstance(v, FeatureView) and v.online))
+            raise InvalidInput(f"{bad.name!r} is not a batch feature view with online=True")
+        return out
+
+    def _version(self, view: FeatureView) -> int:
+        return self._state()[1][view.name]
+
+    def _materialize_view(
+        self, view: FeatureView, start: datetime | None, end: datetime
+    ) -> MaterializeResult:
+        version = self._version(view)
+        table = latest_per_entity(view, start=start, end=end, offline_dir=self.offline_dir)
+        written = self.online.write(
+            view.name, f"v{version}", table, join_keys=view.join_keys, features=view.feature_names
+        )
+        now = now_millis()
+        m = t.materializations
+        with self.client.meta.write() as conn:
+            key = (m.c.view == view.name) & (m.c.view_version == version)
+            old = conn.execute(sa.select(m.c.watermark).where(key)).scalar_one_or_none()
+            mark = max(to_millis(end), old or 0)
+            conn.execute(m.delete().where(key))
+            conn.execute(
+                m.insert().values(
+                    view=view.name,
+                    view_version=version,
+                    watermark=mark,
+                    rows=table.num_rows,
+                    updated_at=now,
+                )
+            )
+        return MaterializeResult(
+            view=view.name, start=start, end=end, entities=table.num_rows, written=written
+        )
+
+    def materialize(
+        self,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        *,
+        views: Sequence[str] | None = None,
+    ) -> list[MaterializeResult]:
+        """Write the latest value per entity with event time in (start, end] online."""
+        end_utc = _utc(end, "end") or datetime.now(UTC)
+        start_utc = _utc(start, "start")
+        if start_utc is not None and start_utc >= end_utc:
+            raise InvalidInput(f"materialize: start {start_utc} must be before end {end_utc}")
+        return [self._materialize_view(v, start_utc, end_utc) for v in self._online_views(views)]
+
+    def materialize_incremental(
+        self, end: datetime | None = None, *, views: Sequence[str] | None = None
+    ) -> list[MaterializeResult]:
+        """Materialize from each view's last watermark to ``end``; running twice changes nothing."""
+        end_utc = _utc(end, "end") or datetime.now(UTC)
+        results = []
+        m = t.materializations.c
+        for view in self._online_views(views):
+            version = self._version(view)
+            with self.client.meta.read() as conn:
+                mark = conn.execute(
+                    sa.select(m.watermark).where(m.view == view.name, m.view_version == version)
+                ).scalar_one_or_none()
+            start = datetime.fromtimestamp(mark / 1000, UTC) if mark is not None else None
+            if start is not None and start >= end_utc:
+                results.append(
+                    MaterializeResult(
+                        view=view.name, start=start, end=end_utc, entities=0, written=0
+                    )
+                )
+                continue
+            results.append(self._materialize_view(view, start, end_utc))
+        return results
+
+    # -- online ---------------------------------------------------------------------------
+
+    def get_online_features(
+        self,
+        entity_rows: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]],
+        features: Sequence[str] | FeatureService | str,
+        *,
+        full_feature_names: bool = False,
+    ) -> OnlineResponse:
+        """Latest values per entity (nulls for unknown entities or values past their TTL).
+
+        Entity rows carry the join keys and, for on-demand features, the request fields.
+        """
+        key = (
+            tuple(features) if not isinstance(features, str | FeatureService) else (features,),
+            full_feature_names,
+        )
+        plan = self._online_plans.get(key)
+        if plan is None:
+            plan = self._online_plans[key] = self._online_plan(features, full_feature_names)
+        batch, windows, resolved, keys = plan
+        out: dict[str, list[Any]] = self.online.read(batch, entity_rows) if batch else {}
+        request: dict[str, list[Any]] | None = None
+        if windows or resolved.on_demand or any(k not in out for k in keys):
+            request = _columns_dict(entity_rows)
+        if windows:
+            rows = _records(entity_rows)
+            for view, version, pairs in windows:
+                out.update(read_windows(self.online, view, version, pairs, rows))
+        if resolved.on_demand:
+            assert request is not None
+            _run_on_demand(resolved, out, request)
+        head = {k: out[k] if k in out else (request or {})[k] for k in keys}
+        return OnlineResponse({**head, **{k: out[k] for k in resolved.outputs}})
+
+    def _online_plan(
+        self, features: Sequence[str] | FeatureService | str, full_feature_names: bool
+    ) -> _OnlinePlan:
+        resolved = self._resolve(features, full_feature_names)
+        batch: list[OnlineRequest] = []
+        windows = []
+        keys: list[str] = []
+        for view_name, pairs in resolved.wanted.items():
+            view = self.definitions[view_name]
+            assert isinstance(view, FeatureView | WindowedFeatureView)
+            keys.extend(k for k in view.join_keys if k not in keys)
+            version = f"v{self._state()[1][view_name]}"
+            if isinstance(view, WindowedFeatureView):
+                windows.append((view, version, pairs))
+                continue
+            assert isinstance(view, FeatureView)
+            batch.append(
+                OnlineRequest(
+                    view=view.name,
+                    version=version,
+                    join_keys=view.join_keys,
+                    features=view.feature_names,
+                    wanted=tuple(pairs),
+                    ttl=view.ttl,
+                )
+            )
+        return batch, windows, resolved, keys
+
+    # -- push -----------------------------------------------------------------------------
+
+    def push(self, view: str, rows: Any) -> int:
+        """Append rows (events or feature rows) to the view offline and update it online.
+
+        Returns the number of rows pushed. Offline readers see the whole push or none of
+        it; online values move forward only (an older row never replaces a newer one).
+        """
+        target = self.get(view)
+        if not isinstance(target, FeatureView | WindowedFeatureView):
+            raise InvalidInput(
+                f"{view!r} is a {target.kind.replace('_', ' ')}; push takes a feature view or "
+                "a windowed view"
+            )
+        table = prepare(target, rows)
+        write_offline(self.offline_dir, target, table)
+        version = f"v{self._state()[1][target.name]}"
+        if isinstance(target, WindowedFeatureView):
+            update_windows(self.online, target, version, event_table(target, table))
+        elif target.online:
+            self.online.write(
+                target.name,
+                version,
+                online_rows(target, table),
+                join_keys=target.join_keys,
+                features=target.feature_names,
+            )
+        return int(table.num_rows)
+
+
+_HIDDEN = "__kiln_input__"
+
+
+def _hidden(ref: str) -> str:
+    return _HIDDEN + ref.replace(":", "__")
+
+
+_OnlinePlan = tuple[
+    list[OnlineRequest],
+    list[tuple[WindowedFeatureView, str, list[tuple[str, str]]]],
+    "_Resolved",
+    list[str],
+]
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    wanted: dict[str, list[tuple[str, str]]]
+    outputs: list[str]
+    on_demand: list[tuple[OnDemandFeatureView, list[tuple[str, str]]]]
+
+
+def _columns_of(spine: Any) -> list[str]:
+    return list(spine.columns) if hasattr(spine, "columns") else list(spine.column_names)
+
+
+def _records(entity_rows: Any) -> list[Mapping[str, Any]]:
+    if isinstance(entity_rows, Mapping):
+        names = list(entity_rows)
+        return [
+            dict(zip(names, values, strict=True))
+            for values in zip(*entity_rows.values(), strict=True)
+        ]
+    return list(entity_rows)
+
+
+def _columns_dict(entity_rows: Any) -> dict[str, list[Any]]:
+    if isinstance(entity_rows, Mapping):
+        return {k: list(v) for k, v in entity_rows.items()}
+    rows = list(entity_rows)
+    names = list(dict.fromkeys(k for r in rows for k in r))
+    return {n: [r.get(n) for r in rows] for n in names}
+
+
+def _run_on_demand(resolved: _Resolved, out: dict[str, Any], request: Mapping[str, Any]) -> None:
+    """Run each on-demand function over the gathered inputs; add its outputs to ``out``."""
+    import pandas as pd
+
+    for view, pairs in resolved.on_demand:
+        frame: dict[str, Any] = {}
+        for field in view.request_fields:
+            if field.name not in request:
+                raise InvalidInput(
+                    f"on-demand view {view.name!r} needs the request field {field.name!r}; "
+                    "pass it with the entity rows (online) or as a spine column (offline)"
+                )
+            frame[field.name] = request[field.name]
+        for ref in view.inputs:
+            frame[ref.partition(":")[2]] = out[_hidden(ref)]
+        result = view.function(pd.DataFrame(frame))
+        for feature, output in pairs:
+            try:
+                column = result[feature]
+            except (KeyError, IndexError, TypeError):
+                raise InvalidInput(
+                    f"on-demand view {view.name!r}: its function returned no column {feature!r}"
+                ) from None
+            out[output] = column.tolist() if hasattr(column, "tolist") else list(column)
+
+
+class OnDemandJob:
+    """A training set whose on-demand features are computed from the joined result."""
+
+    def __init__(self, job: RetrievalJob, resolved: _Resolved, *, spine_columns: list[str]) -> None:
+        self._job = job
+        self._resolved = resolved
+        self._spine_columns = spine_columns
+        self._table: pa.Table | None = None
+
+    @property
+    def columns(self) -> list[str]:
+        return [*self._spine_columns, *self._resolved.outputs]
+
+    def to_arrow(self) -> pa.Table:
+        if self._table is None:
+            base = self._job.to_arrow()
+            data: dict[str, Any] = {}
+            for view_name, pairs in self._resolved.wanted.items():
+                for feature, output in pairs:
+                    data[output] = base.column(f"{view_name}__{feature}").to_pylist()
+            request = {c: base.column(c).to_pylist() for c in self._spine_columns}
+            _run_on_demand(self._resolved, data, request)
+            table = base.select(self._spine_columns)
+            for name in self._resolved.outputs:
+                table = table.append_column(name, pa.array(data[name]))
+            self._table = table
+        return self._table
+
+    def to_pandas(self) -> Any:
+        return self.to_arrow().to_pandas()
