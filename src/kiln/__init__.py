@@ -8,6 +8,21 @@ from importlib.metadata import PackageNotFoundError, version
 
 from kiln import errors
 from kiln.core import Settings, configure, get_settings
+from kiln.features import (
+    Aggregation,
+    DeltaSource,
+    Entity,
+    FeatureService,
+    FeatureStore,
+    FeatureView,
+    Field,
+    OnDemandFeatureView,
+    ParquetSource,
+    PushSource,
+    RequestSource,
+    SQLSource,
+    WindowedFeatureView,
+)
 from kiln.registry import models
 from kiln.tracking import (
     Run,
@@ -27,11 +42,24 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 __all__ = [
+    "Aggregation",
+    "DeltaSource",
+    "Entity",
+    "FeatureService",
+    "FeatureStore",
+    "FeatureView",
+    "Field",
+    "OnDemandFeatureView",
+    "ParquetSource",
+    "PushSource",
+    "RequestSource",
     "Run",
     "RunRecord",
     "RunStatus",
+    "SQLSource",
     "Settings",
     "TrackingClient",
+    "WindowedFeatureView",
     "__version__",
     "active_run",
     "configure",

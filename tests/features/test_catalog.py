@@ -113,7 +113,7 @@ def test_references_are_checked_before_anything_is_stored(catalog: Catalog) -> N
     assert catalog.records() == []  # the failed batch stored nothing, not even the entity
     catalog.apply([user, stats()])
     with pytest.raises(
-        InvalidInput, match="unknown feature view 'user_stat'.*did you mean user_stats"
+        InvalidInput, match=r"unknown feature view 'user_stat'.*did you mean user_stats"
     ):
         catalog.apply([FeatureService("svc", features=["user_stat:u_f0"])])
     other = Entity("user", join_keys=["uid"])
@@ -136,7 +136,7 @@ def test_view_names_are_one_namespace(catalog: Catalog) -> None:
         catalog.apply([clash])
     with pytest.raises(Conflict, match="two different definitions named 'user_stats'"):
         catalog.plan([stats(), stats(ttl="1d")])
-    with pytest.raises(InvalidInput, match="apply takes kiln.Entity"):
+    with pytest.raises(InvalidInput, match=r"apply takes kiln\.Entity"):
         catalog.plan(["user_stats"])
     with pytest.raises(NotFound, match="no view named 'nope'"):
         catalog.version_of("view", "nope")

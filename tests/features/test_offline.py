@@ -539,3 +539,99 @@ def test_latest_per_entity_without_created(tmp_path: Path) -> None:
 
 def _utc(dt: datetime) -> datetime:
     return dt.replace(tzinfo=UTC)
+
+
+# -- more shapes ----------------------------------------------------------------------------
+
+
+def test_views_keyed_by_several_entities(tmp_path: Path) -> None:
+    merchant = Entity("merchant", join_keys=["merchant_id"])
+    rows = [
+        {"user_id": 1, "merchant_id": "a", "event_timestamp": at(0), "x": 1.0},
+        {"user_id": 1, "merchant_id": "b", "event_timestamp": at(1), "x": 2.0},
+        {"user_id": 2, "merchant_id": "a", "event_timestamp": at(2), "x": 3.0},
+    ]
+    fv = FeatureView(
+        "pair",
+        entities=[user, merchant],
+        source=ParquetSource(write_parquet(tmp_path / "f.parquet", rows)),
+        schema=[Field("x", "float64")],
+    )
+    spine = pd.DataFrame(
+        {
+            "merchant_id": ["a", "b", "a", "b"],
+            "user_id": [1, 1, 2, 2],
+            "event_timestamp": pd.to_datetime([at(5)] * 4),
+        }
+    )
+    assert fetch(spine, fv, tmp_path) == [1.0, 2.0, 3.0, None]
+
+
+def test_no_requests_returns_the_spine(tmp_path: Path) -> None:
+    spine = spine_of((1, at(0)))
+    job = get_historical_features(spine, [], offline_dir=tmp_path)
+    pd.testing.assert_frame_equal(job.to_pandas(), spine)
+    assert job.to_arrow().column_names == ["user_id", "event_timestamp"]
+
+
+def test_a_missing_delta_version_is_not_found(tmp_path: Path) -> None:
+    path = str(tmp_path / "delta")
+    deltalake.write_deltalake(
+        path, pd.DataFrame({"user_id": [1], "event_timestamp": [at(0)], "x": [1.0]})
+    )
+    job = get_historical_features(
+        spine_of((1, at(1))),
+        [ViewRequest(view(DeltaSource(path, version=7)), ("x",))],
+        offline_dir=tmp_path,
+    )
+    with pytest.raises(NotFound, match="version 7"):
+        job.to_arrow()
+
+
+def test_incomparable_join_key_types_are_invalid_input(tmp_path: Path, created_source) -> None:
+    spine = pd.DataFrame({"user_id": ["x"], "event_timestamp": pd.to_datetime([at(0)])})
+    spine["user_id"] = spine["user_id"].astype(object).map(lambda v: [v])
+    job = get_historical_features(
+        spine, [ViewRequest(view(created_source), ("x",))], offline_dir=tmp_path
+    )
+    with pytest.raises(InvalidInput, match="'stats'"):
+        job.to_arrow()
+
+
+def test_pushed_rows_may_lack_a_later_feature(tmp_path: Path) -> None:
+    pushed = pd.DataFrame({"user_id": [1], "event_timestamp": [at(0)], "x": [1.0]})
+    deltalake.write_deltalake(str(tmp_path / "stats"), pushed)
+    fv = view(PushSource(), "x", "y")
+    job = get_historical_features(
+        spine_of((1, at(1))), [ViewRequest(fv, ("x", "y"))], offline_dir=tmp_path
+    )
+    assert job.to_arrow().select(["x", "y"]).to_pylist() == [{"x": 1.0, "y": None}]
+
+
+def test_windowed_view_over_pushed_events(tmp_path: Path) -> None:
+    w = WindowedFeatureView(
+        "clicks",
+        entities=[user],
+        source=PushSource(created="written"),
+        aggregations=[Aggregation(None, "count", "1h", name="n")],
+    )
+    spine = spine_of((1, at(30)))
+    job = get_historical_features(spine, [ViewRequest(w, ("n",))], offline_dir=tmp_path)
+    assert job.to_arrow().column("n").to_pylist() == [0]
+    pushed = pd.DataFrame(
+        {
+            "user_id": [1, 1, 1],
+            "event_timestamp": [at(0), at(10), at(20)],
+            "written": [at(0), at(10), at(40)],
+        }
+    )
+    deltalake.write_deltalake(str(tmp_path / "clicks"), pushed)
+    job = get_historical_features(spine, [ViewRequest(w, ("n",))], offline_dir=tmp_path)
+    assert job.to_arrow().column("n").to_pylist() == [2]
+
+
+def test_reserved_column_names_are_rejected(tmp_path: Path) -> None:
+    rows = [{"user_id": 1, "event_timestamp": at(0), "event_ts": 1.0}]
+    fv = view(ParquetSource(write_parquet(tmp_path / "f.parquet", rows)), "event_ts")
+    with pytest.raises(InvalidInput, match="reserved"):
+        check_view_source(fv, offline_dir=tmp_path)

@@ -9,6 +9,7 @@ import typer
 from rich.tree import Tree
 
 import kiln
+from kiln.cli._features import features_app
 from kiln.cli._format import console, emit_json, fmt, status, table
 from kiln.cli._models import models_app
 from kiln.store import open_metadata_store
@@ -27,6 +28,7 @@ app.add_typer(experiments_app, name="experiments")
 app.add_typer(runs_app, name="runs")
 app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")
+app.add_typer(features_app, name="features")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 

@@ -4,6 +4,7 @@ A feature is defined once (:mod:`kiln.features.definitions`) and the same defini
 produces point-in-time-correct training data offline and the values served online.
 """
 
+from kiln.features.catalog import Change, DefinitionRecord, Plan
 from kiln.features.definitions import (
     AGGREGATIONS,
     DTYPES,
@@ -21,20 +22,32 @@ from kiln.features.definitions import (
     WindowedFeatureView,
     parse_duration,
 )
+from kiln.features.offline import RetrievalJob
+from kiln.features.online import OnlineStore
+from kiln.features.store import FeatureStore, MaterializeResult, OnDemandJob, OnlineResponse
 
 __all__ = [
     "AGGREGATIONS",
     "DTYPES",
     "Aggregation",
+    "Change",
+    "DefinitionRecord",
     "DeltaSource",
     "Entity",
     "FeatureService",
+    "FeatureStore",
     "FeatureView",
     "Field",
+    "MaterializeResult",
     "OnDemandFeatureView",
+    "OnDemandJob",
+    "OnlineResponse",
+    "OnlineStore",
     "ParquetSource",
+    "Plan",
     "PushSource",
     "RequestSource",
+    "RetrievalJob",
     "SQLSource",
     "WindowedFeatureView",
     "parse_duration",

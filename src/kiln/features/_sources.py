@@ -1,15 +1,16 @@
-"""A view's rows as DuckDB SQL: the one place that knows how each kind of source is read.
+"""The offline engine's SQL: a view's rows, and the joins that answer a spine from them.
 
-Everything downstream (point-in-time joins, windows, materialization) sees the same
-normalized shape, so the semantics of a source cannot differ between those paths:
-join keys, ``event_ts`` and ``created_ts`` as naive UTC ``TIMESTAMP`` (microseconds),
-then the feature columns. Naive UTC is used internally because the conversion from
-either kind of input is plain arithmetic, independent of the connection's time zone and
-of ICU, and a ``TIMESTAMP`` column that already is UTC passes through untouched, which
-keeps DuckDB's ASOF join on the raw column.
+Every reader of a view (point-in-time joins, windows, materialization) sees the same
+normalized rows, so the semantics of a source cannot differ between those paths: join
+keys, ``event_ts`` and ``created_ts`` as naive UTC ``TIMESTAMP`` (microseconds), then the
+feature columns. Naive UTC is used internally because converting either kind of input
+to it is plain arithmetic, independent of the connection's time zone, and a column that
+already is a naive ``TIMESTAMP`` passes through untouched, which keeps DuckDB's ASOF
+join on the raw column.
 
 User data (paths, values) never enters SQL text: files and tables are registered on the
-connection under generated names and referenced by those names.
+connection under generated names, and durations are bound parameters. Identifiers are
+always quoted.
 """
 
 from __future__ import annotations
@@ -126,8 +127,9 @@ def _register_delta(
 
     try:
         table = deltalake.DeltaTable(path, version=version)
-    except deltalake.exceptions.TableNotFoundError as exc:
-        raise FileNotFoundError(f"no Delta table at {path!r}") from exc
+    except deltalake.exceptions.DeltaError as exc:
+        at = "" if version is None else f" at version {version}"
+        raise FileNotFoundError(f"no Delta table{at} at {path!r} ({exc})") from exc
     con.register(name, table.to_pyarrow_dataset())
 
 

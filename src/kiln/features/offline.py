@@ -25,7 +25,8 @@ and, when the source has ``created``, ``created <= t`` (a backfill written after
 is invisible at ``t`` even if its event time is earlier). If ``ttl`` is set and that
 row's ``event_ts < t - ttl`` the features are NULL; ``event_ts == t - ttl`` is still
 valid. No such row, a NULL key or a NULL ``t`` gives NULLs. Rows that tie on both event
-time and created time are interchangeable: which one is used is unspecified.
+time and created time (on event time alone without a created column) are
+interchangeable: which one is used is unspecified.
 
 **WindowedFeatureView.** Each aggregation covers the entity's rows with
 ``t - window < event_ts <= t`` (and ``created <= t`` when the source has it): ``count`` is
@@ -39,12 +40,14 @@ created)``. Output columns are the aggregation names.
 features, named ``feature`` or, with ``full_feature_names``, ``view__feature``. A name
 produced twice, or one that is already a spine column, is an error.
 
-**How.** Per view: rows are deduplicated per (keys, event time) keeping the latest
-``created``; the spine is ASOF-joined to them, which answers every spine row whose match
-was already written at ``t``; only the remaining rows (a backfill written after ``t``) are
-answered by a range join over the raw rows. TTL is applied last, and the views' results
-are joined back by spine row number. User data reaches SQL only through registered
-tables and bound parameters.
+**How.** Per view, the spine is ASOF-joined to the rows on the join keys and
+``t >= event_ts``; without a created column that match is the answer. With one, the match
+is the answer unless it was written after ``t`` or shares its event time with another
+version: versions are resolved by an equality join on ``(keys, event_ts)``, and only
+spine rows whose match was written after ``t`` (a late backfill) pay for a range join
+over the entity's rows. TTL is applied last, and the views' results are put back in
+spine order by row number. User data reaches SQL only through registered tables and
+bound parameters; identifiers are quoted.
 """
 
 from __future__ import annotations
@@ -162,15 +165,8 @@ def _compute(plan: _Plan, narrow: pa.Table) -> pa.Table:
     try:
         spine_name = _sources.fresh_name("spine")
         con.register(spine_name, narrow)
-        ts_type = str(
-            dict(
-                zip(
-                    narrow.column_names,
-                    con.sql(f"SELECT * FROM {quote(spine_name)}").types,
-                    strict=True,
-                )
-            )[plan.timestamp]
-        )
+        bound = con.sql(f"SELECT * FROM {quote(spine_name)}")
+        ts_type = str(bound.types[bound.columns.index(plan.timestamp)])
         ts_expr = _sources.utc_expr(quote(plan.timestamp), ts_type)
         keys = "".join(f"{quote(k)}, " for k in plan.keys)
         q = _sources.Query()
@@ -242,7 +238,7 @@ class RetrievalJob:
             if self._plan.requests:
                 self._features = _compute(self._plan, self._narrow)
             else:
-                self._features = pa.table({}).take(np.zeros(0, dtype=np.int64))
+                self._features = pa.table({})
         return self._features
 
     def to_arrow(self) -> pa.Table:
@@ -258,9 +254,12 @@ class RetrievalJob:
         return table
 
     def to_pandas(self) -> pd.DataFrame:
-        features = self._result().to_pandas()
+        result = self._result()
         spine = self._spine
         head = spine.copy(deep=False) if isinstance(spine, pd.DataFrame) else spine.to_pandas()
+        if result.num_columns == 0:
+            return head
+        features = result.to_pandas()
         features.index = head.index
         return pd.concat([head, features], axis=1)
 
@@ -387,9 +386,14 @@ def latest_per_entity(
     *,
     end: datetime,
     start: datetime | None = None,
+    arrived_after: datetime | None = None,
     offline_dir: Path | str,
 ) -> pa.Table:
     """Per entity, the row the online store should hold as of ``end``.
+
+    ``arrived_after`` keeps only rows that arrived after a previous run (by ``created``
+    when the source records it, else by event time): what an incremental run needs,
+    since a row can arrive late with an event time before the previous run's end.
 
     That is the row with the greatest ``(event_ts, created)`` among rows with
     ``start < event_ts <= end`` (no lower bound when ``start`` is None) and, when the
@@ -413,6 +417,9 @@ def latest_per_entity(
         if start is not None:
             params["start"] = _utc_param(start, "start")
             where.append(f"{EVENT_TS} > $start")
+        if arrived_after is not None:
+            params["arrived"] = _utc_param(arrived_after, "arrived_after")
+            where.append(f"{CREATED_TS if rows.has_created else EVENT_TS} > $arrived")
         order = EVENT_TS
         if rows.has_created:
             where.append(f"{CREATED_TS} <= $end")

@@ -242,10 +242,21 @@ class FeatureStore:
         return self._state()[1][view.name]
 
     def _materialize_view(
-        self, view: FeatureView, start: datetime | None, end: datetime
+        self,
+        view: FeatureView,
+        start: datetime | None,
+        end: datetime,
+        *,
+        incremental: bool = False,
     ) -> MaterializeResult:
         version = self._version(view)
-        table = latest_per_entity(view, start=start, end=end, offline_dir=self.offline_dir)
+        table = latest_per_entity(
+            view,
+            start=None if incremental else start,
+            arrived_after=start if incremental else None,
+            end=end,
+            offline_dir=self.offline_dir,
+        )
         written = self.online.write(
             view.name, f"v{version}", table, join_keys=view.join_keys, features=view.feature_names
         )
@@ -286,7 +297,12 @@ class FeatureStore:
     def materialize_incremental(
         self, end: datetime | None = None, *, views: Sequence[str] | None = None
     ) -> list[MaterializeResult]:
-        """Materialize from each view's last watermark to ``end``; running twice changes nothing."""
+        """Materialize what arrived since each view's last run, up to ``end``.
+
+        Rows are selected by arrival (``created``, or event time without it), so a row
+        that arrives late with an old event time is still picked up; running twice
+        changes nothing.
+        """
         end_utc = _utc(end, "end") or datetime.now(UTC)
         results = []
         m = t.materializations.c
@@ -304,7 +320,7 @@ class FeatureStore:
                     )
                 )
                 continue
-            results.append(self._materialize_view(view, start, end_utc))
+            results.append(self._materialize_view(view, start, end_utc, incremental=True))
         return results
 
     # -- online ---------------------------------------------------------------------------

@@ -26,9 +26,7 @@ def upgrade() -> None:
         sa.Column("spec", sa.Text(), nullable=False),
         sa.Column("payload", sa.Text(), nullable=True),
         sa.Column("created_at", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint(
-            "namespace", "name", "version", name="pk_kiln_feature_definitions"
-        ),
+        sa.PrimaryKeyConstraint("namespace", "name", "version", name="pk_kiln_feature_definitions"),
     )
     op.create_table(
         "kiln_materializations",
