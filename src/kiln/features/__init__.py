@@ -5,6 +5,7 @@ produces point-in-time-correct training data offline and the values served onlin
 """
 
 from kiln.features.catalog import Change, DefinitionRecord, Plan
+from kiln.features.datasets import DatasetSnapshot, TrainingSet
 from kiln.features.definitions import (
     AGGREGATIONS,
     DTYPES,
@@ -31,6 +32,7 @@ __all__ = [
     "DTYPES",
     "Aggregation",
     "Change",
+    "DatasetSnapshot",
     "DefinitionRecord",
     "DeltaSource",
     "Entity",
@@ -49,6 +51,7 @@ __all__ = [
     "RequestSource",
     "RetrievalJob",
     "SQLSource",
+    "TrainingSet",
     "WindowedFeatureView",
     "parse_duration",
 ]

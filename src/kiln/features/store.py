@@ -20,6 +20,7 @@ from kiln.core import InvalidInput, NotFound, close_matches, get_settings, now_m
 from kiln.features import _tables as t
 from kiln.features._specs import Definition
 from kiln.features.catalog import Catalog, DefinitionRecord, Plan, require_views
+from kiln.features.datasets import TrainingSet
 from kiln.features.definitions import (
     FeatureService,
     FeatureView,
@@ -197,13 +198,27 @@ class FeatureStore:
         *,
         timestamp: str = "event_timestamp",
         full_feature_names: bool = False,
-    ) -> RetrievalJob | OnDemandJob:
+    ) -> TrainingSet:
         """Point-in-time-correct features for every spine row (entity keys + timestamp).
 
         On-demand features run their function vectorized over the whole result; their
-        request fields must be spine columns.
+        request fields must be spine columns. The result is lazy; ``.save(name, run=)``
+        snapshots it with its lineage.
         """
         resolved = self._resolve(features, full_feature_names)
+        versions = self._state()[1]
+        used = {name: versions[name] for name in resolved.wanted}
+        used.update({view.name: versions[view.name] for view, _ in resolved.on_demand})
+        return TrainingSet(
+            self._historical(spine, resolved, timestamp, full_feature_names),
+            feature_views=used,
+            offline_dir=self.offline_dir,
+            client=self.client,
+        )
+
+    def _historical(
+        self, spine: Any, resolved: _Resolved, timestamp: str, full_feature_names: bool
+    ) -> RetrievalJob | OnDemandJob:
         requests = []
         for view_name, pairs in resolved.wanted.items():
             view = self.definitions[view_name]
