@@ -99,7 +99,7 @@ def test_bad_input_is_one_line_and_exit_2(
     capsys: pytest.CaptureFixture[str], definitions: Path, argv: list[str], message: str
 ) -> None:
     run_cli(capsys, "features", "apply", str(definitions))
-    code, out, err = run_cli(capsys, *argv)
+    code, _, err = run_cli(capsys, *argv)
     assert code == 2
     assert message in err and len(err.strip().splitlines()) == 1
     assert "Traceback" not in err
