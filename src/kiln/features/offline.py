@@ -439,3 +439,34 @@ def latest_per_entity(
         con.close()
     stamps = [EVENT_TS, CREATED_TS, *(f.name for f in view.schema if f.dtype == "timestamp")]
     return _as_utc(table, stamps)
+
+
+def recent_events(view: WindowedFeatureView, *, end: datetime, offline_dir: Path | str) -> pa.Table:
+    """The events an online window list holds as of ``end``: those inside the widest window.
+
+    Rows with ``end - widest window < event_ts <= end`` (and ``created <= end`` when the
+    source has it), as join keys, ``event_ts``, ``created_ts`` (UTC) and the columns the
+    aggregations read: materializing a windowed view replaces each entity's list with
+    exactly what a point-in-time read at ``end`` would aggregate.
+    """
+    if not isinstance(view, WindowedFeatureView):
+        raise InvalidInput(
+            f"The 'view' parameter of recent_events must be a WindowedFeatureView. Got {view!r}."
+        )
+    end_utc = _utc_param(end, "end")
+    params = {"end": end_utc, "start": end_utc - view.max_window}
+    con = _connect()
+    try:
+        rows = _sources.rows(con, view, Path(offline_dir))
+        where = [f"{quote(k)} IS NOT NULL" for k in view.join_keys]
+        where += [f"{EVENT_TS} <= $end", f"{EVENT_TS} > $start"]
+        if rows.has_created:
+            where.append(f"{CREATED_TS} <= $end")
+        columns = ", ".join(
+            quote(c) for c in (*view.join_keys, EVENT_TS, CREATED_TS, *rows.features)
+        )
+        sql = f"SELECT {columns} FROM ({rows.sql}) WHERE {' AND '.join(where)}"
+        table = con.sql(sql, params=params).to_arrow_table()
+    finally:
+        con.close()
+    return _as_utc(table, [EVENT_TS, CREATED_TS])

@@ -33,6 +33,7 @@ from kiln.features.offline import (
     check_view_source,
     get_historical_features,
     latest_per_entity,
+    recent_events,
 )
 from kiln.features.online import OnlineRequest, OnlineStore
 from kiln.features.push import online_rows, prepare, write_offline
@@ -245,25 +246,46 @@ class FeatureStore:
 
     # -- materialization ------------------------------------------------------------------
 
-    def _online_views(self, views: Sequence[str] | None) -> list[FeatureView]:
+    def _online_views(self, views: Sequence[str] | None) -> list[FeatureView | WindowedFeatureView]:
         chosen = [self.get(v) for v in views] if views else list(self.definitions.values())
-        out = [v for v in chosen if isinstance(v, FeatureView) and v.online]
+        out: list[FeatureView | WindowedFeatureView] = [
+            v
+            for v in chosen
+            if (isinstance(v, FeatureView) and v.online) or isinstance(v, WindowedFeatureView)
+        ]
         if views and len(out) != len(chosen):
-            bad = next(v for v in chosen if not (isinstance(v, FeatureView) and v.online))
-            raise InvalidInput(f"{bad.name!r} is not a batch feature view with online=True")
+            bad = next(v for v in chosen if v not in out)
+            raise InvalidInput(
+                f"{bad.name!r} is not a feature view with online=True or a windowed view"
+            )
         return out
 
-    def _version(self, view: FeatureView) -> int:
+    def _materialize_windows(self, view: WindowedFeatureView, end: datetime) -> MaterializeResult:
+        """Each entity's online event list becomes exactly the window before ``end``."""
+        events = recent_events(view, end=end, offline_dir=self.offline_dir)
+        version = f"v{self._state()[1][view.name]}"
+        written = update_windows(self.online, view, version, events, replace=True)
+        return MaterializeResult(
+            view=view.name,
+            start=end - view.max_window,
+            end=end,
+            entities=written,
+            written=written,
+        )
+
+    def _version(self, view: FeatureView | WindowedFeatureView) -> int:
         return self._state()[1][view.name]
 
     def _materialize_view(
         self,
-        view: FeatureView,
+        view: FeatureView | WindowedFeatureView,
         start: datetime | None,
         end: datetime,
         *,
         incremental: bool = False,
     ) -> MaterializeResult:
+        if isinstance(view, WindowedFeatureView):
+            return self._materialize_windows(view, end)
         version = self._version(view)
         table = latest_per_entity(
             view,

@@ -46,9 +46,17 @@ def _plain(value: Any) -> Any:
 
 
 def update_windows(
-    online: OnlineStore, view: WindowedFeatureView, version: str, events: pa.Table
+    online: OnlineStore,
+    view: WindowedFeatureView,
+    version: str,
+    events: pa.Table,
+    *,
+    replace: bool = False,
 ) -> int:
     """Merge pushed events into each entity's event list; returns the entities updated.
+
+    With ``replace`` the given events become the entity's whole list (materialization
+    from the source, which already holds every event of the window).
 
     ``events`` has the join keys, ``event_ts`` and ``created_ts`` (UTC timestamps) and the
     columns the aggregations read. Events older than the widest window before the
@@ -71,7 +79,7 @@ def update_windows(
         )
     widest = int(view.max_window.total_seconds() * 1_000_000)
     unique = list(fresh)
-    stored = online.kv.get_many(unique)
+    stored: list[bytes | None] = [None] * len(unique) if replace else online.kv.get_many(unique)
     updates: dict[str, bytes] = {}
     for key, old in zip(unique, stored, strict=True):
         merged = (orjson.loads(old) if old is not None else []) + fresh[key]
