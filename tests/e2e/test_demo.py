@@ -8,16 +8,18 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import deltalake
 import joblib
 import numpy as np
+import pandas as pd
 import pytest
 from rich.console import Console
 from sklearn.metrics import roc_auc_score
 
 import kiln
 from kiln.cli._demo import DemoSummary, run_demo
+from kiln.cli._demo_features import DEMO_FEATURES, STORE_FEATURES
 from kiln.core import InvalidInput, reset_settings
-from kiln.data import FRAUD_FEATURES, make_fraud_transactions
 
 N_TRANSACTIONS = 5_000
 
@@ -76,7 +78,8 @@ def test_params_and_final_metrics(demo: tuple[DemoSummary, str]) -> None:
     for record in (sgd, hist, lgbm):
         assert record.params["data.n_transactions"] == N_TRANSACTIONS
         assert record.params["data.seed"] == 3
-        assert record.params["data.features"] == list(FRAUD_FEATURES)
+        assert record.params["data.features"] == list(DEMO_FEATURES)
+        assert record.params["features.service"] == "fraud_model"
         assert record.params["data.n_train"] + record.params["data.n_valid"] == N_TRANSACTIONS
         assert record.tags["demo"] == "fraud"
         for key in ("val_auc", "val_average_precision", "val_logloss", "train_seconds"):
@@ -117,9 +120,11 @@ def test_artifacts_download_and_predict(
     local = kiln.runs.download_artifacts(run_id, "model/model.joblib", dst=tmp_path)
     model = joblib.load(local)
     record = kiln.runs.get(run_id)
-    df = make_fraud_transactions(n_transactions=2_000, n_users=80, seed=99)
-    proba = model.predict_proba(df[list(FRAUD_FEATURES)])[:, 1]
-    assert proba.shape == (2_000,)
+    # The training snapshot holds every transaction with its point-in-time features.
+    assert record.params["data.snapshot"].startswith("fraud_demo_train@")
+    df = _snapshot()
+    proba = model.predict_proba(df[list(DEMO_FEATURES)])[:, 1]
+    assert proba.shape == (N_TRANSACTIONS,)
     assert ((proba >= 0) & (proba <= 1)).all()
     assert roc_auc_score(df["is_fraud"], proba) > 0.6
     assert record.metrics["val_auc"] > 0.6
@@ -127,13 +132,13 @@ def test_artifacts_download_and_predict(
     report = kiln.runs.download_artifacts(run_id, "feature_importance.csv", dst=tmp_path)
     header, *rows = report.read_text().splitlines()
     assert header.startswith("feature,importance")
-    assert sorted(row.split(",")[0] for row in rows) == sorted(FRAUD_FEATURES)
+    assert sorted(row.split(",")[0] for row in rows) == sorted(DEMO_FEATURES)
 
     dataset = json.loads(
         kiln.runs.download_artifacts(run_id, "dataset.json", dst=tmp_path).read_text()
     )
     assert dataset["rows"] == N_TRANSACTIONS
-    assert dataset["features"] == list(FRAUD_FEATURES)
+    assert dataset["features"] == list(DEMO_FEATURES)
     assert 0.0 < dataset["fraud_rate"]["all"] < 0.1
 
 
@@ -175,17 +180,42 @@ def test_best_candidate_is_the_registered_champion(demo: tuple[DemoSummary, str]
     history = kiln.models.alias_history("fraud", "champion")
     assert [(e.action, e.to_version) for e in history] == [("set", 1)]
 
-    df = make_fraud_transactions(n_transactions=500, n_users=50, seed=11)
-    proba = kiln.models.load("fraud@champion").predict(df[list(FRAUD_FEATURES)])
+    df = _snapshot()[:500]
+    proba = kiln.models.load("fraud@champion").predict(df[list(DEMO_FEATURES)])
     assert proba.shape == (500, 2)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
 
     graph = kiln.models.lineage("fraud@champion")
     assert graph.run is not None and graph.run.id == summary.best_run_id
-    assert [(n.kind, n.label) for n in graph.inputs] == [("dataset", "fraud-transactions")]
+    assert [(n.kind, n.label) for n in graph.inputs] == [("dataset", "fraud_demo_train")]
     assert graph.inputs[0].attributes["rows"] == N_TRANSACTIONS
+    upstream = {c.id for c in graph.inputs[0].children}
+    assert upstream == {"user_tx@v1", "merchant_tx@v1", "amount_features@v1"}
     assert "Registered fraud/1" in text and "fraud@champion" in text
     assert "data inputs (1)" in text and "kiln models lineage fraud@champion" in text
+
+
+def _snapshot() -> pd.DataFrame:
+    path = kiln.get_settings().home / "offline" / "datasets" / "fraud_demo_train"
+    return deltalake.DeltaTable(str(path)).to_pandas()
+
+
+def test_features_online_equal_offline_and_training_is_point_in_time(
+    demo: tuple[DemoSummary, str],
+) -> None:
+    _, text = demo
+    assert "online read vs offline at the same instant" in text
+    assert "≠" not in text
+    fs = kiln.FeatureStore()
+    assert {r.name for r in fs.list_definitions()} >= {"user_tx", "merchant_tx", "fraud_model"}
+    frame = _snapshot()
+    # Point in time: a user's first transaction has no history, and counts never include
+    # the transaction itself.
+    first = frame.sort_values("event_timestamp").groupby("user_id").head(1)
+    assert (first["user_txns_24h"] == 0).all()
+    assert first["user_avg_amount_7d"].isna().all()
+    assert (first["amount_vs_user_7d"] == 1.0).all()
+    assert set(STORE_FEATURES) <= set(frame.columns)
 
 
 def test_too_few_transactions_is_refused() -> None:

@@ -52,9 +52,11 @@ def test_snapshot_is_a_hashed_delta_table_in_the_model_lineage(store: kiln.Featu
     assert snapshot.rows == 4 and snapshot.id == f"fraud_train@{snapshot.digest[:16]}"
     stored = deltalake.DeltaTable(str(snapshot.path)).to_pyarrow_table()
     assert stored.equals(training.to_arrow())
+    assert snapshot.to_arrow().equals(stored)
     # Same rows, same digest: saving again is a new Delta version of identical content.
     again = training.save("fraud_train")
     assert again.digest == snapshot.digest and again.delta_version == snapshot.delta_version + 1
+    assert snapshot.to_arrow().num_rows == again.to_arrow().num_rows == 4
 
     graph = kiln.models.lineage(mv.ref)
     inputs = {(n.kind, n.id) for n in graph.inputs}

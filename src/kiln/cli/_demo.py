@@ -9,7 +9,6 @@ as an end-to-end check of the SDK that the CLI is built on.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import os
 import shlex
@@ -38,9 +37,16 @@ from rich.progress import (
 from rich.table import Table
 
 import kiln
+from kiln.cli._demo_features import (
+    DEMO_FEATURES,
+    SERVICE,
+    define_features,
+    online_vs_offline,
+    training_set,
+)
 from kiln.cli._models import lineage_tree
-from kiln.core import InvalidInput, mask_url
-from kiln.data import FRAUD_FEATURES, make_fraud_transactions, train_valid_split
+from kiln.core import InvalidInput, KilnError, mask_url
+from kiln.data import make_fraud_transactions, train_valid_split
 from kiln.registry import ModelVersion
 
 __all__ = ["DemoSummary", "run_demo"]
@@ -78,6 +84,8 @@ class _Data:
     params: dict[str, Any]
     summary: dict[str, Any]
     dataset_id: str
+    features: tuple[str, ...]
+    valid_rows: pd.DataFrame
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -148,7 +156,7 @@ def _val_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     return {"val_auc": _auc(y, p), "val_logloss": _logloss(y, p)}
 
 
-def _prepare_data(n_transactions: int, seed: int) -> _Data:
+def _prepare_data(fs: kiln.FeatureStore, n_transactions: int, seed: int) -> _Data:
     # One user per ~25 purchases keeps per-user history (and so the velocity and typical
     # spend features) meaningful at every demo size.
     n_users = int(min(2_000, max(50, n_transactions // 25)))
@@ -164,8 +172,14 @@ def _prepare_data(n_transactions: int, seed: int) -> _Data:
         seed=seed,
         end=end,
     )
-    train, valid = train_valid_split(df, valid_fraction=VALID_FRACTION)
-    features = list(FRAUD_FEATURES)
+    transactions = kiln.get_settings().home / "demo" / "transactions.parquet"
+    transactions.parent.mkdir(parents=True, exist_ok=True)
+    df.to_parquet(transactions, index=False)
+    fs.apply(define_features(transactions))
+    snapshot = training_set(fs, df).save("fraud_demo_train")
+    frame = snapshot.to_pandas()  # the snapshot is exactly what the models see
+    train, valid = train_valid_split(frame, valid_fraction=VALID_FRACTION)
+    features = list(DEMO_FEATURES)
     params: dict[str, Any] = {
         "data.generator": "kiln.data.make_fraud_transactions",
         "data.n_transactions": n_transactions,
@@ -178,6 +192,8 @@ def _prepare_data(n_transactions: int, seed: int) -> _Data:
         "data.n_train": len(train),
         "data.n_valid": len(valid),
         "data.features": features,
+        "data.snapshot": snapshot.id,
+        "features.service": SERVICE,
     }
     summary: dict[str, Any] = {
         "generator": "kiln.data.make_fraud_transactions",
@@ -192,6 +208,7 @@ def _prepare_data(n_transactions: int, seed: int) -> _Data:
         "rows": len(df),
         "columns": {str(c): str(t) for c, t in df.dtypes.items()},
         "features": features,
+        "snapshot": snapshot.to_dict() | {"path": str(snapshot.path)},
         "label": "is_fraud",
         "split": {
             "method": "by time: the latest rows are the validation set",
@@ -214,9 +231,10 @@ def _prepare_data(n_transactions: int, seed: int) -> _Data:
             "merchants": int(df["merchant_id"].nunique()),
         },
     }
-    digest = hashlib.sha256(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
     return _Data(
-        dataset_id=f"fraud-transactions@{digest.hexdigest()[:16]}",
+        dataset_id=snapshot.id,
+        features=tuple(features),
+        valid_rows=valid,
         x_train=train[features],
         y_train=train["is_fraud"].to_numpy(dtype=np.int64),
         x_valid=valid[features],
@@ -231,10 +249,14 @@ def _prepare_data(n_transactions: int, seed: int) -> _Data:
 
 def _train_sgd(run: kiln.Run, data: _Data, seed: int, advance: Advance) -> _Fitted:
     """Logistic regression by SGD, one ``partial_fit`` per epoch so every epoch is a step."""
+    from sklearn.impute import SimpleImputer
     from sklearn.linear_model import SGDClassifier
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
+    # Windows with no events have no mean: the median stands in, inside the model, so
+    # serving imputes exactly as training did.
+    imputer = SimpleImputer(strategy="median", keep_empty_features=True)
     scaler = StandardScaler()
     clf = SGDClassifier(loss="log_loss", alpha=1e-4, penalty="l2", random_state=seed)
     run.log_params(
@@ -246,9 +268,9 @@ def _train_sgd(run: kiln.Run, data: _Data, seed: int, advance: Advance) -> _Fitt
     )
     rng = np.random.default_rng(seed)
     started = time.perf_counter()
-    x_train = scaler.fit_transform(data.x_train)
+    x_train = scaler.fit_transform(imputer.fit_transform(data.x_train))
     fit_seconds = time.perf_counter() - started
-    x_valid = scaler.transform(data.x_valid)
+    x_valid = scaler.transform(imputer.transform(data.x_valid))
     classes = np.array([0, 1])
     for epoch in range(SGD_EPOCHS):
         order = rng.permutation(len(x_train))
@@ -258,11 +280,11 @@ def _train_sgd(run: kiln.Run, data: _Data, seed: int, advance: Advance) -> _Fitt
         fit_seconds += time.perf_counter() - started
         run.log_metrics(_val_metrics(data.y_valid, clf.predict_proba(x_valid)[:, 1]), step=epoch)
         advance(1)
-    model = Pipeline([("scaler", scaler), ("sgd", clf)])
+    model = Pipeline([("impute", imputer), ("scaler", scaler), ("sgd", clf)])
     coef = clf.coef_[0]
     importance = pd.DataFrame(
         {
-            "feature": list(FRAUD_FEATURES),
+            "feature": list(data.features),
             "importance": np.abs(coef),
             "coefficient": coef,
             "method": "coefficient on standardized features",
@@ -315,7 +337,7 @@ def _train_hist_gbdt(run: kiln.Run, data: _Data, seed: int, advance: Advance) ->
     )
     importance = pd.DataFrame(
         {
-            "feature": list(FRAUD_FEATURES),
+            "feature": list(data.features),
             "importance": perm.importances_mean,
             "importance_std": perm.importances_std,
             "method": "permutation (validation AUC drop)",
@@ -429,9 +451,9 @@ def _train_candidate(
         run.log_input(
             "dataset",
             data.dataset_id,
-            name="fraud-transactions",
+            name="fraud_demo_train",
             rows=data.summary["rows"],
-            generator=data.summary["generator"],
+            digest=data.summary["snapshot"]["digest"],
         )
         fitted = candidate.train(run, data, seed, advance)
         proba = fitted.model.predict_proba(data.x_valid)[:, 1]
@@ -506,6 +528,7 @@ def _print_where(console: Console, experiment: str, best: str, run_ids: tuple[st
         "kiln experiments list",
         f"kiln models show {MODEL_NAME}@champion",
         f"kiln models lineage {MODEL_NAME}@champion",
+        "kiln features list",
     ):
         console.print(f"  [cyan]{escape(command)}[/]", soft_wrap=True, highlight=False)
 
@@ -534,8 +557,9 @@ def run_demo(
 
     _prefer_passive_openmp()
     started = time.perf_counter()
-    with console.status(f"Generating {n_transactions:,} card transactions..."):
-        data = _prepare_data(n_transactions, seed)
+    fs = kiln.FeatureStore()
+    with console.status(f"Generating {n_transactions:,} card transactions and their features..."):
+        data = _prepare_data(fs, n_transactions, seed)
     split = data.summary["split"]
     console.print(
         f"[bold]Data[/] {n_transactions:,} transactions, "
@@ -577,6 +601,7 @@ def run_demo(
     console.print(_results_table(records))
     best = records[0]
     version = _register_champion(console, best, fitted_models[best.id], data)
+    _serve_features(console, fs, data)
     _print_where(console, experiment, best.id, tuple(run_ids))
     console.print(f"Done in {time.perf_counter() - started:.1f}s.")
     return DemoSummary(
@@ -586,6 +611,20 @@ def run_demo(
         best_val_auc=float(best.metrics["val_auc"]),
         model_ref=version.ref,
     )
+
+
+def _serve_features(console: Console, fs: kiln.FeatureStore, data: _Data) -> None:
+    """Materialize, then read one entity online beside the offline value at that instant."""
+    with console.status("Materializing features to the online store..."):
+        started = time.perf_counter()
+        results = fs.materialize()
+        seconds = time.perf_counter() - started
+    entities = ", ".join(f"{r.view} {r.entities:,}" for r in results)
+    console.print(f"[bold]Materialized[/] {entities} entities in {seconds:.2f}s")
+    table, same = online_vs_offline(fs, data.valid_rows.iloc[-1])
+    console.print(table)
+    if not same:
+        raise KilnError("online and offline feature values differ for the same entity and time")
 
 
 def _register_champion(

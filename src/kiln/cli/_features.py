@@ -113,7 +113,9 @@ def _summary(spec: Mapping[str, Any]) -> str:
         return ", ".join(f["name"] for f in spec["schema"]) + ttl
     if "aggregations" in spec:
         return ", ".join(a["name"] for a in spec["aggregations"])
-    return ", ".join(spec.get("features", []))
+    features = spec.get("features", [])
+    views = sorted({f.split(":")[0] for f in features})
+    return f"{len(features)} features from {', '.join(views)}"
 
 
 @features_app.command("show")

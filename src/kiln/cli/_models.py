@@ -191,7 +191,9 @@ def lineage_tree(mv: ModelVersion, lineage: ModelLineage, *, limit: int | None =
     inputs = root.add(f"data inputs ({len(lineage.inputs)})")
     for node in lineage.inputs:
         label = f" ({escape(node.label)})" if node.label != node.id else ""
-        inputs.add(f"{escape(node.kind)} {escape(node.id)}{label}")
+        branch = inputs.add(f"{escape(node.kind)} {escape(node.id)}{label}")
+        for child in node.children:
+            branch.add(f"[dim]from[/] {escape(child.kind.replace('_', ' '))} {escape(child.id)}")
     if lineage.code is None:
         root.add("[dim]code: no commit recorded[/]")
     else:

@@ -46,6 +46,15 @@ class DatasetSnapshot:
     columns: tuple[str, ...]
     feature_views: Mapping[str, int] = field(default_factory=dict)
 
+    def to_arrow(self) -> pa.Table:
+        """The snapshot's rows, read at its own Delta version (later saves do not leak in)."""
+        import deltalake
+
+        return deltalake.DeltaTable(str(self.path), version=self.delta_version).to_pyarrow_table()
+
+    def to_pandas(self) -> Any:
+        return self.to_arrow().to_pandas()
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,

@@ -28,6 +28,21 @@ def _run_node(record: RunRecord, relation: str) -> LineageNode:
     )
 
 
+def _upstream(kind: str, object_id: str, client: TrackingClient) -> tuple[LineageNode, ...]:
+    """What a data input was built from (a snapshot's feature view versions), one level."""
+    return tuple(
+        LineageNode(
+            kind=e.src_kind,
+            id=e.src_id,
+            label=e.src_id,
+            relation=e.relation,
+            attributes=dict(e.properties),
+        )
+        for e in lineage.edges(kind, object_id, direction="in", client=client)
+        if e.relation == "input_to"
+    )
+
+
 def _input_nodes(version: ModelVersion, client: TrackingClient) -> tuple[LineageNode, ...]:
     found: dict[tuple[str, str], LineageNode] = {}
     sources = [(MODEL_KIND, version.id)]
@@ -46,6 +61,7 @@ def _input_nodes(version: ModelVersion, client: TrackingClient) -> tuple[Lineage
                 label=str(props.get("name", edge.src_id)),
                 relation="input_to",
                 attributes=props,
+                children=_upstream(edge.src_kind, edge.src_id, client),
             )
     return tuple(found.values())
 
