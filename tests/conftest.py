@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,6 +63,7 @@ def pg_url(pg_admin: sa.Engine) -> Iterator[str]:
     with pg_admin.begin() as conn:
         conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
     yield pg_schema_url(schema)
+    _wait_for_idle_writers()
     from kiln.store.metadata_store import _stores
 
     for key, store in list(_stores.items()):
@@ -69,6 +72,18 @@ def pg_url(pg_admin: sa.Engine) -> Iterator[str]:
             _stores.pop(key, None)
     with pg_admin.begin() as conn:
         conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+
+
+def _wait_for_idle_writers(timeout_s: float = 5.0) -> None:
+    """Let metric-writer threads finish their last flush before their store is disposed.
+
+    A writer still holding a pooled connection while the pool is disposed would hand it
+    back to a pool that no longer exists, leaving an open connection to the GC.
+    """
+    deadline = time.monotonic() + timeout_s
+    for thread in threading.enumerate():
+        if thread.name == "kiln-metric-writer":
+            thread.join(max(0.0, deadline - time.monotonic()))
 
 
 @pytest.fixture
