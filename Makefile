@@ -42,6 +42,7 @@ test: install-dev services lint
 bench: install-dev
 	$(PY) benchmarks/tracking.py
 	$(PY) benchmarks/registry.py
+	$(PY) benchmarks/features.py
 
 clean:
 	rm -rf $(VENV) .kiln .pytest_cache .mypy_cache .ruff_cache
