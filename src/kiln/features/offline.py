@@ -190,7 +190,8 @@ def _compute(plan: _Plan, narrow: pa.Table) -> pa.Table:
         )
         sql = (
             f"WITH {', '.join(q.ctes)}\n"
-            f"SELECT v0.{ROW}, {', '.join(outputs)}\nFROM v0_res v0{joins}"
+            f"SELECT v0.{ROW}, {', '.join(outputs)}\nFROM v0_res v0{joins}\n"
+            f"ORDER BY v0.{ROW}"
         )
         try:
             table = con.sql(sql, params=q.params).to_arrow_table()
@@ -201,10 +202,8 @@ def _compute(plan: _Plan, narrow: pa.Table) -> pa.Table:
             ) from exc
     finally:
         con.close()
-    order = np.empty(table.num_rows, dtype=np.int64)
-    order[table.column(ROW).to_numpy()] = np.arange(table.num_rows, dtype=np.int64)
-    table = table.drop_columns([ROW]).take(order)
-    return _as_utc(table, stamps)
+    # DuckDB sorts in parallel, cheaper than putting rows back in order afterwards.
+    return _as_utc(table.drop_columns([ROW]), stamps)
 
 
 def _as_utc(table: pa.Table, names: Sequence[str]) -> pa.Table:
