@@ -289,39 +289,72 @@ def _usable(rows: Rows) -> str:
     return usable + (f" AND {CREATED_TS} IS NOT NULL" if rows.has_created else "")
 
 
+@dataclass
+class Chain:
+    """The relation FeatureViews are joined onto one after another, and its columns.
+
+    Each view's ASOF join takes the previous view's result as its left side, so the
+    views' answers never have to be matched up again by row number.
+    """
+
+    name: str
+    columns: list[str]
+
+
 def point_in_time(
-    q: Query, v: str, rows: Rows, features: Sequence[str], ttl: timedelta | None
+    q: Query,
+    v: str,
+    rows: Rows,
+    features: Sequence[str],
+    ttl: timedelta | None,
+    chain: Chain,
 ) -> list[str]:
-    """CTEs answering one FeatureView; returns the output expressions over alias ``v``."""
-    q.cte(f"{v}_rows", _usable(rows))
-    cols = ", ".join(f"d.{quote(f)} AS __f{j}" for j, f in enumerate(features))
-    values = [f"{v}.__f{j}" for j in range(len(features))]
+    """CTEs answering one FeatureView onto ``chain``; returns output expressions over ``c``."""
+    ev, fs = f"__kiln_{v}_ev", [f"__kiln_{v}_f{j}" for j in range(len(features))]
+    cols = ", ".join(f"d.{quote(f)} AS {n}" for f, n in zip(features, fs, strict=True))
+    on = _keys_equal(rows, "l", "d")
     if not rows.has_created:
+        q.cte(f"{v}_rows", _usable(rows))
         q.cte(
             f"{v}_res",
-            f"SELECT s.{ROW}, s.{T}, d.{EVENT_TS} AS __ev, {cols}\n"
-            f"FROM spine s ASOF LEFT JOIN {v}_rows d\n"
-            f"ON {_keys_equal(rows, 's', 'd')} AND s.{T} >= d.{EVENT_TS}",
+            f"SELECT l.*, d.{EVENT_TS} AS {ev}, {cols}\nFROM {chain.name} l ASOF LEFT JOIN "
+            f"{v}_rows d\nON {on} AND l.{T} >= d.{EVENT_TS}",
         )
     else:
-        _late_rows(q, v, rows, features, cols)
+        _late_rows(q, v, rows, features, chain, ttl)
+    chain.name = f"{v}_res"
+    chain.columns += [ev, *fs]
+    values = [f"c.{f}" for f in fs]
     if ttl is None:
         return values
-    fresh = f"{v}.__ev >= {v}.{T} - {q.param(f'{v}_ttl', ttl)}"
+    fresh = f"c.{ev} >= c.{T} - {q.param(f'{v}_ttl', ttl)}"
     return [f"CASE WHEN {fresh} THEN {value} END" for value in values]
 
 
-def _late_rows(q: Query, v: str, rows: Rows, features: Sequence[str], cols: str) -> None:
+def _late_rows(
+    q: Query,
+    v: str,
+    rows: Rows,
+    features: Sequence[str],
+    chain: Chain,
+    ttl: timedelta | None,
+) -> None:
     """The created-aware answer: an ASOF join, corrected where it cannot be trusted.
 
     The ASOF match ``m`` is the row (one of them, on a tie) with the greatest event time
     ``e <= t``. It is the answer when it was written by ``t`` and is the only version of
-    ``(keys, e)``. Other versions of ``(keys, e)`` only need a look among those versions
-    (an equality join). Only when ``m`` was written after ``t`` (a late backfill) is a
-    range join over the entity's rows needed. Finding the duplicated ``(keys, e)`` costs
-    a GROUP BY without payload, far cheaper than deduplicating every row by ``created``.
+    ``(keys, e)``. Otherwise the answer is the greatest ``(event_ts, created)`` among the
+    entity's rows written by ``t`` with event time from a lower bound up to ``t``: ``e``
+    for another version of ``(keys, e)``, and for a late backfill ``t - ttl`` (older
+    answers are NULL anyway) or no bound without a TTL. Finding the duplicated
+    ``(keys, e)`` costs a GROUP BY without payload, cheaper than ordering the ASOF
+    join by ``(event_ts, created)``.
     """
     keys = ", ".join(quote(k) for k in rows.keys)
+    ev, cr = f"__kiln_{v}_ev", f"__kiln_{v}_cr"
+    fs = [f"__kiln_{v}_f{j}" for j in range(len(features))]
+    cols = ", ".join(f"d.{quote(f)} AS {n}" for f, n in zip(features, fs, strict=True))
+    q.cte(f"{v}_rows", _usable(rows))
     q.cte(
         f"{v}_dups",
         f"SELECT {keys}, {EVENT_TS}, true AS __dup FROM {v}_rows "
@@ -329,35 +362,38 @@ def _late_rows(q: Query, v: str, rows: Rows, features: Sequence[str], cols: str)
     )
     q.cte(
         f"{v}_asof",
-        f"SELECT s.*, d.{EVENT_TS}, d.{CREATED_TS}, {cols}\n"
-        f"FROM spine s ASOF LEFT JOIN {v}_rows d\n"
-        f"ON {_keys_equal(rows, 's', 'd')} AND s.{T} >= d.{EVENT_TS}",
+        f"SELECT l.*, d.{EVENT_TS} AS {ev}, d.{CREATED_TS} AS {cr}, {cols}\n"
+        f"FROM {chain.name} l ASOF LEFT JOIN {v}_rows d\n"
+        f"ON {_keys_equal(rows, 'l', 'd')} AND l.{T} >= d.{EVENT_TS}",
+    )
+    oldest = (
+        f"a.{T} - {q.param(f'{v}_ttl_fix', ttl)}"
+        if ttl is not None
+        else "CAST('-infinity' AS TIMESTAMP)"
     )
     q.cte(
         f"{v}_flag",
-        f"SELECT a.*, CASE WHEN a.{CREATED_TS} > a.{T} THEN 2 WHEN u.__dup THEN 1 ELSE 0 END "
-        f"AS __fix\nFROM {v}_asof a LEFT JOIN {v}_dups u ON {_keys_equal(rows, 'a', 'u')} "
-        f"AND a.{EVENT_TS} = u.{EVENT_TS}",
+        f"SELECT a.*, CASE WHEN a.{cr} > a.{T} THEN {oldest} WHEN u.__dup THEN a.{ev} END "
+        f"AS __lo\nFROM {v}_asof a LEFT JOIN {v}_dups u ON {_keys_equal(rows, 'a', 'u')} "
+        f"AND a.{ev} = u.{EVENT_TS}",
     )
-    fs = ", ".join(f"__f{j}" for j in range(len(features)))
+    q.cte(f"{v}_late", f"SELECT * FROM {v}_flag WHERE __lo IS NOT NULL")
     pack = ", ".join(f"f{j} := r.{quote(f)}" for j, f in enumerate(features))
-    unpack = ", ".join(f"__b.f{j} AS __f{j}" for j in range(len(features)))
-    pick = f"arg_max_null(struct_pack(e := r.{EVENT_TS}, {pack}), {{order}}) AS __b"
-    known = f"r.{CREATED_TS} <= a.{T}"
-    same = f"{pick.format(order=f'r.{CREATED_TS}')}\nFROM {v}_flag a JOIN {v}_rows r ON "
-    same += f"{_keys_equal(rows, 'a', 'r')} AND r.{EVENT_TS} = a.{EVENT_TS} AND {known}"
-    by_both = f"struct_pack(e := r.{EVENT_TS}, c := r.{CREATED_TS})"
-    late = f"{pick.format(order=by_both)}\nFROM {v}_flag a LEFT JOIN {v}_rows r ON "
-    late += f"{_keys_equal(rows, 'a', 'r')} AND r.{EVENT_TS} <= a.{T} AND {known}"
-    fixed = [
-        f"SELECT {ROW}, {T}, __b.e AS __ev, {unpack} FROM (\nSELECT a.{ROW}, a.{T}, "
-        f"{body}\nWHERE a.__fix = {n} GROUP BY a.{ROW}, a.{T})"
-        for n, body in ((1, same), (2, late))
-    ]
+    order = f"struct_pack(e := r.{EVENT_TS}, c := r.{CREATED_TS})"
+    q.cte(
+        f"{v}_fix",
+        f"SELECT l.{ROW}, arg_max_null(struct_pack(e := r.{EVENT_TS}, {pack}), {order}) "
+        f"AS __b\nFROM {v}_late l JOIN {v}_rows r ON {_keys_equal(rows, 'l', 'r')} "
+        f"AND r.{EVENT_TS} <= l.{T} AND r.{CREATED_TS} <= l.{T} AND r.{EVENT_TS} >= l.__lo\n"
+        f"GROUP BY l.{ROW}",
+    )
+    kept = ", ".join(f"l.{c}" for c in chain.columns)
+    fixed = ", ".join(f"x.__b.f{j}" for j in range(len(features)))
     q.cte(
         f"{v}_res",
-        f"SELECT {ROW}, {T}, {EVENT_TS} AS __ev, {fs} FROM {v}_flag WHERE __fix = 0\n"
-        f"UNION ALL\n{fixed[0]}\nUNION ALL\n{fixed[1]}",
+        f"SELECT {', '.join(chain.columns)}, {', '.join([ev, *fs])} FROM {v}_flag "
+        f"WHERE __lo IS NULL\nUNION ALL\nSELECT {kept}, x.__b.e, {fixed}\n"
+        f"FROM {v}_late l LEFT JOIN {v}_fix x ON l.{ROW} = x.{ROW}",
     )
 
 

@@ -41,13 +41,14 @@ features, named ``feature`` or, with ``full_feature_names``, ``view__feature``. 
 produced twice, or one that is already a spine column, is an error.
 
 **How.** Per view, the spine is ASOF-joined to the rows on the join keys and
-``t >= event_ts``; without a created column that match is the answer. With one, the match
-is the answer unless it was written after ``t`` or shares its event time with another
-version: versions are resolved by an equality join on ``(keys, event_ts)``, and only
-spine rows whose match was written after ``t`` (a late backfill) pay for a range join
-over the entity's rows. TTL is applied last, and the views' results are put back in
-spine order by row number. User data reaches SQL only through registered tables and
-bound parameters; identifiers are quoted.
+``t >= event_ts``; FeatureViews are joined one after another, each onto the previous
+one's result, so no per-view results need matching up again. Without a created column
+that match is the answer. With one, the match is the answer unless it was written after
+``t`` or shares its event time with another version; only those spine rows pay for a
+join over the entity's rows, bounded below by the match's event time for a shared one
+and by ``t - ttl`` for a late backfill (older answers are NULL anyway). TTL is applied
+last and results are sorted by spine row number. User data reaches SQL only through
+registered tables and bound parameters; identifiers are quoted.
 """
 
 from __future__ import annotations
@@ -173,25 +174,30 @@ def _compute(plan: _Plan, narrow: pa.Table) -> pa.Table:
         q.cte("spine", f"SELECT {ROW}, {keys}{ts_expr} AS {T} FROM {quote(spine_name)}")
         outputs: list[str] = []
         stamps: list[str] = []
+        chain = _sources.Chain("spine", [ROW, *(quote(k) for k in plan.keys), T])
+        windows: list[str] = []
         for i, (req, names) in enumerate(zip(plan.requests, plan.names, strict=True)):
             rows = _sources.rows(con, req.view, plan.offline_dir)
             if isinstance(req.view, FeatureView):
-                exprs = _sources.point_in_time(q, f"v{i}", rows, req.features, req.view.ttl)
+                exprs = _sources.point_in_time(q, f"v{i}", rows, req.features, req.view.ttl, chain)
                 dtypes = {f.name: f.dtype for f in req.view.schema}
                 stamps += [
                     n for f, n in zip(req.features, names, strict=True) if dtypes[f] == "timestamp"
                 ]
             else:
                 exprs = _sources.windowed(q, f"v{i}", rows, req.view, req.features)
+                windows.append(f"v{i}")
             outputs += [f"{e} AS {quote(n)}" for e, n in zip(exprs, names, strict=True)]
-        joins = "".join(
-            f"\nLEFT JOIN v{i}_res v{i} ON v0.{ROW} = v{i}.{ROW}"
-            for i in range(1, len(plan.requests))
-        )
+        base, alias = f"{chain.name} c", "c"
+        if chain.name == "spine" and windows:
+            # Windowed views only: the first one's result already has every spine row.
+            alias = windows.pop(0)
+            base = f"{alias}_res {alias}"
+        joins = "".join(f"\nLEFT JOIN {w}_res {w} ON {alias}.{ROW} = {w}.{ROW}" for w in windows)
         sql = (
             f"WITH {', '.join(q.ctes)}\n"
-            f"SELECT v0.{ROW}, {', '.join(outputs)}\nFROM v0_res v0{joins}\n"
-            f"ORDER BY v0.{ROW}"
+            f"SELECT {', '.join(outputs)}\nFROM {base}{joins}\n"
+            f"ORDER BY {alias}.{ROW}"
         )
         try:
             table = con.sql(sql, params=q.params).to_arrow_table()
@@ -203,7 +209,7 @@ def _compute(plan: _Plan, narrow: pa.Table) -> pa.Table:
     finally:
         con.close()
     # DuckDB sorts in parallel, cheaper than putting rows back in order afterwards.
-    return _as_utc(table.drop_columns([ROW]), stamps)
+    return _as_utc(table, stamps)
 
 
 def _as_utc(table: pa.Table, names: Sequence[str]) -> pa.Table:
