@@ -35,6 +35,15 @@ from kiln.features.offline import (
     latest_per_entity,
     recent_events,
 )
+from kiln.features.on_demand import (
+    OnDemandJob,
+    Resolved,
+    columns_dict,
+    columns_of,
+    hidden,
+    records,
+    run_on_demand,
+)
 from kiln.features.online import OnlineRequest, OnlineStore
 from kiln.features.push import online_rows, prepare, write_offline
 from kiln.features.windows import event_table, read_windows, update_windows
@@ -159,7 +168,7 @@ class FeatureStore:
             raise InvalidInput("ask for at least one feature ('view:feature')")
         return refs
 
-    def _resolve(self, features: Sequence[str] | FeatureService | str, full: bool) -> _Resolved:
+    def _resolve(self, features: Sequence[str] | FeatureService | str, full: bool) -> Resolved:
         """Which views to read, under which names, including on-demand views' inputs."""
         refs = self._refs(features)
         require_views(refs, self.definitions)
@@ -186,11 +195,11 @@ class FeatureStore:
                     on_demand.append(entry)
                     for input_ref in view.inputs:
                         in_view, _, in_feature = input_ref.partition(":")
-                        add(in_view, in_feature, _hidden(input_ref))
+                        add(in_view, in_feature, hidden(input_ref))
                 entry[1].append((feature, output))
             else:
                 add(view_name, feature, output)
-        return _Resolved(wanted=wanted, outputs=outputs, on_demand=on_demand)
+        return Resolved(wanted=wanted, outputs=outputs, on_demand=on_demand)
 
     # -- offline --------------------------------------------------------------------------
 
@@ -220,7 +229,7 @@ class FeatureStore:
         )
 
     def _historical(
-        self, spine: Any, resolved: _Resolved, timestamp: str, full_feature_names: bool
+        self, spine: Any, resolved: Resolved, timestamp: str, full_feature_names: bool
     ) -> RetrievalJob | OnDemandJob:
         requests = []
         for view_name, pairs in resolved.wanted.items():
@@ -244,7 +253,7 @@ class FeatureStore:
             timestamp=timestamp,
             full_feature_names=True,
         )
-        return OnDemandJob(job, resolved, spine_columns=_columns_of(spine))
+        return OnDemandJob(job, resolved, spine_columns=columns_of(spine))
 
     # -- materialization ------------------------------------------------------------------
 
@@ -388,14 +397,14 @@ class FeatureStore:
         out: dict[str, list[Any]] = self.online.read(batch, entity_rows) if batch else {}
         request: dict[str, list[Any]] | None = None
         if windows or resolved.on_demand or any(k not in out for k in keys):
-            request = _columns_dict(entity_rows)
+            request = columns_dict(entity_rows)
         if windows:
-            rows = _records(entity_rows)
+            rows = records(entity_rows)
             for view, version, pairs in windows:
                 out.update(read_windows(self.online, view, version, pairs, rows))
         if resolved.on_demand:
             assert request is not None
-            _run_on_demand(resolved, out, request)
+            run_on_demand(resolved, out, request)
         head = {k: out[k] if k in out else (request or {})[k] for k in keys}
         response = OnlineResponse({**head, **{k: out[k] for k in resolved.outputs}})
         if not windows and not resolved.on_demand and list(out) == list(response):
@@ -460,103 +469,9 @@ class FeatureStore:
         return int(table.num_rows)
 
 
-_HIDDEN = "__kiln_input__"
-
-
-def _hidden(ref: str) -> str:
-    return _HIDDEN + ref.replace(":", "__")
-
-
 _OnlinePlan = tuple[
     list[OnlineRequest],
     list[tuple[WindowedFeatureView, str, list[tuple[str, str]]]],
-    "_Resolved",
+    "Resolved",
     list[str],
 ]
-
-
-@dataclass(frozen=True)
-class _Resolved:
-    wanted: dict[str, list[tuple[str, str]]]
-    outputs: list[str]
-    on_demand: list[tuple[OnDemandFeatureView, list[tuple[str, str]]]]
-
-
-def _columns_of(spine: Any) -> list[str]:
-    return list(spine.columns) if hasattr(spine, "columns") else list(spine.column_names)
-
-
-def _records(entity_rows: Any) -> list[Mapping[str, Any]]:
-    if isinstance(entity_rows, Mapping):
-        names = list(entity_rows)
-        return [
-            dict(zip(names, values, strict=True))
-            for values in zip(*entity_rows.values(), strict=True)
-        ]
-    return list(entity_rows)
-
-
-def _columns_dict(entity_rows: Any) -> dict[str, list[Any]]:
-    if isinstance(entity_rows, Mapping):
-        return {k: list(v) for k, v in entity_rows.items()}
-    rows = list(entity_rows)
-    names = list(dict.fromkeys(k for r in rows for k in r))
-    return {n: [r.get(n) for r in rows] for n in names}
-
-
-def _run_on_demand(resolved: _Resolved, out: dict[str, Any], request: Mapping[str, Any]) -> None:
-    """Run each on-demand function over the gathered inputs; add its outputs to ``out``."""
-    import pandas as pd
-
-    for view, pairs in resolved.on_demand:
-        frame: dict[str, Any] = {}
-        for field in view.request_fields:
-            if field.name not in request:
-                raise InvalidInput(
-                    f"on-demand view {view.name!r} needs the request field {field.name!r}; "
-                    "pass it with the entity rows (online) or as a spine column (offline)"
-                )
-            frame[field.name] = request[field.name]
-        for ref in view.inputs:
-            frame[ref.partition(":")[2]] = out[_hidden(ref)]
-        result = view.function(pd.DataFrame(frame))
-        for feature, output in pairs:
-            try:
-                column = result[feature]
-            except (KeyError, IndexError, TypeError):
-                raise InvalidInput(
-                    f"on-demand view {view.name!r}: its function returned no column {feature!r}"
-                ) from None
-            out[output] = column.tolist() if hasattr(column, "tolist") else list(column)
-
-
-class OnDemandJob:
-    """A training set whose on-demand features are computed from the joined result."""
-
-    def __init__(self, job: RetrievalJob, resolved: _Resolved, *, spine_columns: list[str]) -> None:
-        self._job = job
-        self._resolved = resolved
-        self._spine_columns = spine_columns
-        self._table: pa.Table | None = None
-
-    @property
-    def columns(self) -> list[str]:
-        return [*self._spine_columns, *self._resolved.outputs]
-
-    def to_arrow(self) -> pa.Table:
-        if self._table is None:
-            base = self._job.to_arrow()
-            data: dict[str, Any] = {}
-            for view_name, pairs in self._resolved.wanted.items():
-                for feature, output in pairs:
-                    data[output] = base.column(f"{view_name}__{feature}").to_pylist()
-            request = {c: base.column(c).to_pylist() for c in self._spine_columns}
-            _run_on_demand(self._resolved, data, request)
-            table = base.select(self._spine_columns)
-            for name in self._resolved.outputs:
-                table = table.append_column(name, pa.array(data[name]))
-            self._table = table
-        return self._table
-
-    def to_pandas(self) -> Any:
-        return self.to_arrow().to_pandas()
