@@ -5,24 +5,10 @@ The public verbs live here; each capability package keeps its own public API in 
 """
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 from kiln import errors
 from kiln.core import Settings, configure, get_settings
-from kiln.features import (
-    Aggregation,
-    DeltaSource,
-    Entity,
-    FeatureService,
-    FeatureStore,
-    FeatureView,
-    Field,
-    OnDemandFeatureView,
-    ParquetSource,
-    PushSource,
-    RequestSource,
-    SQLSource,
-    WindowedFeatureView,
-)
 from kiln.registry import models
 from kiln.tracking import (
     Run,
@@ -35,6 +21,52 @@ from kiln.tracking import (
     runs,
     start_run,
 )
+
+# The feature store pulls in DuckDB and pandas (most of a second); commands that never
+# touch features should not pay for that, so its names load on first use.
+_FEATURE_NAMES = frozenset(
+    {
+        "Aggregation",
+        "DeltaSource",
+        "Entity",
+        "FeatureService",
+        "FeatureStore",
+        "FeatureView",
+        "Field",
+        "OnDemandFeatureView",
+        "ParquetSource",
+        "PushSource",
+        "RequestSource",
+        "SQLSource",
+        "WindowedFeatureView",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FEATURE_NAMES:
+        import kiln.features
+
+        return getattr(kiln.features, name)
+    raise AttributeError(f"module 'kiln' has no attribute {name!r}")
+
+
+if TYPE_CHECKING:
+    from kiln.features import (
+        Aggregation,
+        DeltaSource,
+        Entity,
+        FeatureService,
+        FeatureStore,
+        FeatureView,
+        Field,
+        OnDemandFeatureView,
+        ParquetSource,
+        PushSource,
+        RequestSource,
+        SQLSource,
+        WindowedFeatureView,
+    )
 
 try:
     __version__ = version("kiln")
