@@ -30,7 +30,6 @@ import gc
 import os
 import platform
 import sqlite3
-import statistics
 import sys
 import tempfile
 import time
@@ -49,6 +48,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import kiln
+from _common import Stats, replace_section, timed, verdict
 from kiln.features import OnlineStore
 from kiln.features.offline import latest_per_entity
 
@@ -62,29 +62,6 @@ REFS = [f"user_stats:{f}" for f in USER_FEATURES] + [
 ]
 ALL_FEATURES = USER_FEATURES + MERCHANT_FEATURES
 LOOKUP = "SELECT value FROM kiln_kv WHERE key = ?"
-
-
-@dataclass(frozen=True)
-class Stats:
-    """Median and tail of one measurement, in seconds."""
-
-    samples: tuple[float, ...]
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.samples)
-
-    def pct(self, p: int) -> float:
-        """Nearest-rank percentile: with few samples it is an observed value (the max)."""
-        ordered = sorted(self.samples)
-        rank = max(1, -(-p * len(ordered) // 100))
-        return ordered[rank - 1]
-
-
-def timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def interleaved(
@@ -534,13 +511,6 @@ def us(seconds: float) -> str:
     return f"{seconds * 1e6:.0f} µs" if seconds < 0.01 else ms(seconds)
 
 
-def verdict(value: float, limit: float) -> str:
-    """Met or not, with the margin, so a borderline pass reads as one."""
-    if value <= limit:
-        return f"yes ({1 - value / limit:.0%} under)"
-    return f"**no** ({value / limit:.2f}x the target)"
-
-
 Row = tuple[str, str, str, str, str, str]
 
 
@@ -793,21 +763,10 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.write:
-        replace_section(args.write, text)
+        replace_section(args.write, "features", text)
     failed = [r[0] for r in rows if r[5] == "**no**"]
     if failed:
         raise SystemExit(f"correctness check failed: {failed[0]}")
-
-
-def replace_section(path: Path, section: str) -> None:
-    start, end = "<!-- features:start -->", "<!-- features:end -->"
-    body = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{start}\n{section}{end}"
-    if start in body and end in body:
-        body = body[: body.index(start)] + block + body[body.index(end) + len(end) :]
-    else:
-        body = body.rstrip() + "\n\n" + block + "\n"
-    path.write_text(body)
 
 
 if __name__ == "__main__":

@@ -30,13 +30,11 @@ import io
 import os
 import platform
 import sqlite3
-import statistics
 import sys
 import tempfile
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -44,6 +42,7 @@ from typing import Any
 import numpy as np
 
 import kiln
+from _common import Stats, replace_section, timed, verdict
 from kiln.tracking import default_client
 
 ROWS, FEATURES, TREES, LEAVES = 20_000, 20, 100, 31
@@ -52,29 +51,6 @@ LGBM, SKLEARN = "fraud", "fraud-pipeline"
 # Reference figures quoted in the registry issue for MLflow on SQLite; not measured here.
 MLFLOW_ALIAS_MOVE_MS = 5.0
 MLFLOW_RESOLVE_MS = 2.0
-
-
-@dataclass(frozen=True)
-class Stats:
-    """Median and tail of one measurement, in seconds."""
-
-    samples: tuple[float, ...]
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.samples)
-
-    def pct(self, p: int) -> float:
-        """Nearest-rank percentile: with few samples it is an observed value, not a guess."""
-        ordered = sorted(self.samples)
-        rank = max(1, -(-p * len(ordered) // 100))
-        return ordered[rank - 1]
-
-
-def timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def per_call(fn: Callable[[int], object], n: int) -> Stats:
@@ -186,13 +162,6 @@ def us(seconds: float) -> str:
 
 
 Row = tuple[str, str, str, str, str, str]
-
-
-def verdict(value: float, limit: float) -> str:
-    """Met or not, with the margin, so a borderline pass reads as one."""
-    if value <= limit:
-        return f"yes ({1 - value / limit:.0%} under)"
-    return f"**no** ({value / limit:.2f}x the target)"
 
 
 def load_rows(label: str, lib: str, deser: str, s: dict[str, Stats], size: int) -> list[Row]:
@@ -425,18 +394,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.write:
-        replace_section(args.write, text)
-
-
-def replace_section(path: Path, section: str) -> None:
-    start, end = "<!-- registry:start -->", "<!-- registry:end -->"
-    body = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{start}\n{section}{end}"
-    if start in body and end in body:
-        body = body[: body.index(start)] + block + body[body.index(end) + len(end) :]
-    else:
-        body = body.rstrip() + "\n\n" + block + "\n"
-    path.write_text(body)
+        replace_section(args.write, "registry", text)
 
 
 if __name__ == "__main__":

@@ -21,21 +21,15 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import kiln
+from _common import replace_section, timed
 from kiln.tracking import TrackingClient
 
 N_METRICS = 10_000
 FILTER = "metrics.val_auc > 0.9"
 ORDER = ["-metrics.val_auc"]
-
-
-def timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def client_at(root: Path) -> TrackingClient:
@@ -189,18 +183,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.write:
-        replace_section(args.write, text)
-
-
-def replace_section(path: Path, section: str) -> None:
-    start, end = "<!-- tracking:start -->", "<!-- tracking:end -->"
-    body = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{start}\n{section}{end}"
-    if start in body and end in body:
-        body = body[: body.index(start)] + block + body[body.index(end) + len(end) :]
-    else:
-        body = body.rstrip() + "\n\n" + block + "\n"
-    path.write_text(body)
+        replace_section(args.write, "tracking", text)
 
 
 if __name__ == "__main__":

@@ -223,3 +223,62 @@ def test_materialized_windows_equal_offline(tmp_path: object, store: FeatureStor
     assert online["events_count_1d"] == offline["events_count_1d"].tolist()
     for got, want in zip(online["amount_mean_7d"], offline["amount_mean_7d"], strict=True):
         assert (got is None and np.isnan(want)) or got == pytest.approx(want, rel=1e-9)
+
+
+def test_more_bad_pushes_and_requests(store: FeatureStore) -> None:
+    now = datetime.now(UTC)
+    row = {"user_id": 1, "event_timestamp": now, "avg_amount": 1.0, "segment": "a"}
+    with pytest.raises(InvalidInput, match="nothing to push"):
+        store.push(
+            "profile",
+            pd.DataFrame(columns=list(row)).astype({"event_timestamp": "datetime64[us, UTC]"}),
+        )
+    with pytest.raises(InvalidInput, match="join key 'user_id' is null in 1 row"):
+        store.push("profile", [row, {**row, "user_id": None}])
+    with pytest.raises(InvalidInput, match="'event_timestamp' must be a timestamp"):
+        store.push("profile", [{**row, "event_timestamp": "yesterday"}])
+    with pytest.raises(InvalidInput, match="push takes a DataFrame"):
+        store.push("profile", 42)
+    with pytest.raises(InvalidInput, match="ask for at least one feature"):
+        store.get_online_features([{"user_id": 1}], [])
+    with pytest.raises(InvalidInput, match="'profile' is a feature view, not a feature service"):
+        store.get_online_features([{"user_id": 1}], "profile")
+    with pytest.raises(InvalidInput, match=r"start .* must be before end"):
+        store.materialize(now, now - timedelta(days=1))
+    with pytest.raises(InvalidInput, match="end must be a datetime"):
+        store.materialize(end="now")  # type: ignore[arg-type]
+
+
+def test_a_push_that_no_longer_matches_the_offline_table(store: FeatureStore) -> None:
+    now = datetime.now(UTC)
+    store.push(
+        "profile",
+        [{"user_id": 1, "event_timestamp": now, "avg_amount": 1.0, "segment": "a"}],
+    )
+    wider = FeatureView(
+        "profile",
+        entities=[user],
+        source=PushSource(created="created"),
+        schema=[*profile.schema, Field("tier", "int64")],
+        ttl="30d",
+    )
+    store.apply([wider])
+    with pytest.raises(InvalidInput, match="do not match its offline table"):
+        store.push(
+            "profile",
+            [{"user_id": 2, "event_timestamp": now, "avg_amount": 2.0, "segment": "b", "tier": 1}],
+        )
+
+
+def test_an_on_demand_function_that_forgets_a_column(store: FeatureStore) -> None:
+    forgetful = OnDemandFeatureView(
+        "forgetful",
+        sources=[RequestSource("request", [Field("amount", "float64")])],
+        schema=[Field("doubled", "float64")],
+        function=lambda df: pd.DataFrame({"other": df["amount"] * 2}),
+    )
+    store.apply([forgetful])
+    with pytest.raises(
+        InvalidInput, match="'forgetful': its function returned no column 'doubled'"
+    ):
+        store.get_online_features([{"amount": 1.0}], ["forgetful:doubled"])

@@ -124,9 +124,10 @@ def features_show(
     as_json: JsonOpt = False,
 ) -> None:
     """One definition as applied (its latest version)."""
-    records = [r for r in kiln.FeatureStore().list_definitions() if r.name == name]
+    store = kiln.FeatureStore()
+    records = [r for r in store.list_definitions() if r.name == name]
     if not records:
-        kiln.FeatureStore().get(name)  # NotFound with close matches
+        store.get(name)  # NotFound with close matches
     record = records[0]
     if as_json:
         emit_json(record.to_dict())

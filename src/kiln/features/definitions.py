@@ -156,10 +156,15 @@ class _Timed:
     timestamp: str = "event_timestamp"
     created: str | None = None
 
-    def _check_times(self, owner: str) -> None:
-        _name(owner, "timestamp", self.timestamp)
-        if self.created is not None:
-            _name(owner, "created", self.created)
+    def _set_times(self, owner: str, timestamp: str, created: str | None) -> None:
+        """Store and check the time columns every source names (from its ``__init__``)."""
+        object.__setattr__(self, "timestamp", _name(owner, "timestamp", timestamp))
+        if created is not None:
+            _name(owner, "created", created)
+        object.__setattr__(self, "created", created)
+
+    def _times(self) -> dict[str, Any]:
+        return {"timestamp": self.timestamp, "created": self.created}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -180,16 +185,13 @@ class ParquetSource(_Timed):
                 f"The 'path' parameter of ParquetSource must be a path. Got {path!r}."
             )
         object.__setattr__(self, "path", path)
-        object.__setattr__(self, "timestamp", timestamp)
-        object.__setattr__(self, "created", created)
-        self._check_times("ParquetSource")
+        self._set_times("ParquetSource", timestamp, created)
 
     def spec(self) -> dict[str, Any]:
         return {
             "type": "parquet",
             "path": self.path,
-            "timestamp": self.timestamp,
-            "created": self.created,
+            **self._times(),
         }
 
 
@@ -219,17 +221,14 @@ class DeltaSource(_Timed):
             )
         object.__setattr__(self, "path", path)
         object.__setattr__(self, "version", version)
-        object.__setattr__(self, "timestamp", timestamp)
-        object.__setattr__(self, "created", created)
-        self._check_times("DeltaSource")
+        self._set_times("DeltaSource", timestamp, created)
 
     def spec(self) -> dict[str, Any]:
         return {
             "type": "delta",
             "path": self.path,
             "version": self.version,
-            "timestamp": self.timestamp,
-            "created": self.created,
+            **self._times(),
         }
 
 
@@ -268,17 +267,14 @@ class SQLSource(_Timed):
                 )
         object.__setattr__(self, "query", query)
         object.__setattr__(self, "sources", dict(sources))
-        object.__setattr__(self, "timestamp", timestamp)
-        object.__setattr__(self, "created", created)
-        self._check_times("SQLSource")
+        self._set_times("SQLSource", timestamp, created)
 
     def spec(self) -> dict[str, Any]:
         return {
             "type": "sql",
             "query": self.query,
             "sources": {k: v.spec() for k, v in sorted(self.sources.items())},
-            "timestamp": self.timestamp,
-            "created": self.created,
+            **self._times(),
         }
 
 
@@ -287,12 +283,10 @@ class PushSource(_Timed):
     """Rows arrive only through ``FeatureStore.push``; they live in Kiln's offline store."""
 
     def __init__(self, *, timestamp: str = "event_timestamp", created: str | None = None) -> None:
-        object.__setattr__(self, "timestamp", timestamp)
-        object.__setattr__(self, "created", created)
-        self._check_times("PushSource")
+        self._set_times("PushSource", timestamp, created)
 
     def spec(self) -> dict[str, Any]:
-        return {"type": "push", "timestamp": self.timestamp, "created": self.created}
+        return {"type": "push", **self._times()}
 
 
 Source = ParquetSource | DeltaSource | SQLSource | PushSource

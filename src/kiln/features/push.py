@@ -149,8 +149,9 @@ def write_offline(
         ) from None
 
 
-def online_rows(view: FeatureView, table: pa.Table) -> pa.Table:
-    """The pushed table in the online store's layout (``event_ts``, ``created_ts``)."""
+def online_rows(view: FeatureView | WindowedFeatureView, table: pa.Table) -> pa.Table:
+    """A prepared push in the online layout: keys, ``event_ts``, ``created_ts``, then the
+    feature columns (for a windowed view, the columns its aggregations read)."""
     src = view.source
     created = (
         table.column(src.created)
@@ -160,6 +161,6 @@ def online_rows(view: FeatureView, table: pa.Table) -> pa.Table:
     columns: dict[str, Any] = {k: table.column(k) for k in view.join_keys}
     columns["event_ts"] = table.column(src.timestamp)
     columns["created_ts"] = created
-    for f in view.feature_names:
-        columns[f] = table.column(f)
+    for name in _feature_columns(view):
+        columns[name] = table.column(name)
     return pa.table(columns)

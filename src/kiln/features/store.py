@@ -46,7 +46,7 @@ from kiln.features.on_demand import (
 )
 from kiln.features.online import OnlineRequest, OnlineStore
 from kiln.features.push import online_rows, prepare, write_offline
-from kiln.features.windows import event_table, read_windows, update_windows
+from kiln.features.windows import read_windows, update_windows
 from kiln.tracking import TrackingClient, default_client
 
 __all__ = ["FeatureStore", "MaterializeResult", "OnDemandJob", "OnlineResponse"]
@@ -274,7 +274,7 @@ class FeatureStore:
     def _materialize_windows(self, view: WindowedFeatureView, end: datetime) -> MaterializeResult:
         """Each entity's online event list becomes exactly the window before ``end``."""
         events = recent_events(view, end=end, offline_dir=self.offline_dir)
-        version = f"v{self._state()[1][view.name]}"
+        version = self._online_version(view.name)
         written = update_windows(self.online, view, version, events, replace=True)
         return MaterializeResult(
             view=view.name,
@@ -286,6 +286,10 @@ class FeatureStore:
 
     def _version(self, view: FeatureView | WindowedFeatureView) -> int:
         return self._state()[1][view.name]
+
+    def _online_version(self, view_name: str) -> str:
+        """The online key space of a view: each applied version writes and reads its own."""
+        return f"v{self._state()[1][view_name]}"
 
     def _materialize_view(
         self,
@@ -306,7 +310,11 @@ class FeatureStore:
             offline_dir=self.offline_dir,
         )
         written = self.online.write(
-            view.name, f"v{version}", table, join_keys=view.join_keys, features=view.feature_names
+            view.name,
+            self._online_version(view.name),
+            table,
+            join_keys=view.join_keys,
+            features=view.feature_names,
         )
         now = now_millis()
         m = t.materializations
@@ -422,7 +430,7 @@ class FeatureStore:
             view = self.definitions[view_name]
             assert isinstance(view, FeatureView | WindowedFeatureView)
             keys.extend(k for k in view.join_keys if k not in keys)
-            version = f"v{self._state()[1][view_name]}"
+            version = self._online_version(view_name)
             if isinstance(view, WindowedFeatureView):
                 windows.append((view, version, pairs))
                 continue
@@ -455,9 +463,9 @@ class FeatureStore:
             )
         table = prepare(target, rows)
         write_offline(self.offline_dir, target, table)
-        version = f"v{self._state()[1][target.name]}"
+        version = self._online_version(target.name)
         if isinstance(target, WindowedFeatureView):
-            update_windows(self.online, target, version, event_table(target, table))
+            update_windows(self.online, target, version, online_rows(target, table))
         elif target.online:
             self.online.write(
                 target.name,

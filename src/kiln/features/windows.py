@@ -17,7 +17,6 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from kiln.core import InvalidInput
 from kiln.features.definitions import Aggregation, WindowedFeatureView
@@ -149,19 +148,3 @@ def read_windows(
             index = positions.get(agg.column) if agg.column is not None else None
             out[name].append(_aggregate(agg, index, inside))
     return out
-
-
-def event_table(view: WindowedFeatureView, table: pa.Table) -> pa.Table:
-    """The pushed table reduced to what the online lists keep, with UTC times."""
-    src = view.source
-    created = (
-        table.column(src.created)
-        if src.created and src.created in table.column_names
-        else pa.nulls(table.num_rows, pa.timestamp("us", "UTC"))
-    )
-    columns = {k: table.column(k) for k in view.join_keys}
-    columns["event_ts"] = pc.cast(table.column(src.timestamp), pa.timestamp("us", "UTC"))
-    columns["created_ts"] = pc.cast(created, pa.timestamp("us", "UTC"))
-    for c in _columns(view):
-        columns[c] = table.column(c)
-    return pa.table(columns)

@@ -29,18 +29,14 @@ DESCRIPTOR = "kiln-model.json"
 FLAVOR_DIR = "model"
 
 
-def write_descriptor(root: Path, descriptor: Mapping[str, Any]) -> None:
-    files = [
-        {"path": p.relative_to(root).as_posix(), "sha256": _sha256_file(p)}
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and p.name != DESCRIPTOR
-    ]
-    body = {**descriptor, "files": files}
-    (root / DESCRIPTOR).write_text(json.dumps(body, indent=2, sort_keys=True, default=str))
+def store_package(
+    blobs: BlobStore, root: Path, descriptor: Mapping[str, Any]
+) -> tuple[FileEntry, ...]:
+    """Store every file under ``root``, then the descriptor listing their hashes.
 
-
-def upload(blobs: BlobStore, root: Path) -> tuple[FileEntry, ...]:
-    """Store every file of the package; returns the manifest in path order."""
+    The blob store hashes each file as it stores it; the descriptor reuses those hashes,
+    so every file is read once. Returns the manifest (descriptor included) in path order.
+    """
     entries = []
     for path in sorted(root.rglob("*")):
         if path.is_file():
@@ -50,7 +46,11 @@ def upload(blobs: BlobStore, root: Path) -> tuple[FileEntry, ...]:
                     path=path.relative_to(root).as_posix(), digest=info.digest, size=info.size
                 )
             )
-    return tuple(entries)
+    files = [{"path": e.path, "sha256": e.digest} for e in entries]
+    body = json.dumps({**descriptor, "files": files}, indent=2, sort_keys=True, default=str)
+    info = blobs.put_bytes(body.encode())
+    entries.append(FileEntry(path=DESCRIPTOR, digest=info.digest, size=info.size))
+    return tuple(sorted(entries, key=lambda e: e.path))
 
 
 def fetch(blobs: BlobStore, files: Sequence[FileEntry], cache: Path) -> dict[str, bytes]:
@@ -87,11 +87,3 @@ def _atomic_write(target: Path, data: bytes) -> None:
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()

@@ -35,7 +35,7 @@ from kiln.core import (
 from kiln.registry import _tables as t
 from kiln.registry._environment import capture
 from kiln.registry._names import check_model_name, check_version
-from kiln.registry._package import DESCRIPTOR, FLAVOR_DIR, upload, write_descriptor
+from kiln.registry._package import DESCRIPTOR, FLAVOR_DIR, store_package
 from kiln.registry.flavors import ModelFiles, detect, get_flavor
 from kiln.registry.records import FileEntry, ModelVersion, RegisteredModel
 from kiln.registry.signature import Signature, enforce, input_signature, with_outputs
@@ -162,7 +162,8 @@ def register(
         root = Path(tmp)
         config = flav.save(model, root / FLAVOR_DIR, options)
         signature = _signature_from_saved(flav.name, root, config, inputs, input_example)
-        write_descriptor(
+        manifest = store_package(
+            client.blobs,
             root,
             {
                 "name": name,
@@ -172,7 +173,6 @@ def register(
                 "environment": environment,
             },
         )
-        manifest = upload(client.blobs, root)
     return _store_version(
         client,
         name=name,
