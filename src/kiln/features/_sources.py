@@ -15,7 +15,13 @@ always quoted.
 
 from __future__ import annotations
 
+import glob
 import itertools
+import json
+import os
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -23,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 from kiln.core import InvalidInput, NotFound
 from kiln.features.definitions import (
@@ -98,6 +105,7 @@ class Rows:
     features: tuple[str, ...]
     types: dict[str, str]
     has_created: bool
+    fingerprint: str | None = None  # identifies the rows' content; None when unknowable
 
 
 def _clean(query: str) -> str:
@@ -108,13 +116,49 @@ def _clean(query: str) -> str:
     return text
 
 
-def _leaf(con: duckdb.DuckDBPyConnection, source: ParquetSource | DeltaSource, owner: str) -> str:
+_SETTLED_NS = 2_000_000_000
+
+
+def _parquet_state(path: str) -> list[Any] | None:
+    """Each matching file's identity, size and change time; None if not to be trusted.
+
+    The change time (ctime) moves on every write and, unlike mtime, cannot be set back by
+    a copy that preserves times, so a file with the same inode, size and ctime holds the
+    same rows, provided that ctime was already in the past when read: file systems stamp
+    times at a clock tick of a few milliseconds, and a file rewritten within the tick it
+    was last written in keeps its ctime. A file changed in the last two seconds, or a
+    remote one, gives None and is never served from a cache.
+    """
+    if "://" in path:
+        return None
+    files = sorted(glob.glob(path, recursive=True)) if glob.has_magic(path) else [path]
+    now = time.time_ns()
+    state: list[Any] = []
+    for name in files:
+        try:
+            st = os.stat(name)
+        except OSError:
+            return None
+        if now - st.st_ctime_ns < _SETTLED_NS:
+            return None
+        state.append([os.path.realpath(name), st.st_ino, st.st_size, st.st_ctime_ns])
+    return state
+
+
+def _leaf(
+    con: duckdb.DuckDBPyConnection,
+    source: ParquetSource | DeltaSource,
+    owner: str,
+    states: list[Any],
+) -> str:
+    """Registers one file source and appends what identifies its content to ``states``."""
     name = fresh_name("src")
     try:
         if isinstance(source, ParquetSource):
             con.read_parquet(source.path, union_by_name=True).create_view(name)
+            states.append(_parquet_state(source.path))
         else:
-            _register_delta(con, name, source.path, source.version)
+            states.append(_register_delta(con, name, source.path, source.version))
     except (duckdb.IOException, FileNotFoundError) as exc:
         raise NotFound(f"{owner}: cannot read {source.path!r}: {exc}") from exc
     return f"SELECT * FROM {quote(name)}"
@@ -122,7 +166,8 @@ def _leaf(con: duckdb.DuckDBPyConnection, source: ParquetSource | DeltaSource, o
 
 def _register_delta(
     con: duckdb.DuckDBPyConnection, name: str, path: str, version: int | None
-) -> None:
+) -> list[Any] | None:
+    """Registers the table; returns its path and the version read (None if remote)."""
     import deltalake
 
     try:
@@ -131,32 +176,39 @@ def _register_delta(
         at = "" if version is None else f" at version {version}"
         raise FileNotFoundError(f"no Delta table{at} at {path!r} ({exc})") from exc
     con.register(name, table.to_pyarrow_dataset())
+    if "://" in path:
+        return None
+    return [os.path.realpath(path), table.version()]
 
 
-def _source_sql(con: duckdb.DuckDBPyConnection, view: View) -> str | None:
+def _source_sql(con: duckdb.DuckDBPyConnection, view: View, states: list[Any]) -> str | None:
     src = view.source
     owner = describe(view)
     if isinstance(src, PushSource):
         return None
     if isinstance(src, SQLSource):
-        ctes = ", ".join(f"{quote(n)} AS ({_leaf(con, s, owner)})" for n, s in src.sources.items())
+        ctes = ", ".join(
+            f"{quote(n)} AS ({_leaf(con, s, owner, states)})" for n, s in src.sources.items()
+        )
         sql = f"WITH {ctes} SELECT * FROM (\n{_clean(src.query)}\n)"
     else:
-        sql = _leaf(con, src, owner)
+        sql = _leaf(con, src, owner, states)
     transformation = getattr(view, "transformation", None)
     if transformation:
         sql = f"WITH source AS ({sql}) SELECT * FROM (\n{_clean(transformation)}\n)"
     return sql
 
 
-def _pushed_sql(con: duckdb.DuckDBPyConnection, view: View, offline_dir: Path) -> str | None:
+def _pushed_sql(
+    con: duckdb.DuckDBPyConnection, view: View, offline_dir: Path, states: list[Any]
+) -> str | None:
     import deltalake
 
     path = Path(offline_dir) / view.name
     if not path.is_dir() or not deltalake.DeltaTable.is_deltatable(str(path)):
         return None
     name = fresh_name("pushed")
-    _register_delta(con, name, str(path), None)
+    states.append(_register_delta(con, name, str(path), None))
     return f"SELECT * FROM {quote(name)}"
 
 
@@ -237,10 +289,11 @@ def rows(con: duckdb.DuckDBPyConnection, view: View, offline_dir: Path) -> Rows:
             "rename that column in the source or transformation"
         )
     parts: list[tuple[str, dict[str, str]]] = []
-    base = _source_sql(con, view)
+    states: list[Any] = []
+    base = _source_sql(con, view, states)
     if base is not None:
         parts.append(_select(con, base, view, "its source", pushed=False))
-    pushed = _pushed_sql(con, view, offline_dir)
+    pushed = _pushed_sql(con, view, offline_dir, states)
     if pushed is not None:
         parts.append(_select(con, pushed, view, "its pushed rows", pushed=True))
     if not parts:
@@ -261,7 +314,69 @@ def rows(con: duckdb.DuckDBPyConnection, view: View, offline_dir: Path) -> Rows:
         features=tuple(features),
         types=types,
         has_created=view.source.created is not None,
+        fingerprint=_fingerprint(view, states),
     )
+
+
+def _fingerprint(view: View, states: list[Any]) -> str | None:
+    if any(state is None for state in states):
+        return None
+    spec = {
+        "source": view.source.spec(),
+        "transformation": getattr(view, "transformation", None),
+        "keys": view.join_keys,
+        "schema": _declared(view),
+        "states": states,
+    }
+    return json.dumps(spec, sort_keys=True, default=str)
+
+
+class _DuplicateCache:
+    """Per content fingerprint, the ``(keys, event_ts)`` pairs held by more than one row.
+
+    Finding them means grouping every row of a source, a fifth of the cost of a
+    point-in-time join; the answer depends only on the rows, which the fingerprint pins,
+    so a training set built again over unchanged files reuses it. Usually it is empty.
+    """
+
+    _LIMIT = 32  # sources remembered
+    _MAX_ROWS = 100_000  # larger answers are recomputed rather than held in memory
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tables: OrderedDict[str, pa.Table] = OrderedDict()
+
+    def get(self, con: duckdb.DuckDBPyConnection, rows: Rows) -> pa.Table:
+        key = rows.fingerprint
+        if key is not None:
+            with self._lock:
+                if key in self._tables:
+                    self._tables.move_to_end(key)
+                    return self._tables[key]
+        keys = ", ".join(quote(k) for k in rows.keys)
+        table = con.sql(
+            f"SELECT {keys}, {EVENT_TS} FROM ({_usable(rows)}) "
+            f"GROUP BY {keys}, {EVENT_TS} HAVING count(*) > 1"
+        ).to_arrow_table()
+        if key is not None and table.num_rows <= self._MAX_ROWS:
+            with self._lock:
+                self._tables[key] = table
+                while len(self._tables) > self._LIMIT:
+                    self._tables.popitem(last=False)
+        return table
+
+
+_duplicates = _DuplicateCache()
+
+
+def duplicates(con: duckdb.DuckDBPyConnection, rows: Rows) -> str | None:
+    """A registered relation of the rows' duplicated ``(keys, event_ts)``; None if none."""
+    table = _duplicates.get(con, rows)
+    if table.num_rows == 0:
+        return None
+    name = fresh_name("dups")
+    con.register(name, table)
+    return name
 
 
 # -- point-in-time SQL over the CTE ``spine`` (ROW, join keys, T) ----------------------
@@ -308,8 +423,12 @@ def point_in_time(
     features: Sequence[str],
     ttl: timedelta | None,
     chain: Chain,
+    dups: str | None = None,
 ) -> list[str]:
-    """CTEs answering one FeatureView onto ``chain``; returns output expressions over ``c``."""
+    """CTEs answering one FeatureView onto ``chain``; returns output expressions over ``c``.
+
+    ``dups`` names the relation from :func:`duplicates` (None: no duplicated times).
+    """
     ev, fs = f"__kiln_{v}_ev", [f"__kiln_{v}_f{j}" for j in range(len(features))]
     cols = ", ".join(f"d.{quote(f)} AS {n}" for f, n in zip(features, fs, strict=True))
     on = _keys_equal(rows, "l", "d")
@@ -321,7 +440,7 @@ def point_in_time(
             f"{v}_rows d\nON {on} AND l.{T} >= d.{EVENT_TS}",
         )
     else:
-        _late_rows(q, v, rows, features, chain, ttl)
+        _late_rows(q, v, rows, features, chain, ttl, dups)
     chain.name = f"{v}_res"
     chain.columns += [ev, *fs]
     values = [f"c.{f}" for f in fs]
@@ -338,6 +457,7 @@ def _late_rows(
     features: Sequence[str],
     chain: Chain,
     ttl: timedelta | None,
+    dups: str | None,
 ) -> None:
     """The created-aware answer: an ASOF join, corrected where it cannot be trusted.
 
@@ -346,20 +466,14 @@ def _late_rows(
     ``(keys, e)``. Otherwise the answer is the greatest ``(event_ts, created)`` among the
     entity's rows written by ``t`` with event time from a lower bound up to ``t``: ``e``
     for another version of ``(keys, e)``, and for a late backfill ``t - ttl`` (older
-    answers are NULL anyway) or no bound without a TTL. Finding the duplicated
-    ``(keys, e)`` costs a GROUP BY without payload, cheaper than ordering the ASOF
-    join by ``(event_ts, created)``.
+    answers are NULL anyway) or no bound without a TTL. The duplicated ``(keys, e)``
+    come from :func:`duplicates`, cheaper than ordering the ASOF join by
+    ``(event_ts, created)``; usually there are none and that join is left out.
     """
-    keys = ", ".join(quote(k) for k in rows.keys)
     ev, cr = f"__kiln_{v}_ev", f"__kiln_{v}_cr"
     fs = [f"__kiln_{v}_f{j}" for j in range(len(features))]
     cols = ", ".join(f"d.{quote(f)} AS {n}" for f, n in zip(features, fs, strict=True))
     q.cte(f"{v}_rows", _usable(rows))
-    q.cte(
-        f"{v}_dups",
-        f"SELECT {keys}, {EVENT_TS}, true AS __dup FROM {v}_rows "
-        f"GROUP BY {keys}, {EVENT_TS} HAVING count(*) > 1",
-    )
     q.cte(
         f"{v}_asof",
         f"SELECT l.*, d.{EVENT_TS} AS {ev}, d.{CREATED_TS} AS {cr}, {cols}\n"
@@ -371,12 +485,15 @@ def _late_rows(
         if ttl is not None
         else "CAST('-infinity' AS TIMESTAMP)"
     )
-    q.cte(
-        f"{v}_flag",
-        f"SELECT a.*, CASE WHEN a.{cr} > a.{T} THEN {oldest} WHEN u.__dup THEN a.{ev} END "
-        f"AS __lo\nFROM {v}_asof a LEFT JOIN {v}_dups u ON {_keys_equal(rows, 'a', 'u')} "
-        f"AND a.{ev} = u.{EVENT_TS}",
-    )
+    if dups is None:
+        flag = f"SELECT a.*, CASE WHEN a.{cr} > a.{T} THEN {oldest} END AS __lo FROM {v}_asof a"
+    else:
+        flag = (
+            f"SELECT a.*, CASE WHEN a.{cr} > a.{T} THEN {oldest} WHEN u.{EVENT_TS} IS NOT NULL "
+            f"THEN a.{ev} END AS __lo\nFROM {v}_asof a LEFT JOIN {quote(dups)} u ON "
+            f"{_keys_equal(rows, 'a', 'u')} AND a.{ev} = u.{EVENT_TS}"
+        )
+    q.cte(f"{v}_flag", flag)
     q.cte(f"{v}_late", f"SELECT * FROM {v}_flag WHERE __lo IS NOT NULL")
     pack = ", ".join(f"f{j} := r.{quote(f)}" for j, f in enumerate(features))
     order = f"struct_pack(e := r.{EVENT_TS}, c := r.{CREATED_TS})"

@@ -179,7 +179,10 @@ def _compute(plan: _Plan, narrow: pa.Table) -> pa.Table:
         for i, (req, names) in enumerate(zip(plan.requests, plan.names, strict=True)):
             rows = _sources.rows(con, req.view, plan.offline_dir)
             if isinstance(req.view, FeatureView):
-                exprs = _sources.point_in_time(q, f"v{i}", rows, req.features, req.view.ttl, chain)
+                dups = _sources.duplicates(con, rows) if rows.has_created else None
+                exprs = _sources.point_in_time(
+                    q, f"v{i}", rows, req.features, req.view.ttl, chain, dups
+                )
                 dtypes = {f.name: f.dtype for f in req.view.schema}
                 stamps += [
                     n for f, n in zip(req.features, names, strict=True) if dtypes[f] == "timestamp"
