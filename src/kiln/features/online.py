@@ -15,7 +15,9 @@ path to one check.
 
 Writes keep, per entity, the row with the greatest ``(event_ts, created_ts)``: a write only
 replaces an older stored row, so replaying a batch or applying batches in another order
-ends in the same state.
+ends in the same state. The compare runs inside :meth:`kiln.store.KVStore.update_many`,
+against the values stored at that moment, so writers in several processes may write the
+same view at once.
 """
 
 from __future__ import annotations
@@ -226,9 +228,10 @@ class OnlineStore:
         Returns how many entities changed, so a replayed batch reports 0. An exact tie on
         both times is settled by the encoded value, so every order of the same writes ends
         in the same state. Rows with a null join key are skipped: SQL equality never
-        matches a null, so the offline join would never serve them either. The compare
-        and the put are two steps, so writers of the same view must take turns (the
-        materialization job is one writer per view).
+        matches a null, so the offline join would never serve them either. Each chunk of
+        entities is compared and stored in one atomic ``update_many``, so concurrent
+        writers of the same view (materialization beside pushes, several pushing
+        processes) never lose a newer row.
         """
         owner = f"OnlineStore.write({view!r})"
         prefix = _prefix(view, version, owner)
@@ -252,18 +255,20 @@ class OnlineStore:
         changed = 0
         for start in range(0, len(winners), CHUNK):
             chunk = winners[start : start + CHUNK]
-            stored = self.kv.get_many([keys[i] for i in chunk])
-            batch: dict[str, bytes] = {}
-            for i, old in zip(chunk, stored, strict=True):
-                if old is not None:
-                    head = orjson.loads(old)
-                    old_rank = (head[0], _NO_CREATED if head[1] is None else head[1], old)
-                    if (event[i], ranks[i], values[i]) <= old_rank:
-                        continue
-                batch[keys[i]] = values[i]
-            if batch:
-                self.kv.put_many(batch)
-                changed += len(batch)
+
+            def newer(stored: list[bytes | None], chunk: list[int] = chunk) -> dict[str, bytes]:
+                """The chunk's rows that beat what is stored; pure, as update_many needs."""
+                batch: dict[str, bytes] = {}
+                for i, old in zip(chunk, stored, strict=True):
+                    if old is not None:
+                        head = orjson.loads(old)
+                        old_rank = (head[0], _NO_CREATED if head[1] is None else head[1], old)
+                        if (event[i], ranks[i], values[i]) <= old_rank:
+                            continue
+                    batch[keys[i]] = values[i]
+                return batch
+
+            changed += len(self.kv.update_many([keys[i] for i in chunk], newer))
         return changed
 
     # -- read -------------------------------------------------------------------------------

@@ -54,6 +54,8 @@ def update_windows(
 ) -> int:
     """Merge pushed events into each entity's event list; returns the entities updated.
 
+    The merge runs inside one atomic :meth:`kiln.store.KVStore.update_many`, against the
+    lists stored at that moment, so events pushed by several processes at once all land.
     With ``replace`` the given events become the entity's whole list (materialization
     from the source, which already holds every event of the window).
 
@@ -78,16 +80,22 @@ def update_windows(
         )
     widest = int(view.max_window.total_seconds() * 1_000_000)
     unique = list(fresh)
-    stored: list[bytes | None] = [None] * len(unique) if replace else online.kv.get_many(unique)
-    updates: dict[str, bytes] = {}
-    for key, old in zip(unique, stored, strict=True):
-        merged = (orjson.loads(old) if old is not None else []) + fresh[key]
-        merged.sort(key=lambda e: (e[0], e[1] if e[1] is not None else -(2**63)))
-        horizon = merged[-1][0] - widest
-        kept = [e for e in merged if e[0] > horizon]
-        updates[key] = orjson.dumps(kept)
-    online.kv.put_many(updates)
-    return len(updates)
+
+    def merge(stored: list[bytes | None]) -> dict[str, bytes]:
+        """Stored lists plus the fresh events, pruned; pure, as update_many needs."""
+        updates: dict[str, bytes] = {}
+        for key, old in zip(unique, stored, strict=True):
+            merged = (orjson.loads(old) if old is not None else []) + fresh[key]
+            merged.sort(key=lambda e: (e[0], e[1] if e[1] is not None else -(2**63)))
+            horizon = merged[-1][0] - widest
+            updates[key] = orjson.dumps([e for e in merged if e[0] > horizon])
+        return updates
+
+    if replace:
+        updates = merge([None] * len(unique))
+        online.kv.put_many(updates)
+        return len(updates)
+    return len(online.kv.update_many(unique, merge))
 
 
 def _aggregate(agg: Aggregation, index: int | None, events: list[list[Any]]) -> Any:

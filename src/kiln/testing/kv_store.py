@@ -87,4 +87,78 @@ def test_batches_are_atomic_to_readers(kv_store: KVStore) -> None:
     assert torn == []
 
 
+# -- update_many ----------------------------------------------------------------------------
+
+
+def test_update_sees_current_values_and_writes_a_subset(kv_store: KVStore) -> None:
+    kv_store.put_many({"a": b"1", "b": b"2"})
+    seen: list[list[bytes | None]] = []
+
+    def update(values: list[bytes | None]) -> dict[str, bytes]:
+        seen.append(list(values))
+        return {"a": values[0] + b"!" if values[0] else b"?", "missing": b"new"}
+
+    written = kv_store.update_many(["a", "missing", "b"], update)
+    assert dict(written) == {"a": b"1!", "missing": b"new"}
+    assert seen[-1] == [b"1", None, b"2"]
+    assert kv_store.get_many(["a", "missing", "b"]) == [b"1!", b"new", b"2"]
+
+
+def test_update_returning_nothing_writes_nothing(kv_store: KVStore) -> None:
+    kv_store.put_many({"a": b"1"})
+    assert dict(kv_store.update_many(["a", "b"], lambda values: {})) == {}
+    assert kv_store.get_many(["a", "b"]) == [b"1", None]
+
+    def never(values: list[bytes | None]) -> dict[str, bytes]:
+        raise AssertionError("update_many with no keys must not call update")
+
+    assert dict(kv_store.update_many([], never)) == {}
+
+
+def test_update_errors_store_nothing(kv_store: KVStore) -> None:
+    kv_store.put_many({"a": b"1"})
+
+    def boom(values: list[bytes | None]) -> dict[str, bytes]:
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        kv_store.update_many(["a"], boom)
+    with pytest.raises(InvalidInput, match="'other'"):
+        kv_store.update_many(["a"], lambda values: {"a": b"2", "other": b"x"})
+    with pytest.raises(InvalidInput, match="must be bytes"):
+        kv_store.update_many(["a"], lambda values: {"a": "text"})  # type: ignore[dict-item]
+    assert kv_store.get_many(["a", "other"]) == [b"1", None]
+    kv_store.update_many(["a"], lambda values: {"a": b"2"})  # the store is still usable
+    assert kv_store.get_many(["a"]) == [b"2"]
+
+
+def increment(values: list[bytes | None]) -> dict[str, bytes]:
+    """``update_many`` callback: add one to each counter read (a missing one counts 0)."""
+    return {f"c{i}": str(int(v or b"0") + 1).encode() for i, v in enumerate(values)}
+
+
+def test_concurrent_updates_lose_nothing(kv_store: KVStore) -> None:
+    """Threads incrementing the same counters through update_many: the totals are exact."""
+    threads, times = 6, 40
+    keys = ["c0", "c1", "c2"]
+    start = threading.Barrier(threads)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            start.wait()
+            for _ in range(times):
+                kv_store.update_many(keys, increment)
+        except BaseException as exc:  # reported below, not lost in the thread
+            errors.append(exc)
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert errors == []
+    assert kv_store.get_many(keys) == [str(threads * times).encode()] * 3
+
+
 __all__ = [name for name in dir() if name.startswith("test_")]

@@ -12,7 +12,9 @@ it proves any :class:`kiln.store.KVStore` under the online layout.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+import random
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,7 +23,9 @@ import pyarrow as pa
 import pytest
 
 from kiln.core import InvalidInput
+from kiln.features.definitions import Aggregation, Entity, PushSource, WindowedFeatureView
 from kiln.features.online import OnlineRequest, OnlineStore
+from kiln.features.windows import read_windows, update_windows
 
 TS = pa.timestamp("us", tz="UTC")
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -306,6 +310,7 @@ class _CountingKV:
         self.namespace = kv.namespace
         self.gets: list[int] = []
         self.puts: list[int] = []
+        self.updates: list[int] = []
 
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         self.gets.append(len(keys))
@@ -323,14 +328,20 @@ class _CountingKV:
     def scan(self, prefix: str = "") -> Iterator[str]:
         yield from self.kv.scan(prefix)
 
+    def update_many(
+        self, keys: Sequence[str], update: Callable[[list[bytes | None]], Mapping[str, bytes]]
+    ) -> Mapping[str, bytes]:
+        self.updates.append(len(keys))
+        written: Mapping[str, bytes] = self.kv.update_many(keys, update)
+        return written
+
 
 def test_one_get_many_per_read(online_store: OnlineStore) -> None:
     counting = _CountingKV(online_store.kv)
     store = OnlineStore(counting)
     for view in ("a", "b", "c"):
         _write_x(store, list(range(50)), [float(i) for i in range(50)], view=view)
-    assert counting.gets == [50, 50, 50] and counting.puts == [50, 50, 50]
-    counting.gets.clear()
+    assert counting.updates == [50, 50, 50] and counting.gets == counting.puts == []
     requests = [_request(v, prefix=f"{v}_") for v in ("a", "b", "c")]
     got = store.read(requests, {"user_id": list(range(100))}, now=T0)
     assert counting.gets == [300]
@@ -339,11 +350,11 @@ def test_one_get_many_per_read(online_store: OnlineStore) -> None:
     assert counting.gets == [300, 3]
 
 
-def test_write_batches_one_get_and_one_put_per_chunk(online_store: OnlineStore) -> None:
+def test_write_batches_one_atomic_update_per_chunk(online_store: OnlineStore) -> None:
     counting = _CountingKV(online_store.kv)
     store = OnlineStore(counting)
     _write_x(store, list(range(11_000)), [1.0] * 11_000)
-    assert counting.gets == [5000, 5000, 1000] and counting.puts == [5000, 5000, 1000]
+    assert counting.updates == [5000, 5000, 1000] and counting.gets == counting.puts == []
 
 
 def test_delete_view(online_store: OnlineStore) -> None:
@@ -421,6 +432,117 @@ def test_bad_requests_are_rejected(online_store: OnlineStore) -> None:
         online_store.read([clash], [{"user_id": 1}])
     with pytest.raises(InvalidInput, match="join key"):
         online_store.read([a], [{"user_id": object()}])
+
+
+# -- concurrent writers ----------------------------------------------------------------------
+#
+# ``write_share`` and ``push_share`` are one writer's part of a concurrent run; the tests
+# below run them on threads, and a backend's own tests can run them in separate processes.
+
+SHARE_ENTITIES = 40
+SHARE_ROUNDS = 8
+
+
+def write_share(store: OnlineStore, writer: int, writers: int) -> None:
+    """Writer ``writer`` of ``writers`` writes every entity ``SHARE_ROUNDS`` times, with
+    event times in a random order; ``x`` is the event time's offset in seconds."""
+    rng = random.Random(writer)
+    for _ in range(SHARE_ROUNDS):
+        # Offsets are unique per writer (offset % writers == writer): no two rows tie.
+        offsets = [rng.randrange(1000) * writers + writer for _ in range(SHARE_ENTITIES)]
+        table = _table(
+            {"user_id": list(range(SHARE_ENTITIES))},
+            [T0 + timedelta(seconds=o) for o in offsets],
+            x=[float(o) for o in offsets],
+        )
+        store.write("v", "1", table, join_keys=["user_id"], features=["x"])
+
+
+def stored_shares(store: OnlineStore) -> list[Any]:
+    """The ``x`` stored for each entity that ``write_share`` writes."""
+    return _x(store, list(range(SHARE_ENTITIES)))
+
+
+def newest_of_shares(writers: int) -> list[float]:
+    """What ``write_share`` by ``writers`` writers must leave: each entity's greatest x."""
+    best = [-1.0] * SHARE_ENTITIES
+    for writer in range(writers):
+        rng = random.Random(writer)
+        for _ in range(SHARE_ROUNDS):
+            for entity in range(SHARE_ENTITIES):
+                offset = rng.randrange(1000) * writers + writer
+                best[entity] = max(best[entity], float(offset))
+    return best
+
+
+EVENTS_VIEW = WindowedFeatureView(
+    "events",
+    entities=[Entity("user", join_keys=["user_id"])],
+    source=PushSource(),
+    aggregations=[
+        Aggregation(None, "count", "7d", name="n"),
+        Aggregation("amount", "sum", "7d", name="total"),
+    ],
+)
+
+
+def push_share(store: OnlineStore, writer: int, writers: int) -> None:
+    """Writer ``writer`` pushes ``SHARE_ROUNDS`` events to each of 5 entities, one push
+    per round; the event amounts are distinct powers of two, so a sum shows which landed."""
+    del writers  # every writer's events are distinct by construction
+    for round_ in range(SHARE_ROUNDS):
+        n = 5
+        events = [T0 - timedelta(minutes=round_, seconds=writer)] * n
+        table = pa.table(
+            {
+                "user_id": list(range(n)),
+                "event_ts": pa.array(events, TS),
+                "created_ts": pa.array(events, TS),
+                "amount": [float(2 ** (writer * SHARE_ROUNDS + round_))] * n,
+            }
+        )
+        update_windows(store, EVENTS_VIEW, "1", table)
+
+
+def pushed_totals(store: OnlineStore) -> dict[str, list[Any]]:
+    """The count and sum of events per entity, read at ``T0``."""
+    rows = [{"user_id": i} for i in range(5)]
+    return read_windows(store, EVENTS_VIEW, "1", [("n", "n"), ("total", "total")], rows, now=T0)
+
+
+def expected_totals(writers: int) -> dict[str, list[Any]]:
+    total = float(sum(2**i for i in range(writers * SHARE_ROUNDS)))
+    return {"n": [writers * SHARE_ROUNDS] * 5, "total": [total] * 5}
+
+
+def _on_threads(work: Callable[[OnlineStore, int, int], None], store: OnlineStore) -> None:
+    writers = 4
+    start = threading.Barrier(writers)
+    errors: list[BaseException] = []
+
+    def run(writer: int) -> None:
+        try:
+            start.wait()
+            work(store, writer, writers)
+        except BaseException as exc:  # reported below, not lost in the thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+
+
+def test_concurrent_writers_keep_the_newest_row(online_store: OnlineStore) -> None:
+    _on_threads(write_share, online_store)
+    assert stored_shares(online_store) == newest_of_shares(4)
+
+
+def test_concurrent_window_pushes_lose_no_event(online_store: OnlineStore) -> None:
+    _on_threads(push_share, online_store)
+    assert pushed_totals(online_store) == expected_totals(4)
 
 
 __all__ = [name for name in dir() if name.startswith("test_")]
