@@ -282,3 +282,14 @@ def test_an_on_demand_function_that_forgets_a_column(store: FeatureStore) -> Non
         InvalidInput, match="'forgetful': its function returned no column 'doubled'"
     ):
         store.get_online_features([{"amount": 1.0}], ["forgetful:doubled"])
+
+
+def test_requirements_name_keys_request_fields_and_outputs(store: FeatureStore) -> None:
+    needs = store.requirements(["amount_features:amount_ratio", "profile:segment"])
+    assert needs.entity_keys == ("user_id",)
+    assert [(f.name, f.dtype) for f in needs.request_fields] == [("amount", "float64")]
+    assert needs.outputs == ("amount_ratio", "segment")
+    full = store.requirements(["profile:segment"], full_feature_names=True)
+    assert full.request_fields == () and full.outputs == ("profile__segment",)
+    with pytest.raises(InvalidInput, match="nope"):
+        store.requirements(["profile:nope"])

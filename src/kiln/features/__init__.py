@@ -25,7 +25,13 @@ from kiln.features.definitions import (
 )
 from kiln.features.offline import RetrievalJob
 from kiln.features.online import OnlineStore
-from kiln.features.store import FeatureStore, MaterializeResult, OnDemandJob, OnlineResponse
+from kiln.features.store import (
+    FeatureRequirements,
+    FeatureStore,
+    MaterializeResult,
+    OnDemandJob,
+    OnlineResponse,
+)
 
 __all__ = [
     "AGGREGATIONS",
@@ -36,6 +42,7 @@ __all__ = [
     "DefinitionRecord",
     "DeltaSource",
     "Entity",
+    "FeatureRequirements",
     "FeatureService",
     "FeatureStore",
     "FeatureView",

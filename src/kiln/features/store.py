@@ -24,6 +24,7 @@ from kiln.features.datasets import TrainingSet
 from kiln.features.definitions import (
     FeatureService,
     FeatureView,
+    Field,
     OnDemandFeatureView,
     WindowedFeatureView,
 )
@@ -49,7 +50,26 @@ from kiln.features.push import online_rows, prepare, write_offline
 from kiln.features.windows import read_windows, update_windows
 from kiln.tracking import TrackingClient, default_client
 
-__all__ = ["FeatureStore", "MaterializeResult", "OnDemandJob", "OnlineResponse"]
+__all__ = [
+    "FeatureRequirements",
+    "FeatureStore",
+    "MaterializeResult",
+    "OnDemandJob",
+    "OnlineResponse",
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeatureRequirements:
+    """What an online read of a feature list needs from a request, and what it returns.
+
+    A server checks a model against this before the model takes traffic: the entity
+    keys and request fields a request must carry, and the output column names.
+    """
+
+    entity_keys: tuple[str, ...]
+    request_fields: tuple[Field, ...]
+    outputs: tuple[str, ...]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -446,6 +466,22 @@ class FeatureStore:
                 )
             )
         return batch, windows, resolved, keys
+
+    def requirements(
+        self, features: Sequence[str] | FeatureService | str, *, full_feature_names: bool = False
+    ) -> FeatureRequirements:
+        """The entity keys and request fields ``get_online_features`` needs for ``features``."""
+        _, _, resolved, keys = self._online_plan(features, full_feature_names)
+        fields: dict[str, Field] = {}
+        for view, _ in resolved.on_demand:
+            for source in view.sources:
+                for f in source.schema:
+                    fields.setdefault(f.name, f)
+        return FeatureRequirements(
+            entity_keys=tuple(keys),
+            request_fields=tuple(f for name, f in fields.items() if name not in keys),
+            outputs=tuple(resolved.outputs),
+        )
 
     # -- push -----------------------------------------------------------------------------
 
