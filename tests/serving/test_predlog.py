@@ -1,0 +1,311 @@
+"""The prediction log: nothing appended is lost, files are complete, layout is hive-style."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from kiln.core import InvalidInput
+from kiln.serving.predlog import PREDICTION_SCHEMA, Prediction, PredictionLog, read_predictions
+
+T0 = datetime(2025, 3, 1, 9, 59, 58, tzinfo=UTC)
+
+
+def pred(
+    i: int, deployment: str = "fraud-api", at: datetime | int = T0, **kw: object
+) -> Prediction:
+    values: dict[str, object] = {
+        "request_id": f"r{i}",
+        "deployment": deployment,
+        "model": "fraud/3",
+        "version": 3,
+        "arm": "champion",
+        "features": {"amount": i * 0.5, "country": "NL", "missing": None},
+        "output": i / 1000,
+        "latency_ms": 1.25,
+        "at": at,
+    }
+    values.update(kw)
+    return Prediction(**values)  # type: ignore[arg-type]
+
+
+def parquet_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*.parquet") if not p.name.startswith("."))
+
+
+def test_rows_appended_are_rows_read_back(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path, flush_rows=100, flush_interval_s=0.05)
+    log.append(pred(0, output=[0.1, 0.9], fallback=True))
+    log.append_many(pred(i) for i in range(1, 1000))
+    log.close()
+
+    assert log.rows_appended == log.rows_written == 1000
+    assert log.buffered_rows == 0
+    assert log.files_written == len(parquet_files(tmp_path)) >= 1
+    table = read_predictions(tmp_path)
+    assert table.num_rows == 1000
+    assert table.schema.names == [*PREDICTION_SCHEMA.names, "deployment", "hour"]
+    rows = {r["request_id"]: r for r in table.to_pylist()}
+    assert set(rows) == {f"r{i}" for i in range(1000)}
+    r7 = rows["r7"]
+    assert json.loads(r7["features"]) == {"amount": 3.5, "country": "NL", "missing": None}
+    assert (r7["output"], r7["output_number"]) == ("0.007", 0.007)
+    assert (r7["model"], r7["version"], r7["arm"], r7["latency_ms"]) == (
+        "fraud/3",
+        3,
+        "champion",
+        1.25,
+    )
+    assert r7["at"] == T0 and r7["deployment"] == "fraud-api" and r7["hour"] == "2025-03-01T09"
+    assert (r7["fallback"], r7["shadow"]) == (False, False)
+    r0 = rows["r0"]
+    assert (json.loads(r0["output"]), r0["output_number"], r0["fallback"]) == (
+        [0.1, 0.9],
+        None,
+        True,
+    )
+
+
+def test_partitioned_by_deployment_and_hour(tmp_path: Path) -> None:
+    later = T0 + timedelta(seconds=5)  # 10:00:03, the next hour
+    epoch_us = (later - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    with PredictionLog(tmp_path, flush_interval_s=0.05, worker="w1") as log:
+        log.append_many([pred(0), pred(1, at=later), pred(2, "churn", at=epoch_us)])
+        log.append(pred(3, "churn", at=T0.replace(tzinfo=None), shadow=True))
+
+    dirs = {str(p.parent.relative_to(tmp_path)) for p in parquet_files(tmp_path)}
+    assert dirs == {
+        "deployment=fraud-api/hour=2025-03-01T09",
+        "deployment=fraud-api/hour=2025-03-01T10",
+        "deployment=churn/hour=2025-03-01T09",
+        "deployment=churn/hour=2025-03-01T10",
+    }
+    assert all(p.name.startswith("part-w1-") for p in parquet_files(tmp_path))
+    assert sorted(read_predictions(tmp_path, deployment="churn")["request_id"].to_pylist()) == [
+        "r2",
+        "r3",
+    ]
+    assert read_predictions(tmp_path, deployment="churn")["shadow"].to_pylist().count(True) == 1
+    since = read_predictions(tmp_path, since=later)
+    assert sorted(since["request_id"].to_pylist()) == ["r1", "r2"]
+    assert read_predictions(tmp_path, deployment="nothing-here").num_rows == 0
+    assert read_predictions(tmp_path / "absent").num_rows == 0
+    # DuckDB reads the same layout with its hive partitioning.
+    counts = duckdb.execute(
+        f"select deployment, hour, count(*) from read_parquet('{tmp_path}/**/*.parquet', "
+        "hive_partitioning = true) group by all order by all"
+    ).fetchall()
+    assert counts == [
+        ("churn", "2025-03-01T09", 1),
+        ("churn", "2025-03-01T10", 1),
+        ("fraud-api", "2025-03-01T09", 1),
+        ("fraud-api", "2025-03-01T10", 1),
+    ]
+
+
+def test_default_root_is_under_the_offline_dir() -> None:
+    with PredictionLog(flush_interval_s=0.05) as log:
+        log.append(pred(1))
+    expected = Path(os.environ["KILN_HOME"]) / "offline" / "predictions"
+    assert log.root == expected
+    assert read_predictions()["request_id"].to_pylist() == ["r1"]
+
+
+def test_concurrent_appenders_lose_nothing(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path, flush_rows=250, flush_interval_s=0.01, max_buffered_rows=1000)
+
+    def work(t: int) -> None:
+        for i in range(2000):
+            log.append(pred(t * 10_000 + i, deployment=f"d{t % 3}"))
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    log.close()
+    ids = read_predictions(tmp_path)["request_id"].to_pylist()
+    assert len(ids) == len(set(ids)) == 16_000 == log.rows_written
+
+
+class SlowLog(PredictionLog):
+    """Writes slowly and records how many rows were buffered at each write."""
+
+    peak = 0
+
+    def _write_file(self, directory: Path, name: str, table: pa.Table) -> bool:
+        self.peak = max(self.peak, self.buffered_rows)
+        time.sleep(0.02)
+        return super()._write_file(directory, name, table)
+
+
+def test_backpressure_blocks_appenders_instead_of_dropping(tmp_path: Path) -> None:
+    log = SlowLog(tmp_path, flush_rows=10, flush_interval_s=0.01, max_buffered_rows=50)
+    started = time.perf_counter()
+    for i in range(400):
+        log.append(pred(i))
+    elapsed = time.perf_counter() - started
+    log.close()
+    assert log.peak <= 50
+    # 400 rows through a 50-row buffer drained at one file per 20 ms take several writes.
+    assert elapsed > 0.1
+    assert log.rows_written == 400
+    assert sorted(read_predictions(tmp_path)["request_id"].to_pylist()) == sorted(
+        f"r{i}" for i in range(400)
+    )
+
+
+def test_async_append_waits_without_blocking_the_event_loop(tmp_path: Path) -> None:
+    log = SlowLog(tmp_path, flush_rows=10, flush_interval_s=0.01, max_buffered_rows=40)
+
+    async def main() -> int:
+        ticks = 0
+        done = asyncio.Event()
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not done.is_set():
+                ticks += 1
+                await asyncio.sleep(0.005)
+
+        tick_task = asyncio.create_task(ticker())
+        await asyncio.gather(*(log.append_async(pred(i)) for i in range(300)))
+        await log.append_many_async([pred(300), pred(301)])
+        done.set()
+        await tick_task
+        return ticks
+
+    ticks = asyncio.run(main())
+    log.close()
+    assert ticks > 5  # the loop kept running while appenders waited for room
+    assert log.peak <= 40
+    assert read_predictions(tmp_path).num_rows == 302 == log.rows_written
+
+
+def test_close_writes_everything_and_is_idempotent(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path, flush_rows=1_000_000, flush_interval_s=60)
+    log.append_many(pred(i) for i in range(10))
+    time.sleep(0.05)
+    assert log.files_written == 0 and log.buffered_rows == 10
+    log.close()
+    log.close()
+    assert read_predictions(tmp_path).num_rows == 10
+    with pytest.raises(InvalidInput, match="closed"):
+        log.append(pred(11))
+
+
+def test_flush_writes_what_was_appended(tmp_path: Path) -> None:
+    with PredictionLog(tmp_path, flush_rows=1_000_000, flush_interval_s=60) as log:
+        log.append_many(pred(i) for i in range(5))
+        log.flush()
+        assert log.rows_written == 5 and read_predictions(tmp_path).num_rows == 5
+
+
+class FlakyLog(PredictionLog):
+    failures = 3
+
+    def _write_file(self, directory: Path, name: str, table: pa.Table) -> bool:
+        if self.failures:
+            self.failures -= 1
+            raise OSError(28, "No space left on device")
+        return super()._write_file(directory, name, table)
+
+
+def test_failed_writes_keep_their_rows_and_retry(tmp_path: Path) -> None:
+    log = FlakyLog(tmp_path, flush_rows=5, flush_interval_s=0.01)
+    log.append_many(pred(i) for i in range(20))
+    deadline = time.monotonic() + 5
+    while log.rows_written < 20 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    log.close()
+    assert log.failures == 0
+    assert sorted(read_predictions(tmp_path)["request_id"].to_pylist()) == sorted(
+        f"r{i}" for i in range(20)
+    )
+    assert not [p for p in tmp_path.rglob("*.tmp")]
+
+
+def test_flush_raises_when_the_disk_refuses(tmp_path: Path) -> None:
+    log = FlakyLog(tmp_path, flush_rows=1_000_000, flush_interval_s=60)
+    log.append(pred(1))
+    with pytest.raises(OSError, match="No space"):
+        log.flush()
+    assert log.buffered_rows == 1
+    log.failures = 0
+    log.close()
+    assert read_predictions(tmp_path)["request_id"].to_pylist() == ["r1"]
+
+
+def test_bad_records_are_refused_at_append(tmp_path: Path) -> None:
+    with PredictionLog(tmp_path) as log:
+        with pytest.raises(InvalidInput, match="'features'"):
+            log.append(pred(1, features={"x": object()}))
+        with pytest.raises(InvalidInput, match="'output'"):
+            log.append(pred(1, output={1, 2}))
+        with pytest.raises(InvalidInput, match="deployment name"):
+            log.append(pred(1, deployment="../etc"))
+        with pytest.raises(InvalidInput, match="'at'"):
+            log.append(pred(1, at="yesterday"))  # type: ignore[arg-type]
+        assert log.rows_appended == 0
+    with pytest.raises(InvalidInput, match="'max_buffered_rows' parameter"):
+        PredictionLog(tmp_path, max_buffered_rows=0)
+    with pytest.raises(InvalidInput, match="'worker' parameter"):
+        PredictionLog(tmp_path, worker="a/b")
+
+
+CHILD = """
+import sys, time
+from datetime import UTC, datetime
+from kiln.serving.predlog import Prediction, PredictionLog
+
+log = PredictionLog(sys.argv[1], flush_rows=500, flush_interval_s=0.005, worker="child")
+i = 0
+while True:
+    log.append_many(
+        Prediction(request_id=f"r{i + k}", deployment=f"d{k % 2}", model="m/1", version=1,
+                   arm="champion", features={f"f{j}": float(i + j) for j in range(30)},
+                   output=0.5, latency_ms=1.0, at=datetime.now(UTC))
+        for k in range(100)
+    )
+    i += 100
+"""
+
+
+def test_kill_9_leaves_only_complete_files(tmp_path: Path) -> None:
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path)])
+    try:
+        deadline = time.monotonic() + 20
+        while len(parquet_files(tmp_path)) < 8:
+            assert child.poll() is None, "the writer process exited"
+            assert time.monotonic() < deadline, "the writer process wrote no files"
+            time.sleep(0.01)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    # A write cut short leaves at most a hidden temporary file; add one for certain.
+    hour_dir = parquet_files(tmp_path)[0].parent
+    (hour_dir / ".part-child-999999.parquet.tmp").write_bytes(b"PAR1 torn")
+
+    files = parquet_files(tmp_path)
+    per_file = sum(pq.read_table(p).num_rows for p in files)  # every file is complete
+    table = read_predictions(tmp_path)
+    assert table.num_rows == per_file > 0
+    ids = table["request_id"].to_pylist()
+    assert len(ids) == len(set(ids))
+    duck = duckdb.execute(
+        f"select count(*) from read_parquet('{tmp_path}/**/*.parquet', hive_partitioning = true)"
+    ).fetchall()
+    assert duck == [(per_file,)]
