@@ -37,6 +37,7 @@ def test_top_level_names() -> None:
             "__version__",
             "active_run",
             "configure",
+            "deployments",
             "errors",
             "experiments",
             "get_settings",

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from kiln import errors
 from kiln.core import Settings, configure, get_settings
 from kiln.registry import models
+from kiln.serving import deployments
 from kiln.tracking import (
     Run,
     RunRecord,
@@ -95,6 +96,7 @@ __all__ = [
     "__version__",
     "active_run",
     "configure",
+    "deployments",
     "errors",
     "experiments",
     "get_settings",

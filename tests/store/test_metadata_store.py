@@ -17,6 +17,7 @@ from alembic.script import ScriptDirectory
 
 import kiln.features._tables  # declares the feature store's tables on kiln.store.metadata
 import kiln.registry._tables  # declares the registry's tables on kiln.store.metadata
+import kiln.serving._tables  # declares serving's tables on kiln.store.metadata
 import kiln.store
 import kiln.tracking._tables  # declares tracking's tables on kiln.store.metadata
 from kiln.errors import ConfigError, StoreUnavailable

@@ -9,6 +9,7 @@ import typer
 from rich.tree import Tree
 
 import kiln
+from kiln.cli._deployments import deploy, deployments_app
 from kiln.cli._features import features_app
 from kiln.cli._format import console, emit_json, fmt, status, table
 from kiln.cli._models import models_app
@@ -29,6 +30,8 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")
 app.add_typer(features_app, name="features")
+app.add_typer(deployments_app, name="deployments")
+app.command("deploy")(deploy)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 

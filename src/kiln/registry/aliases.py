@@ -30,7 +30,14 @@ from kiln.registry.versions import (
 from kiln.store import MetadataStore
 from kiln.tracking import TrackingClient, default_client
 
-__all__ = ["alias_history", "delete_alias", "resolve", "rollback", "set_alias"]
+__all__ = [
+    "alias_history",
+    "delete_alias",
+    "resolve",
+    "rollback",
+    "set_alias",
+    "set_alias_in",
+]
 
 SET, ROLLBACK, DELETE = "set", "rollback", "delete"
 
@@ -116,22 +123,39 @@ def set_alias(
     Setting an alias to the version it already points at records nothing and returns the
     event that put it there.
     """
-    name, alias, number = check_model_name(name), check_alias(alias), check_version(version)
     with (client or default_client()).meta.write() as conn:
-        _version_row(conn, name, number)  # NotFound naming the versions there are
-        old = _current(conn, name, alias)
-        if old == number:
-            return _history(conn, name, alias)[-1]
-        return _move(
-            conn,
-            name=name,
-            alias=alias,
-            action=SET,
-            old=old,
-            new=number,
-            actor=actor,
-            reason=reason,
-        )
+        return set_alias_in(conn, name, alias, version, reason=reason, actor=actor)
+
+
+def set_alias_in(
+    conn: Connection,
+    name: str,
+    alias: str,
+    version: int | str,
+    *,
+    reason: str | None = None,
+    actor: str | None = None,
+) -> AliasEvent:
+    """:func:`set_alias` inside the caller's write transaction.
+
+    For a capability whose own change must commit together with the alias move (a
+    deployment's promotion moves ``fraud@champion`` in the same transaction).
+    """
+    name, alias, number = check_model_name(name), check_alias(alias), check_version(version)
+    _version_row(conn, name, number)  # NotFound naming the versions there are
+    old = _current(conn, name, alias)
+    if old == number:
+        return _history(conn, name, alias)[-1]
+    return _move(
+        conn,
+        name=name,
+        alias=alias,
+        action=SET,
+        old=old,
+        new=number,
+        actor=actor,
+        reason=reason,
+    )
 
 
 def delete_alias(

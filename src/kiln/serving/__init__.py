@@ -6,6 +6,9 @@ policy; ``kiln serve`` runs them as an ASGI app speaking the Open Inference Prot
 the MLflow scoring protocol and Kiln's native predict endpoint.
 """
 
+from kiln.serving import deployments
+from kiln.serving.compatibility import InputPlan
+from kiln.serving.deployments import DeploymentEvent
 from kiln.serving.specs import POLICIES, Batching, Breaker, Deployment, Fallback, Guard, Traffic
 
 __all__ = [
@@ -13,7 +16,10 @@ __all__ = [
     "Batching",
     "Breaker",
     "Deployment",
+    "DeploymentEvent",
     "Fallback",
     "Guard",
+    "InputPlan",
     "Traffic",
+    "deployments",
 ]

@@ -228,7 +228,10 @@ class Deployment:
     ``features`` (``view:feature`` references) or ``service`` (a feature service name)
     are looked up online for the entity keys of each native request; together with the
     request fields they must supply every input of the model's signature, which is
-    checked before a version takes traffic. ``revision`` counts stored changes.
+    checked before a version takes traffic. ``request`` is the request schema clients
+    send (field name -> dtype); ``None`` means "whatever the model needs beyond the
+    features" (``kiln.deployments.create`` fixes it from the model's signature).
+    ``revision`` counts stored changes.
     """
 
     name: str
@@ -242,6 +245,7 @@ class Deployment:
     traffic: Traffic = field(default_factory=Traffic)
     max_body_bytes: int = 8 * 1024 * 1024
     tags: Mapping[str, str] = field(default_factory=dict)
+    request: Mapping[str, str] | None = None
     revision: int = 0
 
     def __post_init__(self) -> None:
@@ -275,6 +279,13 @@ class Deployment:
         ):
             raise _bad(owner, "tags", "a dict of strings", self.tags)
         object.__setattr__(self, "tags", dict(self.tags))
+        if self.request is not None:
+            if not isinstance(self.request, Mapping) or not all(
+                isinstance(k, str) and k and isinstance(v, str) and v
+                for k, v in self.request.items()
+            ):
+                raise _bad(owner, "request", "a dict of field name -> dtype", self.request)
+            object.__setattr__(self, "request", dict(self.request))
 
     def evolve(self, **changes: Any) -> Deployment:
         """A copy with ``changes`` applied and validated again."""
@@ -301,5 +312,6 @@ class Deployment:
             traffic=Traffic(**traffic),
             max_body_bytes=data.get("max_body_bytes", 8 * 1024 * 1024),
             tags=dict(data.get("tags") or {}),
+            request=dict(data["request"]) if data.get("request") is not None else None,
             revision=int(data.get("revision", 0)),
         )
