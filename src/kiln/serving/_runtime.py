@@ -1,0 +1,549 @@
+"""What one server worker runs: the live deployments and the path of a prediction.
+
+Every worker process polls the metadata store (``poll_s``, 0.5 s by default) for
+deployment revisions and for the versions their model references resolve to now. A
+change is built off to the side (models loaded in a thread, the signature checked against
+the deployment's features) and then swapped in with one assignment: a request already
+routed keeps the objects it started with, so a promotion or rollback drops nothing. A
+version that does not fit the deployment is refused and the previous one keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from kiln.core import InvalidInput, KilnError, NotFound
+from kiln.registry import ColumnSpec, ModelVersion
+from kiln.serving import deployments as deployments_api
+from kiln.serving._slots import ModelSlot, SlotPool
+from kiln.serving._stats import StatsBoard
+from kiln.serving.batching import Overloaded, PredictTimeout
+from kiln.serving.compatibility import InputPlan
+from kiln.serving.guards import ArmStats, judge
+from kiln.serving.metrics import Outcome, ServingMetrics
+from kiln.serving.predlog import Prediction, PredictionLog
+from kiln.serving.specs import Deployment
+from kiln.serving.traffic import Arm, arm_label, choose_arm, mirrors, request_key
+from kiln.tracking import TrackingClient
+
+__all__ = ["Answer", "Live", "Runtime", "Unavailable"]
+
+log = logging.getLogger("kiln.serving")
+
+
+class Unavailable(KilnError):
+    """No model can answer now (breaker open or failure, and no fallback): a 503."""
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One request's predictions and who made them."""
+
+    outputs: np.ndarray | list[Any]
+    ref: str  # the model version that answered, e.g. "fraud/3"
+    version: int
+    arm: str
+    fallback: bool
+    request_id: str
+
+
+@dataclass
+class Live:
+    """One deployment as this worker serves it now; replaced whole, never edited."""
+
+    spec: Deployment
+    champion: ModelSlot
+    challenger: ModelSlot | None
+    fallback: ModelSlot | None
+    entity_keys: tuple[str, ...]
+    request_fields: tuple[ColumnSpec, ...]
+    features: Sequence[str] | str | None  # feature refs, a service name, or nothing
+    plans: dict[str, InputPlan]  # per model version id: where each input comes from
+    key: tuple[int, str, str | None]  # revision, champion id, challenger id
+    started: float = field(default_factory=time.time)
+    stats: dict[str, ArmStats] = field(default_factory=dict)
+
+    def slot_for_version(self, version: int | None) -> tuple[ModelSlot, Arm]:
+        """The slot answering a request that names ``version`` (or follows the policy)."""
+        arms: tuple[tuple[ModelSlot | None, Arm], ...] = (
+            (self.champion, "champion"),
+            (self.challenger, "challenger"),
+        )
+        for slot, arm in arms:
+            if slot is not None and (version is None or slot.version.version == version):
+                return slot, arm
+        known = [s.version.version for s in (self.champion, self.challenger) if s is not None]
+        raise NotFound(
+            f"deployment {self.spec.name!r} does not serve version {version}; it serves "
+            f"{', '.join(map(str, known))}"
+        )
+
+
+class Runtime:
+    """The live deployments of one worker and everything a prediction touches."""
+
+    def __init__(
+        self,
+        names: Sequence[str] | None = None,
+        *,
+        client: TrackingClient,
+        feature_store: Any = None,
+        predlog: PredictionLog | None = None,
+        metrics: ServingMetrics | None = None,
+        board: StatsBoard | None = None,
+        poll_s: float = 0.5,
+        threads: int = 4,
+    ) -> None:
+        self._names = tuple(names) if names else None
+        self._client = client
+        self._fs = feature_store
+        self.predlog = predlog
+        self.metrics = metrics or ServingMetrics()
+        self._board = board
+        self._poll_s = poll_s
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="kiln-predict")
+        self.pool = SlotPool(client, self._executor, self._observe_batch)
+        self.live: dict[str, Live] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[Any]] = set()
+        self.ready = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load every deployment served; a named one that is missing is an error."""
+        specs = await asyncio.to_thread(self._wanted_specs)
+        for spec in specs:
+            self.live[spec.name] = await self._build(spec)
+        self.ready = True
+        self._tasks.append(asyncio.create_task(self._watch(), name="kiln-watch"))
+        self._tasks.append(asyncio.create_task(self._judge_loop(), name="kiln-guards"))
+
+    async def stop(self) -> None:
+        """Graceful: stop watching, let queued predictions finish, flush the log."""
+        self.ready = False
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._background:
+            await asyncio.wait(self._background, timeout=5.0)
+        await self.pool.close()
+        self._executor.shutdown(wait=True)
+        if self.predlog is not None:
+            await asyncio.to_thread(self.predlog.close)
+
+    def _wanted_specs(self) -> list[Deployment]:
+        if self._names is None:
+            return list(deployments_api.list(client=self._client))
+        return [deployments_api.get(n, client=self._client) for n in self._names]
+
+    def get(self, name: str) -> Live:
+        live = self.live.get(name)
+        if live is None:
+            raise NotFound(
+                f"no deployment {name!r} is served here; served: "
+                f"{', '.join(sorted(self.live)) or 'none'}"
+            )
+        return live
+
+    # -- building and swapping ---------------------------------------------------------------
+
+    def _versions(self, spec: Deployment) -> tuple[ModelVersion, ModelVersion | None]:
+        champion = self.pool.resolve(spec.model)
+        challenger = None
+        if spec.traffic.policy != "single" and spec.traffic.challenger is not None:
+            challenger = self.pool.resolve(spec.traffic.challenger)
+        return champion, challenger
+
+    async def _build(self, spec: Deployment) -> Live:
+        champion_v, challenger_v = await asyncio.to_thread(self._versions, spec)
+        requirements = None
+        if spec.features or spec.service:
+            requirements = await asyncio.to_thread(self._requirements, spec)
+        plans: dict[str, InputPlan] = {}
+        for version in (champion_v, challenger_v):
+            if version is not None:
+                plans[version.id] = deployments_api.check_compatible(
+                    spec, version, requirements=requirements, client=self._client
+                )
+        champion = await self.pool.acquire(champion_v, spec.batching, spec.breaker)
+        challenger = None
+        if challenger_v is not None:
+            challenger = await self.pool.acquire(challenger_v, spec.batching, spec.breaker)
+        fallback = None
+        if spec.fallback is not None and spec.fallback.model is not None:
+            fallback_v = await asyncio.to_thread(self.pool.resolve, spec.fallback.model)
+            fallback = await self.pool.acquire(fallback_v, spec.batching, spec.breaker)
+        request: dict[str, ColumnSpec] = {}
+        for plan in plans.values():
+            for column in plan.request:
+                if column.name is not None:
+                    request.setdefault(column.name, column)
+        features: Sequence[str] | str | None = spec.features or spec.service
+        return Live(
+            spec=spec,
+            champion=champion,
+            challenger=challenger,
+            fallback=fallback,
+            entity_keys=plans[champion_v.id].entity_keys,
+            request_fields=tuple(request.values()),
+            features=features,
+            plans=plans,
+            key=(spec.revision, champion_v.id, challenger_v.id if challenger_v else None),
+            stats={"champion": ArmStats(), "challenger": ArmStats()},
+        )
+
+    def _requirements(self, spec: Deployment) -> Any:
+        fs = self._feature_store()
+        return fs.requirements(list(spec.features) if spec.features else spec.service)
+
+    def _feature_store(self) -> Any:
+        if self._fs is None:
+            from kiln.features import FeatureStore
+
+            self._fs = FeatureStore()
+        return self._fs
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self._poll_s)
+            try:
+                await self.refresh()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a failed poll must not stop the next one
+                log.exception("refreshing deployments failed; serving what was loaded")
+
+    async def refresh(self) -> None:
+        """Swap in every deployment whose revision or resolved versions changed."""
+        revisions = await asyncio.to_thread(deployments_api.revisions, client=self._client)
+        names = self._names if self._names is not None else tuple(revisions)
+        for name in names:
+            current = self.live.get(name)
+            if name not in revisions:
+                if current is not None:
+                    del self.live[name]
+                    await self._release(current)
+                continue
+            if current is not None and current.spec.revision == revisions[name]:
+                spec = current.spec
+                champion_v, challenger_v = await asyncio.to_thread(self._versions, spec)
+                key = (spec.revision, champion_v.id, challenger_v.id if challenger_v else None)
+                if key == current.key:
+                    continue
+            else:
+                spec = await asyncio.to_thread(deployments_api.get, name, client=self._client)
+            try:
+                fresh = await self._build(spec)
+            except (InvalidInput, NotFound) as exc:
+                log.error("deployment %r not updated: %s", name, exc)
+                continue
+            self.live[name] = fresh
+            log.info("deployment %r now serves %s", name, fresh.champion.ref)
+            if current is not None:
+                await self._release(current)
+
+    async def _release(self, live: Live) -> None:
+        for slot in (live.champion, live.challenger, live.fallback):
+            if slot is not None:
+                self._spawn(self.pool.release(slot))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- predicting -------------------------------------------------------------------------------
+
+    async def infer(
+        self,
+        name: str,
+        data: np.ndarray | Mapping[str, np.ndarray],
+        *,
+        version: int | None = None,
+        key: str | None = None,
+        request_id: str | None = None,
+        features: Mapping[str, Any] | None = None,
+    ) -> Answer:
+        """Model input already assembled (v2, MLflow): route, batch, predict, log."""
+        live = self.get(name)
+        if version is not None:
+            slot, arm = live.slot_for_version(version)
+        else:
+            slot, arm = self._route(live, key)
+        return await self._answer(live, slot, arm, data, request_id, features)
+
+    async def predict(
+        self,
+        name: str,
+        lookup: Mapping[str, Sequence[Any]],
+        rows: int,
+        *,
+        request_id: str | None = None,
+    ) -> tuple[Answer, dict[str, list[Any]]]:
+        """The native path: look up online features, add request fields, then predict.
+
+        ``lookup`` holds the entity keys and request fields as columns of ``rows`` values.
+        """
+        live = self.get(name)
+        key = None
+        if live.spec.traffic.sticky_key is not None and rows:
+            key = request_key(live.spec.traffic, {k: v[0] for k, v in lookup.items()})
+        slot, arm = self._route(live, key)
+        plan = live.plans[slot.version.id]
+        online: Mapping[str, list[Any]] = {}
+        if live.features is not None:
+            online = self._feature_store().get_online_features(lookup, live.features)
+        columns: dict[str, Any] = {}
+        for column in slot.plan.names:
+            source = plan.features.get(column)
+            if source is not None:
+                columns[column] = online[source]
+            elif column in lookup:
+                columns[column] = lookup[column]
+        data = slot.plan.from_columns(columns, rows)
+        served = {n: _plain_list(columns[n]) for n in slot.plan.names}
+        answer = await self._answer(live, slot, arm, data, request_id, served)
+        return answer, served
+
+    def _route(self, live: Live, key: str | None) -> tuple[ModelSlot, Arm]:
+        traffic = live.spec.traffic
+        if live.challenger is None or traffic.policy in ("single", "shadow"):
+            return live.champion, "champion"
+        arm = choose_arm(traffic, key, random.random())
+        return (live.challenger, arm) if arm == "challenger" else (live.champion, arm)
+
+    async def _answer(
+        self,
+        live: Live,
+        slot: ModelSlot,
+        arm: Arm,
+        data: np.ndarray | Mapping[str, np.ndarray],
+        request_id: str | None,
+        features: Mapping[str, Any] | None,
+    ) -> Answer:
+        rid = request_id or uuid.uuid4().hex
+        spec = live.spec
+        start = time.perf_counter()
+        label = arm_label(spec.traffic, arm)
+        if live.challenger is not None and mirrors(spec.traffic):
+            self._spawn(self._shadow(live, data, rid, features))
+        outputs: np.ndarray | list[Any] | None = None
+        answered_by: ModelSlot | None = slot
+        fallback = False
+        outcome: Outcome = "ok"
+        if slot.breaker.allow():
+            try:
+                outputs = await slot.batcher.submit(data, timeout_s=spec.timeout_ms / 1000.0)
+                slot.breaker.record_success()
+            except Overloaded:
+                self.metrics.observe_request(spec.name, slot.ref, label, "overloaded", 0.0)
+                raise
+            except PredictTimeout:
+                slot.breaker.record_failure()
+                outcome = "timeout"
+            except Exception as exc:
+                slot.breaker.record_failure()
+                outcome = "error"
+                log.warning("%s failed on %s: %s", slot.ref, spec.name, exc)
+            self.metrics.set_breaker(spec.name, slot.ref, slot.breaker.state)
+        else:
+            outcome = "error"  # the breaker is open: the model is not even asked
+        elapsed = time.perf_counter() - start
+        live.stats[arm].record(
+            elapsed * 1000.0, error=outcome != "ok", predictions=_scores(outputs)
+        )
+        if outputs is None:
+            self.metrics.observe_error(spec.name, slot.ref, outcome)
+            outputs, answered_by = await self._fallback(live, data, outcome)
+            fallback, outcome = True, "fallback"
+        seconds = time.perf_counter() - start
+        self.metrics.observe_request(spec.name, slot.ref, label, outcome, seconds)
+        answer = Answer(
+            outputs=outputs,
+            ref=answered_by.ref if answered_by is not None else "fallback",
+            version=answered_by.version.version if answered_by is not None else 0,
+            arm=label,
+            fallback=fallback,
+            request_id=rid,
+        )
+        await self._log(spec.name, answer, features, data, seconds, shadow=False)
+        return answer
+
+    async def _fallback(
+        self, live: Live, data: np.ndarray | Mapping[str, np.ndarray], outcome: str
+    ) -> tuple[np.ndarray | list[Any], ModelSlot | None]:
+        spec = live.spec
+        rows = _rows(data)
+        if spec.fallback is None:
+            raise Unavailable(
+                f"deployment {spec.name!r}: the model could not answer ({outcome}) and the "
+                "deployment has no fallback",
+                retry_after_s=spec.breaker.open_s or 1.0,
+            )
+        if spec.fallback.model is None or live.fallback is None:
+            self.metrics.count_fallback(spec.name, "constant")
+            return [spec.fallback.value] * rows, None
+        slot = live.fallback
+        try:
+            outputs = await slot.batcher.submit(data, timeout_s=spec.timeout_ms / 1000.0)
+        except Exception as exc:
+            raise Unavailable(
+                f"deployment {spec.name!r}: the model ({outcome}) and its fallback "
+                f"{slot.ref} both failed: {exc}"
+            ) from None
+        self.metrics.count_fallback(spec.name, slot.ref)
+        return outputs, slot
+
+    async def _shadow(
+        self,
+        live: Live,
+        data: np.ndarray | Mapping[str, np.ndarray],
+        request_id: str,
+        features: Mapping[str, Any] | None,
+    ) -> None:
+        """The challenger answers a copy of the request; logged, never returned."""
+        slot = live.challenger
+        assert slot is not None
+        start = time.perf_counter()
+        ok, outputs = True, None
+        try:
+            outputs = await slot.batcher.submit(data, timeout_s=live.spec.timeout_ms / 1000.0)
+        except Exception:
+            ok = False
+        seconds = time.perf_counter() - start
+        live.stats["challenger"].record(
+            seconds * 1000.0, error=not ok, predictions=_scores(outputs)
+        )
+        self.metrics.observe_shadow(live.spec.name, slot.ref, "ok" if ok else "error", seconds)
+        if outputs is not None:
+            answer = Answer(outputs, slot.ref, slot.version.version, "shadow", False, request_id)
+            await self._log(live.spec.name, answer, features, data, seconds, shadow=True)
+
+    async def _log(
+        self,
+        deployment: str,
+        answer: Answer,
+        features: Mapping[str, Any] | None,
+        data: np.ndarray | Mapping[str, np.ndarray],
+        seconds: float,
+        *,
+        shadow: bool,
+    ) -> None:
+        """One row per predicted row, with the exact inputs it was given."""
+        if self.predlog is None:
+            return
+        rows = _row_dicts(features if features is not None else data)
+        outputs = answer.outputs
+        values = outputs.tolist() if isinstance(outputs, np.ndarray) else list(outputs)
+        at = int(time.time() * 1_000_000)
+        latency = seconds * 1000.0
+        many = len(rows) > 1
+        records = [
+            Prediction(
+                request_id=f"{answer.request_id}/{i}" if many else answer.request_id,
+                deployment=deployment,
+                model=answer.ref,
+                version=answer.version,
+                arm=answer.arm,
+                features=row,
+                output=values[i] if i < len(values) else None,
+                latency_ms=latency,
+                at=at,
+                fallback=answer.fallback,
+                shadow=shadow,
+            )
+            for i, row in enumerate(rows)
+        ]
+        await self.predlog.append_many_async(records)
+        self.metrics.count_logged(deployment, len(records))
+
+    def _observe_batch(self, ref: str, size: int, seconds: float) -> None:
+        self.metrics.observe_batch(ref.partition("/")[0], ref, size)
+
+    # -- guards ---------------------------------------------------------------------------------
+
+    async def _judge_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await self.judge_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("judging rollout guards failed")
+
+    async def judge_once(self) -> None:
+        for live in list(self.live.values()):
+            traffic = live.spec.traffic
+            if traffic.guard is None or live.challenger is None:
+                continue
+            if traffic.policy not in ("canary", "blue_green"):
+                continue
+            champion, challenger = live.stats["champion"], live.stats["challenger"]
+            if self._board is not None:
+                champion, challenger = await asyncio.to_thread(
+                    self._board.exchange, live.spec.name, live.spec.revision, live.stats
+                )
+            verdict = judge(traffic.guard, champion, challenger, live.started, time.time())
+            if verdict.action == "rollback":
+                await asyncio.to_thread(
+                    deployments_api.rollback,
+                    live.spec.name,
+                    reason="; ".join(verdict.reasons),
+                    breach=True,
+                    expected_revision=live.spec.revision,
+                    client=self._client,
+                )
+            elif verdict.action == "promote":
+                await asyncio.to_thread(
+                    deployments_api.promote,
+                    live.spec.name,
+                    reason="; ".join(verdict.reasons) or "guard passed",
+                    expected_revision=live.spec.revision,
+                    client=self._client,
+                )
+
+
+def _plain_list(values: Any) -> list[Any]:
+    return values.tolist() if isinstance(values, np.ndarray) else list(values)
+
+
+def _rows(data: np.ndarray | Mapping[str, np.ndarray]) -> int:
+    if isinstance(data, np.ndarray):
+        return int(data.shape[0])
+    return len(next(iter(data.values()))) if data else 0
+
+
+def _scores(outputs: Any) -> np.ndarray | None:
+    """One number per row for drift checks: the last column of class probabilities."""
+    if outputs is None:
+        return None
+    arr = np.asarray(outputs)
+    if arr.dtype.kind not in "fiub":
+        return None
+    return arr[:, -1] if arr.ndim == 2 else arr.reshape(-1)
+
+
+def _row_dicts(data: Any) -> list[dict[str, Any]]:
+    """Columns (or a matrix) to one dict per row, in plain Python values for JSON."""
+    if isinstance(data, np.ndarray):
+        matrix = data.reshape(data.shape[0], -1) if data.ndim != 2 else data
+        return [{"input": row} for row in matrix.tolist()]
+    names = list(data)
+    cols = [c.tolist() if isinstance(c, np.ndarray) else list(c) for c in data.values()]
+    return [dict(zip(names, values, strict=True)) for values in zip(*cols, strict=True)]

@@ -1,0 +1,126 @@
+"""Loaded model versions, each with its batcher and circuit breaker, shared by deployments.
+
+A version is loaded once per worker however many deployments or arms use it, so a
+canary of ``fraud/4`` beside a deployment already on ``fraud/4`` costs no second copy
+and shares one batch queue, as the issue asks ("dynamic batching per model").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Any
+
+import numpy as np
+
+from kiln.registry import LoadedModel, ModelVersion, models
+from kiln.serving._inputs import InputPlan
+from kiln.serving.batching import Batcher
+from kiln.serving.breaker import CircuitBreaker
+from kiln.serving.specs import Batching, Breaker
+from kiln.tracking import TrackingClient
+
+__all__ = ["ModelSlot", "SlotPool"]
+
+log = logging.getLogger("kiln.serving")
+
+
+class ModelSlot:
+    """One model version ready to answer: input plan, batch queue, circuit breaker."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        batching: Batching,
+        breaker: Breaker,
+        executor: Executor,
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self.loaded = loaded
+        self.version: ModelVersion = loaded.version
+        self.ref = loaded.version.ref
+        self.plan = InputPlan.of(loaded.signature)
+        self.breaker = CircuitBreaker(breaker)
+        self.batcher = Batcher(
+            self._predict, batching, executor=executor, name=self.ref, on_batch=on_batch
+        )
+        self.users = 0
+
+    def _predict(self, data: Any) -> np.ndarray:
+        return np.asarray(self.loaded.predict_batch(self.plan.batch(data)))
+
+    async def close(self) -> None:
+        await self.batcher.close()
+
+
+class SlotPool:
+    """Slots by version id, loaded off the event loop, closed when no deployment uses them."""
+
+    def __init__(
+        self,
+        client: TrackingClient,
+        executor: Executor,
+        on_batch: Callable[[str, int, float], None] | None = None,
+    ) -> None:
+        self._client = client
+        self._executor = executor
+        self._on_batch = on_batch
+        self._slots: dict[str, ModelSlot] = {}
+        self._loading: dict[str, asyncio.Future[ModelSlot]] = {}
+
+    def resolve(self, ref: str) -> ModelVersion:
+        """What ``ref`` names now (an alias is followed): a cheap indexed read."""
+        return models.resolve(ref, client=self._client)
+
+    async def acquire(
+        self, version: ModelVersion, batching: Batching, breaker: Breaker
+    ) -> ModelSlot:
+        slot = self._slots.get(version.id)
+        if slot is None:
+            pending = self._loading.get(version.id)
+            if pending is None:
+                pending = asyncio.get_running_loop().create_future()
+                self._loading[version.id] = pending
+                try:
+                    loaded = await asyncio.to_thread(models.load, version, client=self._client)
+                    hook = self._on_batch
+                    ref = version.ref
+                    slot = ModelSlot(
+                        loaded,
+                        batching,
+                        breaker,
+                        self._executor,
+                        (lambda n, s: hook(ref, n, s)) if hook is not None else None,
+                    )
+                    self._slots[version.id] = slot
+                    pending.set_result(slot)
+                except BaseException as exc:
+                    pending.set_exception(exc)
+                    pending.exception()  # retrieved: no "never retrieved" warning
+                    raise
+                finally:
+                    del self._loading[version.id]
+            else:
+                slot = await pending
+        slot.users += 1
+        return slot
+
+    async def release(self, slot: ModelSlot, *, grace_s: float = 5.0) -> None:
+        """Drop one use; the last one closes the slot after in-flight requests finish."""
+        slot.users -= 1
+        if slot.users > 0:
+            return
+        await asyncio.sleep(grace_s)  # requests routed just before the swap still land
+        if slot.users == 0 and self._slots.get(slot.version.id) is slot:
+            del self._slots[slot.version.id]
+            await slot.close()
+            log.info("unloaded %s", slot.ref)
+
+    def slots(self) -> list[ModelSlot]:
+        return list(self._slots.values())
+
+    async def close(self) -> None:
+        slots, self._slots = list(self._slots.values()), {}
+        await asyncio.gather(*(s.close() for s in slots), return_exceptions=True)
