@@ -13,6 +13,7 @@ from kiln.cli._deployments import deploy, deployments_app
 from kiln.cli._features import features_app
 from kiln.cli._format import console, emit_json, fmt, status, table
 from kiln.cli._models import models_app
+from kiln.cli._serve import serve
 from kiln.store import open_metadata_store
 
 app = typer.Typer(
@@ -32,6 +33,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(features_app, name="features")
 app.add_typer(deployments_app, name="deployments")
 app.command("deploy")(deploy)
+app.command()(serve)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 

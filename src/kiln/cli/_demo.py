@@ -39,11 +39,13 @@ from rich.table import Table
 import kiln
 from kiln.cli._demo_features import (
     DEMO_FEATURES,
+    REQUEST_COLUMNS,
     SERVICE,
     define_features,
     online_vs_offline,
     training_set,
 )
+from kiln.cli._demo_serving import serve_canary
 from kiln.cli._models import lineage_tree
 from kiln.core import InvalidInput, KilnError, mask_url
 from kiln.data import make_fraud_transactions, train_valid_split
@@ -602,6 +604,23 @@ def run_demo(
     best = records[0]
     version = _register_champion(console, best, fitted_models[best.id], data)
     _serve_features(console, fs, data)
+    runner_up = records[1]
+    challenger = kiln.models.register(
+        MODEL_NAME,
+        fitted_models[runner_up.id],
+        input_example=data.x_valid[:5],
+        run=runner_up.id,
+        method="predict_proba",
+        description=f"{runner_up.name} from kiln demo, the challenger",
+    )
+    serve_canary(
+        console,
+        model_name=MODEL_NAME,
+        challenger=challenger,
+        service=SERVICE,
+        rows=data.valid_rows,
+        request_columns=REQUEST_COLUMNS,
+    )
     _print_where(console, experiment, best.id, tuple(run_ids))
     console.print(f"Done in {time.perf_counter() - started:.1f}s.")
     return DemoSummary(

@@ -312,7 +312,7 @@ class Runtime:
         for column in slot.plan.names:
             source = plan.features.get(column)
             if source is not None:
-                columns[column] = online[source]
+                columns[column] = online[_online_name(source, online)]
             elif column in lookup:
                 columns[column] = lookup[column]
         data = slot.plan.from_columns(columns, rows)
@@ -517,6 +517,14 @@ class Runtime:
                     expected_revision=live.spec.revision,
                     client=self._client,
                 )
+
+
+def _online_name(source: str, online: Mapping[str, Any]) -> str:
+    """The response column of ``view:feature``: its short name, or ``view__feature``."""
+    if source in online:
+        return source
+    view, _, feature = source.partition(":")
+    return feature if feature in online else f"{view}__{feature}"
 
 
 def _plain_list(values: Any) -> list[Any]:

@@ -1,0 +1,215 @@
+"""The three POST routes that carry predictions, as one plain ASGI app.
+
+Every request of the hot path goes through here: the path is matched by splitting it
+(no regular expressions, no routing table walk), the body is read with its size bounded,
+and the answer is sent as two ASGI messages. Starlette's request, response and
+middleware objects cost more per call than a small model's prediction, so these routes
+bypass them; everything else (health, metadata, metrics, the OpenAPI document) is the
+Starlette app this one wraps, as middleware wraps an app.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import numpy as np
+import orjson
+
+from kiln.serving._runtime import Runtime
+from kiln.serving.protocols import ProtocolError, mlflow, native, v2
+
+__all__ = ["PredictionRoutes"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+Reply = tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]  # status, body, type, headers
+Failure = Callable[[BaseException], tuple[int, str, dict[str, str]]]
+
+JSON = b"application/json"
+_ids = itertools.count(1)
+_PREFIX = f"{os.getpid():x}-{os.urandom(4).hex()}-"
+
+
+def request_id() -> str:
+    """Unique per server process and cheap: a random process prefix and a counter."""
+    return f"{_PREFIX}{next(_ids):x}"
+
+
+class PredictionRoutes:
+    """``/v2/models/{name}[/versions/{v}]/infer``, ``/invocations`` and native predict."""
+
+    def __init__(
+        self, runtime: Runtime, app: ASGIApp, failure: Failure, default: str | None = None
+    ) -> None:
+        self.runtime = runtime
+        self.app = app
+        self.failure = failure
+        self.default = default
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        parts = scope["path"].split("/")
+        route = self._match(parts)
+        if route is None:
+            await self.app(scope, receive, send)
+            return
+        handler, name, version = route
+        headers = dict(scope["headers"])
+        try:
+            body = await self._body(receive, headers.get(b"content-length"), name)
+            reply = await handler(name, version, headers, body)
+        except Exception as exc:
+            status, message, extra = self.failure(exc)
+            reply = (
+                status,
+                orjson.dumps({"error": message}),
+                JSON,
+                [(k.encode(), v.encode()) for k, v in extra.items()],
+            )
+        status, payload, media, more = reply
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", media),
+                    (b"content-length", str(len(payload)).encode()),
+                    *more,
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+    def _match(
+        self, parts: list[str]
+    ) -> tuple[Callable[..., Awaitable[Reply]], str | None, str | None] | None:
+        n = len(parts)
+        if n == 5 and parts[1] == "v2" and parts[2] == "models" and parts[4] == "infer":
+            return self._infer, parts[3], None
+        if (
+            n == 7
+            and parts[1] == "v2"
+            and parts[2] == "models"
+            and parts[4] == "versions"
+            and parts[6] == "infer"
+        ):
+            return self._infer, parts[3], parts[5]
+        if n == 2 and parts[1] == "invocations":
+            return self._invocations, None, None
+        if n == 4 and parts[1] == "deployments" and parts[3] == "predict":
+            return self._predict, parts[2], None
+        return None
+
+    def _limit(self, name: str | None) -> int:
+        live = self.runtime.live
+        if name is not None and name in live:
+            return live[name].spec.max_body_bytes
+        return max((d.spec.max_body_bytes for d in live.values()), default=8 << 20)
+
+    async def _body(self, receive: Receive, declared: bytes | None, name: str | None) -> bytes:
+        limit = self._limit(name)
+        if declared is not None:
+            try:
+                size = int(declared)
+            except ValueError:
+                raise ProtocolError(f"Content-Length {declared!r} is not a number") from None
+            if size > limit:
+                raise ProtocolError(
+                    f"request body of {size} bytes is over the limit of {limit}", 413
+                )
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ProtocolError("the client disconnected before sending the body")
+            chunk = message.get("body", b"")
+            total += len(chunk)
+            if total > limit:
+                raise ProtocolError(f"request body is over the limit of {limit} bytes", 413)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    # -- Open Inference Protocol v2 ------------------------------------------------------------
+
+    async def _infer(
+        self, name: str, version: str | None, headers: dict[bytes, bytes], body: bytes
+    ) -> Reply:
+        number = None
+        if version is not None:
+            if not version.isdigit():
+                raise ProtocolError(f"model version must be a positive integer; got {version!r}")
+            number = int(version)
+        live = self.runtime.get(name)
+        slot, _ = live.slot_for_version(number)
+        header = headers.get(b"inference-header-content-length")
+        decoded = v2.decode_infer_request(
+            body, slot.loaded.signature, header_length=header.decode() if header else None
+        )
+        rid = decoded.id or request_id()
+        answer = await self.runtime.infer(
+            name, decoded.inputs, version=number, key=decoded.id, request_id=rid
+        )
+        extra = [(b"kiln-model-version", answer.ref.encode()), (b"kiln-arm", answer.arm.encode())]
+        if answer.fallback:
+            extra.append((b"kiln-fallback", b"true"))
+        outputs = np.asarray(answer.outputs)
+        if decoded.binary_output:
+            payload, head = v2.encode_infer_response_binary(
+                name, str(answer.version), answer.request_id, outputs
+            )
+            extra.append((b"inference-header-content-length", str(head).encode()))
+            return 200, payload, b"application/octet-stream", extra
+        payload = v2.encode_infer_response(name, str(answer.version), answer.request_id, outputs)
+        return 200, payload, JSON, extra
+
+    # -- MLflow scoring protocol -------------------------------------------------------------
+
+    async def _invocations(
+        self, _name: str | None, _version: str | None, headers: dict[bytes, bytes], body: bytes
+    ) -> Reply:
+        live = self.runtime.live
+        name = self.default
+        if name is None:
+            if len(live) != 1:
+                raise ProtocolError(
+                    "/invocations needs one deployment: this server has "
+                    f"{', '.join(sorted(live)) or 'none'}; start it with --default NAME"
+                )
+            name = next(iter(live))
+        deployment = self.runtime.get(name)
+        content_type = headers.get(b"content-type", JSON).decode("latin-1")
+        data = mlflow.decode_invocation(body, content_type, deployment.champion.loaded.signature)
+        answer = await self.runtime.infer(name, data, request_id=request_id())
+        return 200, mlflow.encode_predictions(answer.outputs), JSON, []
+
+    # -- Kiln native ---------------------------------------------------------------------------
+
+    async def _predict(
+        self, name: str, _version: str | None, _headers: dict[bytes, bytes], body: bytes
+    ) -> Reply:
+        live = self.runtime.get(name)
+        req = native.decode_predict(body, live.entity_keys, live.request_fields)
+        answer, served = await self.runtime.predict(
+            name, req.lookup_rows(), req.rows, request_id=req.request_id or request_id()
+        )
+        payload = native.encode_predict_response(
+            answer.outputs,
+            answer.ref,
+            answer.version,
+            answer.request_id,
+            answer.arm,
+            answer.fallback,
+            served,
+        )
+        return 200, payload, JSON, []

@@ -1,0 +1,720 @@
+"""The OpenAPI 3.1 document of a ``kiln serve`` process, published at ``/openapi.json``.
+
+Every route of the three protocols is described, with request bodies written from the
+same column rules the codecs enforce, per deployment: the inference and predict routes
+of each deployment are listed under its own path (``/v2/models/fraud-api/infer``,
+``/deployments/fraud-api/predict``) so that each body schema names that deployment's
+columns, types and ranges. A body valid under the schema is accepted (schemathesis can
+generate both valid and invalid requests from it), with one limit JSON Schema cannot
+state: the schemas describe one-row tensors, because a tensor's element count must
+equal the product of its shape. Every 4xx answer is ``{"error": "..."}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, NotRequired, TypedDict
+
+import numpy as np
+
+from kiln.registry.signature import ColumnSpec, Signature
+from kiln.serving.protocols import v2
+from kiln.serving.protocols._columns import (
+    DATE_SCHEMA,
+    family,
+    number_schema,
+    value_schema,
+)
+from kiln.serving.protocols.mlflow import FORMATS
+
+__all__ = ["DeploymentInfo", "openapi_document"]
+
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+_REF = "#/components/schemas/"
+_SCALAR = {"type": ["string", "number", "boolean"]}
+
+
+class DeploymentInfo(TypedDict):
+    """What the document needs to know about one served deployment."""
+
+    name: str
+    signature: Signature
+    entity_keys: Sequence[str]
+    request_fields: Sequence[ColumnSpec]
+    versions: NotRequired[Sequence[str | int]]
+    max_body_bytes: NotRequired[int]
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": _REF + name}
+
+
+def _json(schema: Mapping[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json(_ref("Error"), description)
+
+
+def _busy() -> dict[str, Any]:
+    out = _error("Overloaded: the request queue is full; retry after Retry-After seconds")
+    out["headers"] = {
+        "Retry-After": {
+            "description": "Seconds to wait before retrying",
+            "schema": {"type": "integer", "minimum": 0},
+        }
+    }
+    return out
+
+
+def _body(schema: Mapping[str, Any], limit: int, what: str) -> dict[str, Any]:
+    return {
+        "required": True,
+        "description": f"{what} At most {limit} bytes; a larger body is refused with 413.",
+        "content": {"application/json": {"schema": schema}},
+    }
+
+
+def _post_errors(limit: int) -> dict[str, Any]:
+    return {
+        "400": _error("Malformed or invalid request; the message names the field"),
+        "404": _error("No such deployment or model version"),
+        "413": _error(f"Request body over the limit ({limit} bytes)"),
+        "503": _busy(),
+    }
+
+
+def _path_param(name: str, schema: Mapping[str, Any], description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": schema,
+    }
+
+
+def _enum(values: Sequence[str]) -> dict[str, Any]:
+    return {"type": "string", "enum": list(values)} if values else {"type": "string"}
+
+
+def _versions(values: Sequence[str]) -> dict[str, Any]:
+    """The versions when known, else any registry version number."""
+    if values:
+        return _enum(values)
+    return {"type": "string", "pattern": "^[1-9][0-9]{0,17}$"}
+
+
+# -- v2 ------------------------------------------------------------------------------------
+
+
+def _documented_datatypes(spec: ColumnSpec) -> list[str]:
+    natural = v2.datatype_of(spec.dtype)
+    return [natural, "FP32"] if natural == "FP64" else [natural]
+
+
+def _v2_item(spec: ColumnSpec) -> dict[str, Any]:
+    """One element of a tensor for ``spec`` in its documented datatypes."""
+    fam = family(spec)
+    if fam == "datetime":
+        return dict(DATE_SCHEMA)
+    if fam == "text":
+        return {"type": "string"}
+    return number_schema(np.dtype(spec.dtype))
+
+
+def _input_parameters() -> dict[str, Any]:
+    return {
+        "type": ["object", "null"],
+        "description": "Input parameters: scalars (shared memory is not supported)",
+        "propertyNames": {
+            "not": {
+                "enum": [
+                    "binary_data_size",
+                    "shared_memory_region",
+                    "shared_memory_byte_size",
+                    "shared_memory_offset",
+                ]
+            }
+        },
+        "additionalProperties": _SCALAR,
+    }
+
+
+def _tensor(
+    name: Mapping[str, Any], shape: Mapping[str, Any], datatypes: list[str], data: Any
+) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["name", "shape", "datatype", "data"],
+        "additionalProperties": False,
+        "properties": {
+            "name": name,
+            "shape": shape,
+            "datatype": {"enum": datatypes},
+            "parameters": {"$ref": _REF + "V2InputParameters"},
+            "data": data,
+        },
+    }
+
+
+def _array(items: Mapping[str, Any], n: int) -> dict[str, Any]:
+    return {"type": "array", "items": items, "minItems": n, "maxItems": n}
+
+
+def _v2_inputs(signature: Signature) -> dict[str, Any]:
+    """The ``inputs`` of a one-row request: the forms :func:`v2.decode_infer_request` reads."""
+    specs = signature.inputs
+    if signature.input_kind == "tensor":
+        spec = specs[0]
+        shape = [1, *(max(d, 1) for d in (spec.shape or (-1,))[1:])]
+        count = int(np.prod(shape))
+        tensor = _tensor(
+            {"type": "string"},
+            {"const": shape},
+            _documented_datatypes(spec),
+            _array(_v2_item(spec), count),
+        )
+        return {**_array(tensor, 1), "description": "One tensor of the model's shape"}
+    names = [s.name for s in specs if s.name is not None]
+    per_column = []
+    for spec in specs:
+        item = _v2_item(spec)
+        flat = _tensor(
+            {"const": spec.name}, {"const": [1]}, _documented_datatypes(spec), _array(item, 1)
+        )
+        nested = _tensor(
+            {"const": spec.name},
+            {"const": [1, 1]},
+            _documented_datatypes(spec),
+            {"anyOf": [_array(item, 1), _array(_array(item, 1), 1)]},
+        )
+        per_column.append({"oneOf": [flat, nested]})
+    by_column = {
+        "type": "array",
+        "description": "One tensor per column, named as the column, of shape [n] or [n, 1]",
+        "prefixItems": per_column,
+        "items": False,
+        "minItems": len(per_column),
+        "maxItems": len(per_column),
+    }
+    dtypes = {s.dtype for s in specs}
+    if len(dtypes) != 1 or family(specs[0]) in ("text", "datetime"):
+        return by_column
+    spec = specs[0]
+    item = _v2_item(spec)
+    k = len(names)
+    data = {"anyOf": [_array(item, k), _array(_array(item, k), 1)]}
+    matrix = _tensor(
+        {"type": "string", "not": {"enum": names}},
+        {"const": [1, k]},
+        _documented_datatypes(spec),
+        data,
+    )
+    one = {
+        **_array(matrix, 1),
+        "description": f"One [n, {k}] tensor, columns in the order {', '.join(names)}",
+    }
+    return {"anyOf": [one, by_column]}
+
+
+def _v2_request(signature: Signature) -> dict[str, Any]:
+    outputs = list(v2.output_names(signature))
+    return {
+        "type": "object",
+        "required": ["inputs"],
+        "additionalProperties": False,
+        "properties": {
+            "id": {"type": ["string", "null"]},
+            "parameters": {
+                "type": ["object", "null"],
+                "properties": {
+                    "binary_data_output": {
+                        "type": "boolean",
+                        "description": "Answer with the outputs as binary data (Triton)",
+                    }
+                },
+                "additionalProperties": _SCALAR,
+            },
+            "inputs": _v2_inputs(signature),
+            "outputs": {
+                "type": ["array", "null"],
+                "items": {
+                    "type": "object",
+                    "required": ["name"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "name": {"enum": outputs},
+                        "parameters": {
+                            "type": ["object", "null"],
+                            "additionalProperties": False,
+                            "properties": {"binary_data": {"type": "boolean"}},
+                        },
+                    },
+                },
+            },
+        },
+    }
+
+
+def _infer_operation(info: Mapping[str, Any], limit: int, versioned: bool) -> dict[str, Any]:
+    name = info["name"]
+    params = []
+    if versioned:
+        params.append(_version_param(info.get("versions")))
+    return {
+        "post": {
+            "tags": ["Open Inference Protocol v2"],
+            "operationId": f"v2_infer{'_version' if versioned else ''}_{name}",
+            "summary": f"Inference on {name}"
+            + (" (one of its model versions)" if versioned else ""),
+            "parameters": params,
+            "requestBody": _body(
+                _ref(f"V2InferRequest_{name}"),
+                limit,
+                "Input tensors. Shapes are [n, ...] for n rows; a tensor's data is row-major, "
+                "flat or nested exactly as its shape, with as many elements as the product of "
+                "the shape (the schema shows one row). Triton's binary tensor extension "
+                "(Inference-Header-Content-Length) is accepted too.",
+            ),
+            "responses": {
+                "200": {
+                    "description": "The output tensor",
+                    "content": {
+                        "application/json": {"schema": _ref("V2InferResponse")},
+                        "application/octet-stream": {
+                            "schema": {"type": "string", "format": "binary"}
+                        },
+                    },
+                },
+                **_post_errors(limit),
+            },
+        }
+    }
+
+
+def _version_param(versions: Sequence[str | int] | None) -> dict[str, Any]:
+    return _path_param(
+        "model_version",
+        _versions([str(v) for v in versions or ()]),
+        "A model version of the deployment",
+    )
+
+
+# -- MLflow --------------------------------------------------------------------------------
+
+
+def _mlflow_request(signature: Signature) -> dict[str, Any]:
+    def one_of(key: str, schema: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "required": [key],
+            "additionalProperties": False,
+            "properties": {key: schema},
+        }
+
+    if signature.input_kind == "tensor":
+        spec = signature.inputs[0]
+        row: dict[str, Any] = number_schema(np.dtype(spec.dtype))
+        for d in reversed((spec.shape or (-1,))[1:]):
+            row = _array(row, max(d, 1))
+        rows = {"type": "array", "items": row, "minItems": 1}
+        return {"oneOf": [one_of("inputs", rows), one_of("instances", rows)]}
+    specs = signature.inputs
+    names = [s.name for s in specs if s.name is not None]
+    values = [value_schema(s, nullable=True) for s in specs]
+    row = {
+        "type": "array",
+        "prefixItems": values,
+        "items": False,
+        "minItems": len(values),
+        "maxItems": len(values),
+    }
+    record = {
+        "type": "object",
+        "required": names,
+        "additionalProperties": False,
+        "properties": dict(zip(names, values, strict=True)),
+    }
+    rows = {"type": "array", "items": row, "minItems": 1}
+    records = {"type": "array", "items": record, "minItems": 1}
+    one_row_columns = {
+        "type": "object",
+        "required": names,
+        "additionalProperties": False,
+        "properties": {n: _array(v, 1) for n, v in zip(names, values, strict=True)},
+    }
+    tf_forms = [rows, records]
+    if len(names) == 1:
+        tf_forms.append({"type": "array", "items": values[0], "minItems": 1})
+    split = {
+        "type": "object",
+        "required": ["columns", "data"],
+        "additionalProperties": False,
+        "properties": {"columns": {"const": names}, "data": rows},
+    }
+    return {
+        "oneOf": [
+            one_of("dataframe_split", split),
+            one_of("dataframe_records", records),
+            one_of("instances", {"anyOf": tf_forms}),
+            one_of("inputs", {"anyOf": [*tf_forms, record, one_row_columns]}),
+        ]
+    }
+
+
+def _invocations(default: Mapping[str, Any] | None, limit: int) -> dict[str, Any]:
+    body_schema = (
+        _ref(f"MLflowRequest_{default['name']}")
+        if default is not None
+        else {"type": "object", "description": "No default deployment is served"}
+    )
+    target = f"the default deployment ({default['name']})" if default else "the default deployment"
+    return {
+        "post": {
+            "tags": ["MLflow scoring"],
+            "operationId": "mlflow_invocations",
+            "summary": f"Score rows with {target}",
+            "requestBody": _body(
+                body_schema,
+                limit,
+                f"Exactly one of {', '.join(FORMATS)}. A text/csv body with a header row is "
+                "accepted too.",
+            ),
+            "responses": {
+                "200": _json(_ref("MLflowResponse"), "The predictions, one per row"),
+                **_post_errors(limit),
+                "415": _error("Content-Type other than application/json or text/csv"),
+            },
+        }
+    }
+
+
+# -- native --------------------------------------------------------------------------------
+
+
+def _native_request(info: Mapping[str, Any]) -> dict[str, Any]:
+    keys = list(info.get("entity_keys") or ())
+    fields: list[ColumnSpec] = list(info.get("request_fields") or ())
+    props: dict[str, Any] = {
+        "request_id": {"type": ["string", "null"]},
+        "return_features": {
+            "type": "boolean",
+            "description": "Answer with the feature values the model was given",
+        },
+    }
+    required = []
+    if keys:
+        entity = {
+            "type": "object",
+            "required": keys,
+            "additionalProperties": False,
+            "properties": {k: {"type": ["string", "integer"]} for k in keys},
+        }
+        props["entities"] = {
+            "description": "Entity keys of one row, or a list of them (one per row)",
+            "anyOf": [entity, {"type": "array", "items": entity, "minItems": 1}],
+        }
+        required.append("entities")
+    if fields:
+        names = [f.name for f in fields if f.name is not None]
+        props["request"] = {
+            "description": "Request fields, used for every row (a list of objects with one "
+            "per row is accepted when 'entities' is a list of the same length)",
+            "type": "object",
+            "required": names,
+            "additionalProperties": False,
+            "properties": {f.name: value_schema(f, nullable=True) for f in fields if f.name},
+        }
+        required.append("request")
+    return {
+        "type": "object",
+        "required": required,
+        "additionalProperties": False,
+        "properties": props,
+    }
+
+
+def _predict_operation(info: Mapping[str, Any], limit: int) -> dict[str, Any]:
+    name = info["name"]
+    return {
+        "post": {
+            "tags": ["Kiln native"],
+            "operationId": f"native_predict_{name}",
+            "summary": f"Predict with {name}: online features looked up for the entities",
+            "requestBody": _body(
+                _ref(f"NativeRequest_{name}"), limit, "Entities and request fields."
+            ),
+            "responses": {
+                "200": _json(_ref("NativeResponse"), "Predictions and the version that answered"),
+                **_post_errors(limit),
+            },
+        }
+    }
+
+
+# -- shared schemas ------------------------------------------------------------------------
+
+
+def _components() -> dict[str, Any]:
+    tensor_meta = {
+        "type": "object",
+        "required": ["name", "datatype", "shape"],
+        "properties": {
+            "name": {"type": "string"},
+            "datatype": {"enum": list(v2.DATATYPES)},
+            "shape": {"type": "array", "items": {"type": "integer"}},
+        },
+    }
+    return {
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {"error": {"type": "string"}},
+        },
+        "V2InputParameters": _input_parameters(),
+        "V2ServerLive": {
+            "type": "object",
+            "required": ["live"],
+            "properties": {"live": {"type": "boolean"}},
+        },
+        "V2ServerReady": {
+            "type": "object",
+            "required": ["ready"],
+            "properties": {"ready": {"type": "boolean"}},
+        },
+        "V2ModelReady": {
+            "type": "object",
+            "required": ["name", "ready"],
+            "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}},
+        },
+        "V2ServerMetadata": {
+            "type": "object",
+            "required": ["name", "version", "extensions"],
+            "properties": {
+                "name": {"type": "string"},
+                "version": {"type": "string"},
+                "extensions": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+        "V2MetadataTensor": tensor_meta,
+        "V2ModelMetadata": {
+            "type": "object",
+            "required": ["name", "platform", "inputs", "outputs"],
+            "properties": {
+                "name": {"type": "string"},
+                "versions": {"type": "array", "items": {"type": "string"}},
+                "platform": {"type": "string"},
+                "inputs": {"type": "array", "items": _ref("V2MetadataTensor")},
+                "outputs": {"type": "array", "items": _ref("V2MetadataTensor")},
+            },
+        },
+        "V2InferResponse": {
+            "type": "object",
+            "required": ["model_name", "outputs"],
+            "properties": {
+                "model_name": {"type": "string"},
+                "model_version": {"type": "string"},
+                "id": {"type": "string"},
+                "parameters": {"type": "object"},
+                "outputs": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["name", "shape", "datatype"],
+                        "properties": {
+                            "name": {"type": "string"},
+                            "shape": {"type": "array", "items": {"type": "integer"}},
+                            "datatype": {"enum": list(v2.DATATYPES)},
+                            "parameters": {"type": "object"},
+                            "data": {"type": "array"},
+                        },
+                    },
+                },
+            },
+        },
+        "MLflowResponse": {
+            "type": "object",
+            "required": ["predictions"],
+            "properties": {"predictions": {"type": "array"}},
+        },
+        "NativeResponse": {
+            "type": "object",
+            "required": ["predictions", "model", "version", "request_id", "fallback"],
+            "properties": {
+                "predictions": {"type": "array", "description": "One prediction per row"},
+                "model": {"type": "string", "description": "The model reference served"},
+                "version": {
+                    "type": ["integer", "string", "null"],
+                    "description": "The model version that answered",
+                },
+                "request_id": {"type": ["string", "null"]},
+                "arm": {"type": ["string", "null"], "description": "The traffic policy arm"},
+                "fallback": {
+                    "type": "boolean",
+                    "description": "True when a fallback answered instead of the model",
+                },
+                "features": {
+                    "type": "object",
+                    "description": "The feature values the model was given, by name",
+                },
+            },
+        },
+    }
+
+
+def _get(
+    tag: str, op: str, summary: str, responses: dict[str, Any], params: list[Any] | None = None
+) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "tags": [tag],
+        "operationId": op,
+        "summary": summary,
+        "responses": responses,
+    }
+    if params:
+        operation["parameters"] = params
+    return {"get": operation}
+
+
+def openapi_document(
+    deployments: Sequence[Mapping[str, Any]],
+    server_version: str,
+    *,
+    default: str | None = None,
+    max_body_bytes: int | None = None,
+    title: str = "Kiln serving",
+) -> dict[str, Any]:
+    """The OpenAPI 3.1 document for ``deployments`` (see :class:`DeploymentInfo`).
+
+    ``default`` names the deployment answering ``/invocations`` (the only one when
+    there is one and none is named); ``max_body_bytes`` is the body limit when a
+    deployment does not give its own.
+    """
+    limit_all = max_body_bytes or DEFAULT_MAX_BODY_BYTES
+    names = [d["name"] for d in deployments]
+    if default is None and len(deployments) == 1:
+        default = names[0]
+    default_info = next((d for d in deployments if d["name"] == default), None)
+    all_versions = sorted({str(v) for d in deployments for v in d.get("versions") or ()})
+    model_name = _path_param("model_name", _enum(names), "A deployment name")
+    model_version = _path_param(
+        "model_version", _versions(all_versions), "A model version of the deployment"
+    )
+    tag = "Open Inference Protocol v2"
+    not_found = {"404": _error("No such deployment or model version")}
+    ready_codes = {
+        "200": _json(_ref("V2ModelReady"), "Ready"),
+        "503": _json(
+            {"anyOf": [_ref("V2ModelReady"), _ref("Error")]}, "Not ready (model not loaded)"
+        ),
+        **not_found,
+    }
+    paths: dict[str, Any] = {
+        "/v2/health/live": _get(
+            tag, "v2_live", "Server liveness", {"200": _json(_ref("V2ServerLive"), "Live")}
+        ),
+        "/v2/health/ready": _get(
+            tag,
+            "v2_ready",
+            "Server readiness: every deployment has a model loaded",
+            {
+                "200": _json(_ref("V2ServerReady"), "Ready"),
+                "503": _json({"anyOf": [_ref("V2ServerReady"), _ref("Error")]}, "Not ready yet"),
+            },
+        ),
+        "/v2": _get(
+            tag,
+            "v2_server_metadata",
+            "Server metadata",
+            {"200": _json(_ref("V2ServerMetadata"), "Server name, version and extensions")},
+        ),
+        "/v2/models/{model_name}": _get(
+            tag,
+            "v2_model_metadata",
+            "Model metadata (inputs, outputs, versions)",
+            {"200": _json(_ref("V2ModelMetadata"), "Metadata"), **not_found},
+            [model_name],
+        ),
+        "/v2/models/{model_name}/ready": _get(
+            tag, "v2_model_ready", "Model readiness", ready_codes, [model_name]
+        ),
+        "/v2/models/{model_name}/versions/{model_version}": _get(
+            tag,
+            "v2_model_version_metadata",
+            "Metadata of one model version",
+            {"200": _json(_ref("V2ModelMetadata"), "Metadata"), **not_found},
+            [model_name, model_version],
+        ),
+        "/v2/models/{model_name}/versions/{model_version}/ready": _get(
+            tag,
+            "v2_model_version_ready",
+            "Readiness of one model version",
+            ready_codes,
+            [model_name, model_version],
+        ),
+    }
+    schemas = _components()
+    for info in deployments:
+        name = info["name"]
+        limit = int(info.get("max_body_bytes") or limit_all)
+        schemas[f"V2InferRequest_{name}"] = _v2_request(info["signature"])
+        paths[f"/v2/models/{name}/infer"] = _infer_operation(info, limit, versioned=False)
+        paths[f"/v2/models/{name}/versions/{{model_version}}/infer"] = _infer_operation(
+            info, limit, versioned=True
+        )
+        schemas[f"NativeRequest_{name}"] = _native_request(info)
+        paths[f"/deployments/{name}/predict"] = _predict_operation(info, limit)
+    if default_info is not None:
+        schemas[f"MLflowRequest_{default_info['name']}"] = _mlflow_request(
+            default_info["signature"]
+        )
+    default_limit = int((default_info or {}).get("max_body_bytes") or limit_all)
+    paths["/invocations"] = _invocations(default_info, default_limit)
+    health = "MLflow scoring"
+    alive = {
+        "200": {"description": "Ready to score"},
+        "503": {"description": "Not ready yet (models loading)"},
+    }
+    paths["/ping"] = _get(health, "mlflow_ping", "Readiness (MLflow)", alive)
+    paths["/health"] = _get(health, "mlflow_health", "Readiness (MLflow)", alive)
+    paths["/metrics"] = _get(
+        "Operations",
+        "metrics",
+        "Prometheus metrics: requests, errors, latency, batch sizes, queues, breakers",
+        {
+            "200": {
+                "description": "Prometheus text exposition format",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        },
+    )
+    paths["/openapi.json"] = _get(
+        "Operations",
+        "openapi",
+        "This document",
+        {"200": _json({"type": "object"}, "The OpenAPI document")},
+    )
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": title,
+            "version": server_version,
+            "description": (
+                "Kiln model serving: the Open Inference Protocol v2 (KServe, Triton), the "
+                "MLflow scoring protocol and Kiln's native predict endpoint. Request bodies "
+                f"are limited to {limit_all} bytes unless a deployment sets its own limit "
+                "(max_body_bytes); a larger body is refused with 413. Every 4xx answer is "
+                '{"error": "..."} naming the field at fault.'
+            ),
+        },
+        "tags": [
+            {"name": "Open Inference Protocol v2", "description": "KServe / Triton REST"},
+            {"name": "MLflow scoring", "description": "As `mlflow models serve` answers"},
+            {"name": "Kiln native", "description": "Entities in, online features looked up"},
+            {"name": "Operations", "description": "Metrics and this document"},
+        ],
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }
