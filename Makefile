@@ -39,10 +39,19 @@ lint: install-dev
 test: install-dev services lint
 	$(PY) -m pytest -q
 
-bench: install-dev
+# The serving benchmark compares with `mlflow models serve`, kept in its own environment.
+MLFLOW_VENV := .venv-mlflow
+
+$(MLFLOW_VENV)/bin/mlflow:
+	$(PYTHON) -m venv $(MLFLOW_VENV)
+	$(MLFLOW_VENV)/bin/pip install --quiet mlflow lightgbm
+
+bench: install-dev $(MLFLOW_VENV)/bin/mlflow
+	@command -v wrk >/dev/null 2>&1 || apt-get install -y wrk >/dev/null || { echo "make: wrk is needed: apt-get install wrk"; exit 2; }
 	$(PY) benchmarks/tracking.py
 	$(PY) benchmarks/registry.py
 	$(PY) benchmarks/features.py
+	$(PY) benchmarks/serving.py --mlflow-python $(MLFLOW_VENV)/bin/python
 
 clean:
-	rm -rf $(VENV) .kiln .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(MLFLOW_VENV) .kiln .pytest_cache .mypy_cache .ruff_cache
