@@ -10,7 +10,6 @@ as an end-to-end check of the SDK that the CLI is built on.
 from __future__ import annotations
 
 import inspect
-import os
 import shlex
 import tempfile
 import time
@@ -48,6 +47,7 @@ from kiln.cli._demo_features import (
 from kiln.cli._demo_serving import serve_canary
 from kiln.cli._models import lineage_tree
 from kiln.core import InvalidInput, KilnError, mask_url
+from kiln.core.openmp import prefer_passive_openmp
 from kiln.data import make_fraud_transactions, train_valid_split
 from kiln.registry import ModelVersion
 
@@ -99,18 +99,6 @@ class _Fitted:
 
 
 Advance = Callable[[int], None]
-
-
-def _prefer_passive_openmp() -> None:
-    """Ask OpenMP to sleep, not spin, while idle, unless the user chose otherwise.
-
-    scikit-learn wheels bundle their own OpenMP runtime and LightGBM uses the system one.
-    With the default (active) wait policy each runtime's idle threads keep spinning on
-    the cores the other needs; on a busy 2-core machine that made this demo 4-8x slower.
-    The runtime reads the variable when it is loaded, so this must run before the first
-    import of either library; later it changes nothing.
-    """
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @contextmanager
@@ -557,7 +545,7 @@ def run_demo(
             f"{MIN_TRANSACTIONS:,}. Got {n_transactions!r} instead."
         )
 
-    _prefer_passive_openmp()
+    prefer_passive_openmp()
     started = time.perf_counter()
     fs = kiln.FeatureStore()
     with console.status(f"Generating {n_transactions:,} card transactions and their features..."):

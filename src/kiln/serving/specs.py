@@ -82,7 +82,7 @@ class Batching:
     with Retry-After at once instead of letting latency grow without bound.
     """
 
-    max_batch_size: int = 64
+    max_batch_size: int = 1024
     max_wait_ms: float = 2.0
     max_queue: int = 2048
 
