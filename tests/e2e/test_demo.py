@@ -112,10 +112,14 @@ def test_artifacts_download_and_predict(
 ) -> None:
     run_id = demo[0].run_ids[index]
     paths = {a.path for a in kiln.runs.list_artifacts(run_id)}
-    registered = {p for p in paths if p.startswith("models/fraud/v1/")}
+    registered = {p for p in paths if p.startswith("models/fraud/v")}
     assert paths - registered == {"model/model.joblib", "feature_importance.csv", "dataset.json"}
-    # Only the best run produced the registered model, whose files it lists too.
-    assert bool(registered) == (run_id == demo[0].best_run_id)
+    # The best run produced the champion (v1) and the runner-up the canary (v2); each
+    # lists its registered model's files too.
+    versions = {v.run_id: v.version for v in kiln.models.list_versions("fraud")}
+    assert bool(registered) == (run_id in versions)
+    assert all(p.startswith(f"models/fraud/v{versions.get(run_id)}/") for p in registered)
+    assert versions.get(demo[0].best_run_id) == 1
 
     local = kiln.runs.download_artifacts(run_id, "model/model.joblib", dst=tmp_path)
     model = joblib.load(local)
