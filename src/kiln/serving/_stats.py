@@ -11,6 +11,7 @@ revision check, so exactly one acts.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,7 +35,9 @@ class StatsBoard:
 
     def publish(self, deployment: str, revision: int, stats: Mapping[str, ArmStats]) -> None:
         folder = self._dir(deployment, revision)
-        folder.mkdir(parents=True, exist_ok=True)
+        if not folder.is_dir():
+            folder.mkdir(parents=True, exist_ok=True)
+            self._forget_older(deployment, revision)
         payload = orjson.dumps({arm: s.to_dict() for arm, s in stats.items()})
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
         try:
@@ -44,6 +47,12 @@ class StatsBoard:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def _forget_older(self, deployment: str, revision: int) -> None:
+        """Earlier revisions are never judged again: their statistics can go."""
+        for old in (self.root / deployment).iterdir():
+            if old.name.isdigit() and int(old.name) < revision:
+                shutil.rmtree(old, ignore_errors=True)
 
     def merged(self, deployment: str, revision: int) -> dict[str, ArmStats]:
         out: dict[str, ArmStats] = {}
