@@ -210,6 +210,6 @@ class PredictionRoutes:
             answer.request_id,
             answer.arm,
             answer.fallback,
-            served,
+            served if req.return_features else None,
         )
         return 200, payload, JSON, []
