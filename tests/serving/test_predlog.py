@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -14,7 +13,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
@@ -54,15 +55,28 @@ def test_rows_appended_are_rows_read_back(tmp_path: Path) -> None:
 
     assert log.rows_appended == log.rows_written == 1000
     assert log.buffered_rows == 0
-    assert log.files_written == len(parquet_files(tmp_path)) >= 1
+    assert log.files_written == len(parquet_files(tmp_path)) >= 2
     table = read_predictions(tmp_path)
     assert table.num_rows == 1000
-    assert table.schema.names == [*PREDICTION_SCHEMA.names, "deployment", "hour"]
+    assert table.schema.names == [
+        *PREDICTION_SCHEMA.names,
+        "features",
+        "output",
+        "output_0",
+        "output_1",
+        "deployment",
+        "hour",
+    ]
+    # Typed columns: inputs as a struct of their own types, one number as a double.
+    assert table.schema.field("features").type == pa.struct(
+        [("amount", pa.float64()), ("country", pa.string()), ("missing", pa.null())]
+    )
+    assert table.schema.field("output").type == pa.float64()
     rows = {r["request_id"]: r for r in table.to_pylist()}
     assert set(rows) == {f"r{i}" for i in range(1000)}
     r7 = rows["r7"]
-    assert json.loads(r7["features"]) == {"amount": 3.5, "country": "NL", "missing": None}
-    assert (r7["output"], r7["output_number"]) == ("0.007", 0.007)
+    assert r7["features"] == {"amount": 3.5, "country": "NL", "missing": None}
+    assert (r7["row"], r7["output"], r7["output_0"], r7["output_1"]) == (0, 0.007, None, None)
     assert (r7["model"], r7["version"], r7["arm"], r7["latency_ms"]) == (
         "fraud/3",
         3,
@@ -72,11 +86,192 @@ def test_rows_appended_are_rows_read_back(tmp_path: Path) -> None:
     assert r7["at"] == T0 and r7["deployment"] == "fraud-api" and r7["hour"] == "2025-03-01T09"
     assert (r7["fallback"], r7["shadow"]) == (False, False)
     r0 = rows["r0"]
-    assert (json.loads(r0["output"]), r0["output_number"], r0["fallback"]) == (
-        [0.1, 0.9],
+    assert (r0["output"], r0["output_0"], r0["output_1"], r0["fallback"]) == (
         None,
+        0.1,
+        0.9,
         True,
     )
+    # Every file has one schema and says which in its name.
+    for path in parquet_files(tmp_path):
+        assert pq.read_schema(path).names[: len(PREDICTION_SCHEMA)] == PREDICTION_SCHEMA.names
+        assert path.name.startswith(f"part-{log.worker}-")
+
+
+def batch(
+    log: PredictionLog,
+    request_id: str,
+    inputs: object,
+    outputs: object,
+    *,
+    deployment: str = "fraud-api",
+    version: int = 3,
+    at: datetime | int = T0,
+    **kw: object,
+) -> int:
+    values: dict[str, object] = {
+        "deployment": deployment,
+        "model": f"fraud/{version}",
+        "version": version,
+        "arm": "champion",
+        "request_id": request_id,
+        "inputs": inputs,
+        "outputs": outputs,
+        "latency_ms": 2.5,
+        "at": at,
+    }
+    values.update(kw)
+    return log.append_batch(**values)  # type: ignore[arg-type]
+
+
+def sorted_rows(table: pa.Table) -> pa.Table:
+    return table.sort_by([("request_id", "ascending"), ("row", "ascending")])
+
+
+def test_100_row_requests_are_logged_with_exact_values(tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    names = tuple(f"f{j:02d}" for j in range(20))
+    matrices = [rng.standard_normal((100, 20)) for _ in range(30)]
+    matrices[0][3, 5] = np.nan  # a missing input, as the model saw it
+    scores = [rng.random(100) for _ in range(30)]
+    with PredictionLog(tmp_path, flush_rows=1_000, flush_interval_s=0.05) as log:
+        for i, (m, s) in enumerate(zip(matrices, scores, strict=True)):
+            rows = batch(log, f"q{i:02d}", (names, m), s, latency_ms=float(i), shadow=i == 1)
+            assert rows == 100
+    assert log.rows_written == 3_000
+
+    table = sorted_rows(read_predictions(tmp_path))
+    assert table.num_rows == 3_000
+    assert table["row"].to_pylist() == list(range(100)) * 30
+    assert table["request_id"].to_pylist() == [f"q{i:02d}" for i in range(30) for _ in range(100)]
+    assert table["latency_ms"].to_pylist() == [float(i) for i in range(30) for _ in range(100)]
+    assert table["shadow"].to_pylist() == [i == 1 for i in range(30) for _ in range(100)]
+    assert set(table["at"].to_pylist()) == {T0}
+    features = table["features"]
+    assert features.type == pa.struct([(n, pa.float64()) for n in names])
+    logged = np.column_stack([features.combine_chunks().field(n).to_numpy() for n in names])
+    expected = np.concatenate(matrices)
+    assert np.array_equal(logged, expected, equal_nan=True)  # bit for bit, NaN kept
+    assert np.array_equal(table["output"].to_numpy(), np.concatenate(scores))
+
+
+def test_columns_of_any_type_and_several_outputs_per_row(tmp_path: Path) -> None:
+    amount = np.array([10.5, 20.25, 30.0])
+    count = np.array([1, 2, 3], dtype=np.int32)
+    country = np.array(["NL", "DE", "FR"])
+    embedding = np.arange(6, dtype=np.float32).reshape(3, 2)
+    proba = np.array([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5]])
+    with PredictionLog(tmp_path, flush_interval_s=0.05) as log:
+        inputs = {"amount": amount, "count": count, "country": country, "embedding": embedding}
+        assert batch(log, "a", inputs, proba) == 3
+        batch(log, "b", {"country": np.array(["BE"])}, np.array(["fraud"]), version=4)
+        batch(log, "c", {"country": np.array(["NL"])}, [[0.5]], version=5)  # (n, 1): one value
+        batch(log, "d", {"country": np.array([], dtype=str)}, np.array([]))  # no rows: nothing
+    table = sorted_rows(read_predictions(tmp_path))
+    assert table["request_id"].to_pylist() == ["a", "a", "a", "b", "c"]
+    features = table.schema.field("features").type
+    assert {f.name: f.type for f in features} == {
+        "amount": pa.float64(),
+        "count": pa.int32(),
+        "country": pa.string(),
+        "embedding": pa.list_(pa.float32(), 2),
+    }
+    a = table.slice(0, 3)
+    assert a["features"].to_pylist() == [
+        {"amount": 10.5, "count": 1, "country": "NL", "embedding": [0.0, 1.0]},
+        {"amount": 20.25, "count": 2, "country": "DE", "embedding": [2.0, 3.0]},
+        {"amount": 30.0, "count": 3, "country": "FR", "embedding": [4.0, 5.0]},
+    ]
+    assert a["output_0"].to_pylist() == [0.9, 0.2, 0.5]
+    assert a["output_1"].to_pylist() == [0.1, 0.8, 0.5]
+    # "fraud" (a string) and 0.5 (a double) in one column read as text.
+    assert table["output"].to_pylist() == [None, None, None, "fraud", "0.5"]
+    assert table["output_1"].to_pylist() == [0.1, 0.8, 0.5, None, None]
+
+
+def test_versions_with_different_inputs_read_as_one_table(tmp_path: Path) -> None:
+    with PredictionLog(tmp_path, flush_interval_s=60, flush_rows=1_000_000) as log:
+        for i in range(3):
+            x = np.array([[i, i + 0.5]])
+            batch(log, f"v3-{i}", (("amount", "age"), x), np.array([0.1]), version=3)
+            cols = {"amount": np.array([i], dtype=np.int64), "country": np.array(["NL"])}
+            batch(log, f"v4-{i}", cols, np.array([0.2]), version=4, arm="canary")
+        log.flush()
+        # One file per deployment, hour and model version in each write, one schema each.
+        assert log.files_written == 2
+    schemas = [pq.read_schema(p) for p in parquet_files(tmp_path)]
+    assert sorted(s.field("features").type.num_fields for s in schemas) == [2, 2]
+
+    table = sorted_rows(read_predictions(tmp_path))
+    assert table.schema.field("features").type == pa.struct(
+        [("amount", pa.float64()), ("age", pa.float64()), ("country", pa.string())]
+    )
+    assert table["features"].to_pylist() == [
+        {"amount": float(i), "age": i + 0.5, "country": None} for i in range(3)
+    ] + [{"amount": float(i), "age": None, "country": "NL"} for i in range(3)]
+    assert table["version"].to_pylist() == [3, 3, 3, 4, 4, 4]
+    # DuckDB reads the same files, unifying by name.
+    duck = duckdb.execute(
+        f"select version, arm, count(*), sum(features.amount), count(features.country) "
+        f"from read_parquet('{tmp_path}/**/*.parquet', hive_partitioning = true, "
+        "union_by_name = true) where deployment = 'fraud-api' group by all order by all"
+    ).fetchall()
+    assert duck == [(3, "champion", 3, 3.0, 0), (4, "canary", 3, 3.0, 3)]
+    # So does a pyarrow dataset given the unified schema.
+    dataset = ds.dataset(
+        tmp_path, format="parquet", partitioning="hive", schema=table.schema
+    ).to_table()
+    assert dataset.num_rows == 6
+
+
+def test_values_of_mixed_kinds_still_read_as_one_table(tmp_path: Path) -> None:
+    with PredictionLog(tmp_path, flush_interval_s=0.05) as log:
+        log.append(pred(1, features={"v": [1.0, 2.0], "s": "NL"}, output=np.array([0.1, 0.9])))
+        log.append(pred(2, features={"v": 3.0, "s": {"a": 1}}, output="yes", version=4))
+        log.append(pred(3, features={"v": "text", "s": 7}, output=None, version=5))
+    table = sorted_rows(read_predictions(tmp_path))
+    # What no one type holds is kept as text (JSON where it is not text already).
+    assert table["features"].to_pylist() == [
+        {"v": "[1.0,2.0]", "s": "NL"},
+        {"v": "3", "s": '{"a":1}'},
+        {"v": "text", "s": "7"},
+    ]
+    assert table["output"].to_pylist() == [None, "yes", None]
+    assert table["output_1"].to_pylist() == [0.9, None, None]
+
+
+def test_arrays_are_kept_by_reference_unless_copied(tmp_path: Path) -> None:
+    with PredictionLog(tmp_path, flush_interval_s=60, flush_rows=1_000_000) as log:
+        kept = np.array([[1.0, 2.0]])
+        copied = np.array([[1.0, 2.0]])
+        out = np.array([0.5])
+        batch(log, "kept", (("a", "b"), kept), out)
+        batch(log, "copied", (("a", "b"), copied), out, copy=True)
+        kept[0, 0] = copied[0, 0] = -1.0  # the caller broke its promise
+    table = sorted_rows(read_predictions(tmp_path))
+    assert table["features"].to_pylist() == [{"a": 1.0, "b": 2.0}, {"a": -1.0, "b": 2.0}]
+
+
+def test_bad_batches_are_refused_at_append(tmp_path: Path) -> None:
+    with PredictionLog(tmp_path) as log:
+        one = np.array([1.0])
+        cases: list[tuple[object, object, str]] = [
+            ({"x": np.array([1.0, 2.0])}, one, "input 'x' has shape"),
+            ({"x": np.array([1 + 2j])}, one, "dtype complex128"),
+            ({"x": np.array([object()], dtype=object)}, one, "JSON-serializable"),
+            ((("a", "a"), np.ones((1, 2))), one, "distinct strings"),
+            ((("a",), np.ones((1, 2))), one, "one column per name"),
+            ((("a",), np.ones((2, 1))), one, "one row per output"),
+            ({}, 5.0, "one entry per row"),
+        ]
+        for inputs, outputs, message in cases:
+            with pytest.raises(InvalidInput, match=message):
+                batch(log, "bad", inputs, outputs)
+        with pytest.raises(InvalidInput, match="deployment name"):
+            batch(log, "bad", {}, one, deployment="../etc")
+        with pytest.raises(InvalidInput, match="'at'"):
+            batch(log, "bad", {}, one, at="now")
+        assert log.rows_appended == 0
 
 
 def test_partitioned_by_deployment_and_hour(tmp_path: Path) -> None:
@@ -106,7 +301,7 @@ def test_partitioned_by_deployment_and_hour(tmp_path: Path) -> None:
     # DuckDB reads the same layout with its hive partitioning.
     counts = duckdb.execute(
         f"select deployment, hour, count(*) from read_parquet('{tmp_path}/**/*.parquet', "
-        "hive_partitioning = true) group by all order by all"
+        "hive_partitioning = true, union_by_name = true) group by all order by all"
     ).fetchall()
     assert counts == [
         ("churn", "2025-03-01T09", 1),
@@ -184,6 +379,22 @@ def test_async_append_waits_without_blocking_the_event_loop(tmp_path: Path) -> N
         tick_task = asyncio.create_task(ticker())
         await asyncio.gather(*(log.append_async(pred(i)) for i in range(300)))
         await log.append_many_async([pred(300), pred(301)])
+        await asyncio.gather(
+            *(
+                log.append_batch_async(
+                    deployment="fraud-api",
+                    model="fraud/3",
+                    version=3,
+                    arm="champion",
+                    request_id=f"b{i}",
+                    inputs=(("x",), np.full((7, 1), float(i))),
+                    outputs=np.zeros(7),
+                    latency_ms=1.0,
+                    at=T0,
+                )
+                for i in range(20)
+            )
+        )
         done.set()
         await tick_task
         return ticks
@@ -192,7 +403,7 @@ def test_async_append_waits_without_blocking_the_event_loop(tmp_path: Path) -> N
     log.close()
     assert ticks > 5  # the loop kept running while appenders waited for room
     assert log.peak <= 40
-    assert read_predictions(tmp_path).num_rows == 302 == log.rows_written
+    assert read_predictions(tmp_path).num_rows == 302 + 140 == log.rows_written
 
 
 def test_close_writes_everything_and_is_idempotent(tmp_path: Path) -> None:
@@ -306,6 +517,7 @@ def test_kill_9_leaves_only_complete_files(tmp_path: Path) -> None:
     ids = table["request_id"].to_pylist()
     assert len(ids) == len(set(ids))
     duck = duckdb.execute(
-        f"select count(*) from read_parquet('{tmp_path}/**/*.parquet', hive_partitioning = true)"
+        f"select count(*) from read_parquet('{tmp_path}/**/*.parquet', "
+        "hive_partitioning = true, union_by_name = true)"
     ).fetchall()
     assert duck == [(per_file,)]

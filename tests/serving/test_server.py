@@ -199,5 +199,9 @@ def test_every_answer_is_in_the_prediction_log(fraud: None) -> None:
     logged = read_predictions(deployment="fraud-api")
     assert logged.num_rows == n
     assert sorted(logged.column("request_id").to_pylist()) == sorted(f"r{i}" for i in range(n))
-    features = [orjson.loads(f) for f in logged.column("features").to_pylist()]
+    assert set(logged.column("row").to_pylist()) == {0}
+    features = logged.column("features").to_pylist()  # a struct of the typed inputs
     assert sorted(f["f0"] for f in features) == [float(i) for i in range(n)]
+    # predict_proba: one double column per class, summing to 1 on each row.
+    total = logged.column("output_0").to_numpy() + logged.column("output_1").to_numpy()
+    np.testing.assert_allclose(total, np.ones(n))

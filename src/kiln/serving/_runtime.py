@@ -31,7 +31,7 @@ from kiln.serving.batching import Overloaded, PredictTimeout
 from kiln.serving.compatibility import InputPlan
 from kiln.serving.guards import ArmStats, judge
 from kiln.serving.metrics import Outcome, ServingMetrics
-from kiln.serving.predlog import Prediction, PredictionLog
+from kiln.serving.predlog import BatchInputs, PredictionLog
 from kiln.serving.specs import Deployment
 from kiln.serving.traffic import Arm, arm_label, choose_arm, mirrors, request_key
 from kiln.tracking import TrackingClient
@@ -444,33 +444,33 @@ class Runtime:
         *,
         shadow: bool,
     ) -> None:
-        """One row per predicted row, with the exact inputs it was given."""
+        """One call per request: the log keeps references to the arrays served, no copies.
+
+        The inputs are what the model was given: ``data`` (the matrix in signature order,
+        labelled with the input names, or the columns), so the native path's ``features``
+        lists are only needed for their names.
+        """
         if self.predlog is None:
             return
-        rows = _row_dicts(features if features is not None else data)
-        outputs = answer.outputs
-        values = outputs.tolist() if isinstance(outputs, np.ndarray) else list(outputs)
-        at = int(time.time() * 1_000_000)
-        latency = seconds * 1000.0
-        many = len(rows) > 1
-        records = [
-            Prediction(
-                request_id=f"{answer.request_id}/{i}" if many else answer.request_id,
+        inputs = _logged_inputs(self.live.get(deployment), answer.ref, features, data)
+        try:
+            rows = await self.predlog.append_batch_async(
                 deployment=deployment,
                 model=answer.ref,
                 version=answer.version,
                 arm=answer.arm,
-                features=row,
-                output=values[i] if i < len(values) else None,
-                latency_ms=latency,
-                at=at,
+                request_id=answer.request_id,
+                inputs=inputs,
+                outputs=answer.outputs,
+                latency_ms=seconds * 1000.0,
+                at=time.time_ns() // 1000,
                 fallback=answer.fallback,
                 shadow=shadow,
             )
-            for i, row in enumerate(rows)
-        ]
-        await self.predlog.append_many_async(records)
-        self.metrics.count_logged(deployment, len(records))
+        except InvalidInput as exc:  # never fail an answer already given over its log row
+            log.error("%s: request %s not logged: %s", deployment, answer.request_id, exc)
+            return
+        self.metrics.count_logged(deployment, rows)
 
     def _observe_batch(self, ref: str, size: int, seconds: float) -> None:
         self.metrics.observe_batch(ref.partition("/")[0], ref, size)
@@ -547,11 +547,26 @@ def _scores(outputs: Any) -> np.ndarray | None:
     return arr[:, -1] if arr.ndim == 2 else arr.reshape(-1)
 
 
-def _row_dicts(data: Any) -> list[dict[str, Any]]:
-    """Columns (or a matrix) to one dict per row, in plain Python values for JSON."""
-    if isinstance(data, np.ndarray):
-        matrix = data.reshape(data.shape[0], -1) if data.ndim != 2 else data
-        return [{"input": row} for row in matrix.tolist()]
-    names = list(data)
-    cols = [c.tolist() if isinstance(c, np.ndarray) else list(c) for c in data.values()]
-    return [dict(zip(names, values, strict=True)) for values in zip(*cols, strict=True)]
+def _logged_inputs(
+    live: Live | None,
+    ref: str,
+    features: Mapping[str, Any] | None,
+    data: np.ndarray | Mapping[str, np.ndarray],
+) -> BatchInputs:
+    """A request's model input for the prediction log: O(inputs) work, no copies."""
+    if not isinstance(data, np.ndarray):
+        if features is None or len(features) == len(data):
+            return data
+        return {n: v if isinstance(v, np.ndarray) else np.asarray(v) for n, v in features.items()}
+    matrix = data if data.ndim == 2 else data.reshape(data.shape[0], -1)
+    width = matrix.shape[1]
+    if features is not None and len(features) == width:
+        return tuple(features), matrix  # the native path: the plan's names, in order
+    if live is not None:
+        # v2 and MLflow: the matrix is in the signature order of the model that answered
+        # (the routed one for a fallback's answer: the champion's, or the challenger's).
+        slots = (live.champion, live.challenger, live.fallback)
+        for slot in (*(s for s in slots if s is not None and s.ref == ref), live.champion):
+            if len(slot.plan.names) == width:
+                return slot.plan.names, matrix
+    return tuple(f"input_{j}" for j in range(width)), matrix
