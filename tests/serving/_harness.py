@@ -142,3 +142,27 @@ def serving(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+class Paced(Controlled):
+    """A :class:`Controlled` model that also takes ``delay_s`` while a ``slow`` flag exists.
+
+    Each slow predict first appends its row count to the file ``started`` in ``flags``.
+    """
+
+    def __init__(self, factor: float, flags: str, delay_s: float = 0.5) -> None:
+        super().__init__(factor, flags)
+        self.delay_s = delay_s
+
+    def predict(self, model_input: Any) -> Any:
+        if os.path.exists(os.path.join(self.flags, "slow")):
+            with open(os.path.join(self.flags, "started"), "a") as fh:
+                fh.write(f"{len(model_input)}\n")
+            time.sleep(self.delay_s)
+        return super().predict(model_input)
+
+
+def register_paced(name: str, factor: float, flags: Path, delay_s: float = 0.5) -> ModelVersion:
+    """Like :func:`register_controlled`, plus a ``slow`` flag (``delay_s`` per predict)."""
+    flags.mkdir(parents=True, exist_ok=True)
+    return kiln.models.register(name, Paced(factor, str(flags), delay_s), input_example=frame(5))

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -109,6 +111,11 @@ def serve(
         "timeout_graceful_shutdown": 30,
         "access_log": False,
     }
+    # uvicorn re-raises the SIGTERM it handled once it has shut down gracefully; exit 0
+    # then (as with several workers, whose supervisor returns normally), not by the signal.
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _exit_cleanly)
     try:
         if workers == 1:
             uvicorn.run(build_app(config), **options)  # type: ignore[arg-type]
@@ -123,5 +130,11 @@ def serve(
                 **options,  # type: ignore[arg-type]
             )
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _exit_cleanly(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)

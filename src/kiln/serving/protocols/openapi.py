@@ -604,6 +604,7 @@ def openapi_document(
     )
     tag = "Open Inference Protocol v2"
     not_found = {"404": _error("No such deployment or model version")}
+    bad_version = {"400": _error("The model version is not a positive integer")}
     ready_codes = {
         "200": _json(_ref("V2ModelReady"), "Ready"),
         "503": _json(
@@ -644,14 +645,14 @@ def openapi_document(
             tag,
             "v2_model_version_metadata",
             "Metadata of one model version",
-            {"200": _json(_ref("V2ModelMetadata"), "Metadata"), **not_found},
+            {"200": _json(_ref("V2ModelMetadata"), "Metadata"), **not_found, **bad_version},
             [model_name, model_version],
         ),
         "/v2/models/{model_name}/versions/{model_version}/ready": _get(
             tag,
             "v2_model_version_ready",
             "Readiness of one model version",
-            ready_codes,
+            {**ready_codes, **bad_version},
             [model_name, model_version],
         ),
     }
