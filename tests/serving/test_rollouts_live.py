@@ -222,8 +222,8 @@ def test_sigterm_lets_requests_in_flight_finish_then_exits_0(tmp_path: Path) -> 
     flags = tmp_path / "flags"
     register_paced("risk", 1.0, flags, delay_s=0.5)
     kiln.deployments.create("risk-api", model="risk/1", timeout_ms=10_000)
-    (flags / "slow").touch()
     with serving(["risk-api"]) as server:
+        (flags / "slow").touch()  # after loading: the server's load-time probe runs fast
         url = server.url + URL
         clients = [httpx.Client(timeout=20.0) for _ in range(6)]
         for client in clients:  # connections open before the requests go

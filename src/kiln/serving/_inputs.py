@@ -78,6 +78,39 @@ class InputPlan:
             if s.name is not None
         }
 
+    def probe(self) -> np.ndarray | dict[str, np.ndarray]:
+        """One row with NaN in every float input (zeros, False or "" elsewhere)."""
+        if self.matrix_dtype is not None:
+            fill = np.nan if self.matrix_dtype.kind in _FLOAT_KINDS else 0
+            return np.full((1, len(self.names)), fill, dtype=self.matrix_dtype)
+        out: dict[str, np.ndarray] = {}
+        for spec in self.specs:
+            dtype = _dtype(spec.dtype)
+            if spec.name is None:
+                continue
+            if dtype is None:
+                out[spec.name] = np.array([""], dtype=object)
+            elif dtype.kind in _FLOAT_KINDS:
+                out[spec.name] = np.array([np.nan], dtype=dtype)
+            else:
+                out[spec.name] = np.zeros(1, dtype=dtype)
+        return out
+
+    def nan_inputs(self, data: np.ndarray | Mapping[str, np.ndarray]) -> list[str]:
+        """The float inputs holding a NaN (a null sent for a number) in ``data``."""
+        if isinstance(data, np.ndarray):
+            if data.dtype.kind not in _FLOAT_KINDS or data.ndim != 2:
+                return []
+            mask = np.isnan(data).any(axis=0)
+            return [self.names[j] for j in np.flatnonzero(mask)] if mask.any() else []
+        return [
+            name
+            for name, values in data.items()
+            if isinstance(values, np.ndarray)
+            and values.dtype.kind in _FLOAT_KINDS
+            and bool(np.isnan(values).any())
+        ]
+
     @staticmethod
     def _column(name: str, values: Any, dtype: np.dtype[Any] | None, rows: int) -> np.ndarray:
         if isinstance(values, np.ndarray) and (dtype is None or values.dtype == dtype):

@@ -338,6 +338,13 @@ class Runtime:
     ) -> Answer:
         rid = request_id or uuid.uuid4().hex
         spec = live.spec
+        if not slot.accepts_nan:
+            nulls = slot.plan.nan_inputs(data)
+            if nulls:
+                raise InvalidInput(
+                    f"input {nulls[0]!r} is null or NaN, which model {slot.ref} cannot take; "
+                    "send a number"
+                )
         start = time.perf_counter()
         label = arm_label(spec.traffic, arm)
         if live.challenger is not None and mirrors(spec.traffic):

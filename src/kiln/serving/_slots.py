@@ -37,14 +37,25 @@ class ModelSlot:
         breaker: Breaker,
         executor: Executor,
         on_batch: Callable[[int, float], None] | None = None,
+        *,
+        accepts_nan: bool = True,
     ) -> None:
         self.loaded = loaded
         self.version: ModelVersion = loaded.version
         self.ref = loaded.version.ref
         self.plan = InputPlan.of(loaded.signature)
+        self.accepts_nan = accepts_nan
         self.breaker = CircuitBreaker(breaker)
+        # Python-function models may do anything (I/O included) and so may stall at any
+        # call: they always run in a worker thread, never on the event loop.
+        inline = 0.0 if loaded.version.flavor == "pyfunc" else 0.1
         self.batcher = Batcher(
-            self._predict, batching, executor=executor, name=self.ref, on_batch=on_batch
+            self._predict,
+            batching,
+            executor=executor,
+            name=self.ref,
+            on_batch=on_batch,
+            inline_under_ms=inline,
         )
         self.users = 0
 
@@ -53,6 +64,24 @@ class ModelSlot:
 
     async def close(self) -> None:
         await self.batcher.close()
+
+
+def _load(version: ModelVersion, client: TrackingClient) -> tuple[LoadedModel, bool]:
+    """The model, and whether it answers a row of NaN inputs (a null sent for a number).
+
+    A model that fails on NaN would fail the whole batch a request with a null joins and
+    count against its circuit breaker; knowing it up front, the server answers such a
+    request with a 400 naming the input instead.
+    """
+    loaded = models.load(version, client=client)
+    plan = InputPlan.of(loaded.signature)
+    if not plan.names:
+        return loaded, True
+    try:
+        loaded.predict_batch(plan.batch(plan.probe()))
+    except Exception:
+        return loaded, False
+    return loaded, True
 
 
 class SlotPool:
@@ -84,7 +113,7 @@ class SlotPool:
                 pending = asyncio.get_running_loop().create_future()
                 self._loading[version.id] = pending
                 try:
-                    loaded = await asyncio.to_thread(models.load, version, client=self._client)
+                    loaded, nan_ok = await asyncio.to_thread(_load, version, self._client)
                     hook = self._on_batch
                     ref = version.ref
                     slot = ModelSlot(
@@ -93,6 +122,7 @@ class SlotPool:
                         breaker,
                         self._executor,
                         (lambda n, s: hook(ref, n, s)) if hook is not None else None,
+                        accepts_nan=nan_ok,
                     )
                     self._slots[version.id] = slot
                     pending.set_result(slot)
