@@ -56,6 +56,7 @@ class ModelSlot:
             name=self.ref,
             on_batch=on_batch,
             inline_under_ms=inline,
+            max_in_flight=batching.max_in_flight,
         )
         self.users = 0
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import orjson
 
 from kiln.core import InvalidInput, get_settings
-from kiln.core.openmp import prefer_passive_openmp
+from kiln.core.openmp import one_openmp_thread, prefer_passive_openmp
 from kiln.serving._predict_routes import PredictionRoutes
 from kiln.serving._runtime import Runtime
 from kiln.serving._stats import StatsBoard
@@ -46,6 +46,7 @@ class ServeConfig:
 def build_app(config: ServeConfig | None = None) -> PredictionRoutes:
     """The app for one worker; without ``config`` it is read from the environment."""
     prefer_passive_openmp()  # before any model's library is loaded
+    one_openmp_thread()
     if config is None:
         raw = os.environ.get(_ENV)
         if raw is None:
@@ -90,6 +91,7 @@ def serve(
     import uvicorn
 
     prefer_passive_openmp()  # inherited by the workers
+    one_openmp_thread()
     if workers < 1:
         raise InvalidInput(f"The 'workers' parameter of serve must be >= 1. Got {workers}.")
     metrics_dir = None

@@ -77,17 +77,21 @@ class Batching:
     """Dynamic batching per model version.
 
     Concurrent requests are coalesced until ``max_batch_size`` rows are waiting or the
-    oldest has waited ``max_wait_ms``, then run as one vectorized predict. At most
-    ``max_queue`` requests wait per model version; beyond that the server answers 503
-    with Retry-After at once instead of letting latency grow without bound.
+    oldest has waited ``max_wait_ms``, then run as one vectorized predict. Up to
+    ``max_in_flight`` batches of one version run at once, so decoding the next requests
+    overlaps predicting the current ones. At most ``max_queue`` requests wait per model
+    version; beyond that the server answers 503 with Retry-After at once instead of
+    letting latency grow without bound.
     """
 
     max_batch_size: int = 1024
     max_wait_ms: float = 2.0
     max_queue: int = 2048
+    max_in_flight: int = 2
 
     def __post_init__(self) -> None:
         _integer("Batching", "max_batch_size", self.max_batch_size, lo=1)
+        _integer("Batching", "max_in_flight", self.max_in_flight, lo=1)
         _number("Batching", "max_wait_ms", self.max_wait_ms, lo=0.0, hi=10_000.0)
         _integer("Batching", "max_queue", self.max_queue, lo=1)
 
