@@ -69,6 +69,35 @@ def test_durations(text: object, seconds: int) -> None:
 
 
 @pytest.mark.parametrize(
+    ("given", "micros", "text"),
+    [
+        ("1.001s", 1_001_000, "1001ms"),
+        (1.001, 1_001_000, "1001ms"),
+        (timedelta(seconds=1, milliseconds=1), 1_001_000, "1001ms"),
+        ("60.5s", 60_500_000, "60500ms"),  # not "1m": whole seconds were compared before
+        ("1500ms", 1_500_000, "1500ms"),
+        ("250us", 250, "250us"),
+        ("1234567s", 1_234_567_000_000, "1234567s"),
+        ("90m", 5_400_000_000, "90m"),
+        (timedelta(days=10_000, microseconds=1), 864_000_000_000_001, "864000000000001us"),
+    ],
+)
+def test_durations_are_exact_microseconds(given: object, micros: int, text: str) -> None:
+    """No float seconds on the way: the window, its text and the default name agree."""
+    duration = parse_duration(given)
+    assert duration // timedelta(microseconds=1) == micros
+    agg = Aggregation("x", "count", duration)
+    assert agg.spec()["window"] == text and agg.name == f"x_count_{text}"
+    assert parse_duration(text) == duration  # the stored spec reads back the same
+
+
+@pytest.mark.parametrize("bad", ["0.1us", 0, -1, float("nan"), float("inf"), 1e20, "1 ms x"])
+def test_durations_that_are_not_a_positive_number_of_microseconds(bad: object) -> None:
+    with pytest.raises(InvalidInput, match="'window' parameter of Aggregation"):
+        Aggregation("x", "count", bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
     ("make", "message"),
     [
         (lambda: Entity("1user", join_keys=["id"]), "'name' parameter of Entity"),

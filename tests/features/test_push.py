@@ -249,6 +249,22 @@ def test_more_bad_pushes_and_requests(store: FeatureStore) -> None:
         store.materialize(end="now")  # type: ignore[arg-type]
 
 
+def test_a_null_created_time_is_refused(store: FeatureStore) -> None:
+    """Offline reads never use a row without a created time, so online must not serve it."""
+    now = datetime.now(UTC)
+    row = {"user_id": 1, "event_timestamp": now, "avg_amount": 1.0, "segment": "a"}
+    with pytest.raises(InvalidInput, match=r"created time 'created' is null in 1 row\(s\)"):
+        store.push("profile", [{**row, "created": now}, {**row, "created": None}])
+    with pytest.raises(InvalidInput, match="created time 'created' is null"):
+        store.push("profile", [{**row, "created": None}])  # an untyped all-null column too
+    online = store.get_online_features([{"user_id": 1}], ["profile:avg_amount"])
+    assert online["avg_amount"] == [None]
+    store.push("profile", [row])  # no created column: the push time
+    assert store.get_online_features([{"user_id": 1}], ["profile:avg_amount"])["avg_amount"] == [
+        1.0
+    ]
+
+
 def test_a_push_that_no_longer_matches_the_offline_table(store: FeatureStore) -> None:
     now = datetime.now(UTC)
     store.push(

@@ -8,21 +8,29 @@ rules written in :mod:`kiln.features.offline`.
 An online read aggregates at the wall clock, so the clock of :mod:`kiln.features.windows`
 is pinned to ``T`` (a time with microseconds) while reading, and events are placed
 relative to ``T``: on each window's edge (``T - window`` is outside, one microsecond
-later is inside), at ``T`` itself, on shared instants, and late (older than events
-already pushed). Created times fall before, at and after ``T``, or are left to the push.
+later is inside), at ``T`` itself, after ``T``, on shared instants, and late (older than
+events already pushed). Windows include one that is not a whole number of seconds
+(``1001ms``). Created times fall before, at and after ``T``, or are left to the push.
+The clock of :mod:`kiln.features.windows` is pinned while pushing too, at ``T`` or
+shortly before, which puts the edge the online lists are pruned at (``min(newest event,
+push time) - widest window``) on or next to the widest window's edge.
 
 Values are chosen so that every sum is exact in any order (small multiples of 1/4 and
-powers of two), which lets sums and means be compared exactly; the large seeded case
-uses arbitrary floats and compares those two with a relative tolerance.
+powers of two, NaN and infinities, whose sums do not depend on the order either), which
+lets sums and means be compared exactly; the large seeded case uses arbitrary floats and
+compares those two with a relative tolerance. ``min`` and ``max`` rank NaN above every
+number, as DuckDB does. ``w`` holds timestamps, pushed naive or in a time zone. ``n`` is
+pushed as int64 or as float64; the first push fixes the offline column's type and later
+pushes are cast to it, so a fractional ``n`` after an int64 first push is refused.
 
-Kept out on purpose, because online and offline disagree there today: NaN reaching
-``min`` or ``max``, infinities, a NULL created time, event times after the read instant,
-windows that are not a whole number of seconds, timestamp-valued columns, and a column
-whose type changes between pushes.
+Some pushes must be refused, and then change nothing: a NULL created time (reads never
+use such a row), the fractional ``n`` above, and a first push whose ``x`` holds only
+nulls with no type (as records with ``None`` give).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import tempfile
@@ -42,6 +50,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import kiln.features.windows
+from kiln.errors import InvalidInput
 from kiln.features import (
     Aggregation,
     Entity,
@@ -54,30 +63,33 @@ from kiln.features.store import FeatureStore
 REDIS_URL = os.environ.get("KILN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 US = 1_000_000  # microseconds per second
 WINDOWS = {
+    "1001ms": 1001 * 1000,
     "1h": 3600 * US,
     "90m": 5400 * US,
     "1d": 86400 * US,
     "7d": 7 * 86400 * US,
 }
 HORIZON = 8 * 86400 * US  # events reach a day past the widest window
+FUTURE = 2 * 86400 * US  # and up to two days after the read instant
 
 user = Entity("user", join_keys=["user_id"])
 merchant = Entity("merchant", join_keys=["merchant"])
 
 
 def _aggregations() -> list[Aggregation]:
-    """Every function over every window. ``x`` may hold NaN, so min and max read only
-    ``y`` (floats) and ``n`` (int64), which hold NULLs; ``s`` is text."""
+    """Every function over every window. ``x`` (floats with NaN and infinities), ``y``
+    (floats with infinities) and ``n`` (int64, or float64) hold NULLs; ``s`` is text and
+    ``w`` timestamps, which take no sum or mean."""
     aggs = []
     for window in WINDOWS:
         aggs.append(Aggregation(None, "count", window))
-        aggs += [Aggregation("x", fn, window) for fn in ("count", "sum", "mean", "last")]
-        for column in ("y", "n"):
+        for column in ("x", "y", "n"):
             aggs += [
                 Aggregation(column, fn, window)
                 for fn in ("count", "sum", "mean", "min", "max", "last")
             ]
-        aggs += [Aggregation("s", fn, window) for fn in ("count", "min", "max", "last")]
+        for column in ("s", "w"):
+            aggs += [Aggregation(column, fn, window) for fn in ("count", "min", "max", "last")]
     return aggs
 
 
@@ -130,12 +142,13 @@ LAYOUTS = {
 @dataclass(frozen=True)
 class Event:
     entity: int
-    before: int  # event time, in microseconds before T
+    before: int  # event time, in microseconds before T (negative: after T)
     created: tuple[str, int]  # ("lag", µs after the event) or ("at", µs after T)
     x: float | None
     y: float | None
-    n: int | None
+    n: float | None  # an int, but for a fractional value pushed as float64
     s: str | None
+    w: int | None  # a timestamp, in epoch microseconds
 
 
 @dataclass(frozen=True)
@@ -143,6 +156,9 @@ class Push:
     events: tuple[Event, ...]
     with_created: bool  # False: the push gives no created column, so it is the push time
     zone: str | None  # the time zone the push's timestamps are written in (None: naive)
+    n_float: bool = False  # ``n`` pushed as float64 rather than int64
+    null_created: bool = False  # the first event's created time is NULL: refused
+    fractional_n: bool = False  # the first event's ``n`` gets + 0.5 (needs n_float)
 
 
 @dataclass(frozen=True)
@@ -153,6 +169,14 @@ class Known:
     at: int  # event time, epoch µs
     created_lo: int
     created_hi: int
+
+
+@dataclass
+class Pushed:
+    """What the pushes left: the events known, and the type the offline ``n`` took."""
+
+    known: list[Known] = dataclasses.field(default_factory=list)
+    n_float: bool | None = None  # None: no push landed, so there is no offline table
 
 
 def epoch_us(moment: datetime) -> int:
@@ -179,20 +203,42 @@ def _timestamps(values: Sequence[datetime | None], zone: str | None) -> pa.Array
     return utc.cast(pa.timestamp("us", zone))
 
 
+def _refused(push: Push, layout: Layout, state: Pushed) -> bool:
+    """Whether prepare must refuse this push (it is then checked to change nothing)."""
+    if layout.created and push.with_created and push.null_created:
+        return True
+    if push.fractional_n and state.n_float is False:
+        return True
+    untyped_x = all(e.x is None for e in push.events)
+    return untyped_x and state.n_float is None  # no offline table to type ``x`` yet
+
+
 def push_all(
-    fs: FeatureStore, layout: Layout, pushes: Sequence[Push], t_us: int
-) -> tuple[list[Known], set[int]]:
-    """Push each part in order; returns the events as known and the entities pushed."""
-    known: list[Known] = []
+    fs: FeatureStore,
+    layout: Layout,
+    pushes: Sequence[Push],
+    t_us: int,
+    pushed_at: datetime | None = None,
+) -> tuple[Pushed, set[int]]:
+    """Push each part in order; returns what landed and the entities pushed.
+
+    ``pushed_at`` pins the clock of :mod:`kiln.features.windows` (the push time its
+    pruning goes by) while pushing; None leaves the wall clock.
+    """
+    state = Pushed()
     for push in pushes:
         if not push.events:
             continue
-        evs = push.events
+        evs = list(push.events)
+        if push.fractional_n:
+            evs[0] = dataclasses.replace(evs[0], n=(evs[0].n or 0) + 0.5)
         at = [t_us - e.before for e in evs]
-        created = [
+        created: list[int | None] = [
             a + e.created[1] if e.created[0] == "lag" else t_us + e.created[1]
             for a, e in zip(at, evs, strict=True)
         ]
+        if push.null_created:
+            created[0] = None
         keys = [layout.keys(e.entity) for e in evs]
         columns: dict[str, pa.Array] = {
             k: pa.array([row[k] for row in keys], pa.int64() if k == "user_id" else pa.string())
@@ -200,29 +246,56 @@ def push_all(
         }
         columns[layout.timestamp] = _timestamps([from_us(a) for a in at], push.zone)
         if layout.created and push.with_created:
-            columns[layout.created] = _timestamps([from_us(c) for c in created], push.zone)
-        columns["x"] = pa.array([e.x for e in evs], pa.float64())
+            columns[layout.created] = _timestamps(
+                [None if c is None else from_us(c) for c in created], push.zone
+            )
+        xs = [e.x for e in evs]
+        # Only nulls: untyped, as records with None give.
+        columns["x"] = pa.array(xs, pa.null() if all(x is None for x in xs) else pa.float64())
         columns["y"] = pa.array([e.y for e in evs], pa.float64())
-        columns["n"] = pa.array([e.n for e in evs], pa.int64())
+        columns["n"] = pa.array([e.n for e in evs], pa.float64() if push.n_float else pa.int64())
         columns["s"] = pa.array([e.s for e in evs], pa.string())
+        columns["w"] = _timestamps([None if e.w is None else from_us(e.w) for e in evs], push.zone)
+        table = pa.table(columns)
+        clock = _frozen_clock(pushed_at) if pushed_at is not None else datetime
         before = epoch_us(datetime.now(UTC))
-        assert fs.push(layout.view.name, pa.table(columns)) == len(evs)
+        with mock.patch.object(kiln.features.windows, "datetime", clock):
+            if _refused(push, layout, state):
+                with pytest.raises(InvalidInput):
+                    fs.push(layout.view.name, table)
+                continue
+            assert fs.push(layout.view.name, table) == len(evs)
         after = epoch_us(datetime.now(UTC))
+        if state.n_float is None:
+            state.n_float = push.n_float
         for e, a, c in zip(evs, at, created, strict=True):
             if not layout.created:
                 lo = hi = 0  # no created column: every event is visible, ties on time alone
             elif push.with_created:
+                assert c is not None
                 lo = hi = c
             else:
                 lo, hi = before, after
-            known.append(Known(e, a, lo, hi))
-    return known, {k.event.entity for k in known}
+            state.known.append(Known(e, a, lo, hi))
+    return state, {k.event.entity for k in state.known}
 
 
 # -- the reference ------------------------------------------------------------------------
 
 
-def reference(agg: Aggregation, inside: list[Known]) -> set[Any] | Any:
+def _value(event: Event, column: str, n_float: bool | None) -> Any:
+    """The value as read back: ``w`` a UTC datetime, ``n`` in the offline column's type."""
+    value = getattr(event, column)
+    if value is None:
+        return None
+    if column == "w":
+        return from_us(value)
+    if column == "n":
+        return float(value) if n_float else int(value)
+    return value
+
+
+def reference(agg: Aggregation, inside: list[Known], n_float: bool | None) -> set[Any] | Any:
     """The value by the written rules; for ``last`` the set of values a tie allows."""
     column = agg.column
     if column is None:  # count of events
@@ -235,8 +308,8 @@ def reference(agg: Aggregation, inside: list[Known]) -> set[Any] | Any:
         newest = max(k.at for k in inside)
         tied = [k for k in inside if k.at == newest]
         floor = max(k.created_lo for k in tied)
-        return {_key(getattr(k.event, column)) for k in tied if k.created_hi >= floor}
-    values = [getattr(k.event, column) for k in inside]
+        return {_key(_value(k.event, column, n_float)) for k in tied if k.created_hi >= floor}
+    values = [_value(k.event, column, n_float) for k in inside]
     values = [v for v in values if v is not None]
     if not values:
         return None
@@ -244,7 +317,11 @@ def reference(agg: Aggregation, inside: list[Known]) -> set[Any] | Any:
         return sum(values)
     if agg.function == "mean":
         return sum(values) / len(values)
-    return min(values) if agg.function == "min" else max(values)
+    # DuckDB ranks NaN above every number.
+    numbers = [v for v in values if v == v]
+    if agg.function == "max":
+        return max(numbers) if len(numbers) == len(values) else math.nan
+    return min(numbers) if numbers else math.nan
 
 
 def _key(value: Any) -> Any:
@@ -267,7 +344,7 @@ def same(got: Any, want: Any, *, rel: float) -> bool:
 def compare(
     fs: FeatureStore,
     layout: Layout,
-    known: list[Known],
+    pushed: Pushed,
     entities: Sequence[int],
     t: datetime,
     *,
@@ -290,7 +367,7 @@ def compare(
     offline = fs.get_historical_features(spine, features).to_arrow()
     t_us = epoch_us(t)
     by_entity: dict[int, list[Known]] = {}
-    for k in known:
+    for k in pushed.known:
         by_entity.setdefault(k.event.entity, []).append(k)
     problems = []
     for agg in view.aggregations:
@@ -302,7 +379,7 @@ def compare(
                 for k in by_entity.get(entity, [])
                 if t_us - width < k.at <= t_us and (not layout.created or k.created_hi <= t_us)
             ]
-            want = reference(agg, inside)
+            want = reference(agg, inside, pushed.n_float)
             if agg.function == "last":
                 ok = _key(on[i]) in want and _key(off[i]) in want
                 # Ties are interchangeable, but a single candidate must be returned by both,
@@ -325,11 +402,13 @@ def _pick(options: Sequence[Any]) -> st.SearchStrategy[Any]:
     return st.integers(0, len(options) - 1).map(lambda i: options[i])
 
 
-EDGES = sorted({0, 1, *(w + d for w in WINDOWS.values() for d in (-1, 0, 1))})
-X_VALUES = [None, math.nan, -2.5, -1.0, 0.0, 0.25, 1.5, 3.0, 1024.0]
-Y_VALUES = [None, -2.5, -1.0, -0.0, 0.0, 0.25, 1.5, 3.0, 1024.0]
+EDGES = sorted({-1, 0, 1, *(w + d for w in WINDOWS.values() for d in (-1, 0, 1))})
+INF = math.inf
+X_VALUES = [None, math.nan, INF, -INF, -2.5, -1.0, 0.0, 0.25, 1.5, 3.0, 1024.0]
+Y_VALUES = [None, -INF, -2.5, -1.0, -0.0, 0.0, 0.25, 1.5, 3.0, 1024.0, INF]
 N_VALUES = [None, -3, 0, 1, 7, 2**40]
 S_VALUES = [None, "", "a", "b", "ab", "é", "z", "日本"]
+W_VALUES = [None, 0, 1, 1_700_000_000_000_000, 1_700_000_000_000_001, 4_102_444_800_000_000]
 CREATED = [
     *(("lag", lag) for lag in (0, 1, US, 3600 * US, 2 * 86400 * US, -US)),
     *(("at", d) for d in (-1, 0, 1)),  # created exactly at T, or one microsecond either side
@@ -343,13 +422,16 @@ class Case:
     t_micros: int  # the microseconds of the read instant
     entities: int
     pushes: tuple[Push, ...]
+    pushed_before: int  # the pinned push time, in microseconds before T
 
 
 @st.composite
 def cases(draw: st.DrawFn) -> Case:
     entities = draw(st.integers(1, 50))
     shared = draw(st.lists(st.integers(0, HORIZON), min_size=1, max_size=4))
-    before = st.one_of(_pick(EDGES), _pick(shared), st.integers(0, HORIZON))
+    before = st.one_of(
+        _pick(EDGES), _pick(shared), st.integers(0, HORIZON), st.integers(-FUTURE, -1)
+    )
     # A few busy entities and a long tail, so that windows hold several events.
     busy = st.integers(0, min(entities, 3) - 1)
     entity = st.one_of(busy, st.integers(0, entities - 1))
@@ -364,27 +446,34 @@ def cases(draw: st.DrawFn) -> Case:
             y=_pick(Y_VALUES),
             n=_pick(N_VALUES),
             s=_pick(S_VALUES),
+            w=_pick(W_VALUES),
         )
 
     parts = draw(st.integers(1, 5))
     drawn = [list(draw(st.lists(events(entity, before), max_size=40))) for _ in range(parts)]
-    # Events at T itself for some busy entities: online lists are pruned relative to an
-    # entity's newest event, which puts that pruning's edge on the widest window's edge.
+    # Events at T itself for some busy entities: with the push time pinned at T, online
+    # lists are pruned at the widest window's edge.
     for anchor in draw(st.lists(events(busy, st.just(0)), max_size=3)):
         drawn[draw(st.integers(0, parts - 1))].append(anchor)
-    pushes = tuple(
-        Push(
-            events=tuple(part),
-            with_created=draw(st.integers(0, 3).map(bool)),  # mostly with a created column
-            zone=draw(_pick(ZONES)),
+    pushes = []
+    for part in drawn:
+        n_float = draw(st.integers(0, 2).map(lambda i: i == 0))
+        pushes.append(
+            Push(
+                events=tuple(part),
+                with_created=draw(st.integers(0, 3).map(bool)),  # mostly with a created column
+                zone=draw(_pick(ZONES)),
+                n_float=n_float,
+                null_created=draw(st.integers(0, 7).map(lambda i: i == 0)),
+                fractional_n=n_float and draw(st.integers(0, 3).map(lambda i: i == 0)),
+            )
         )
-        for part in drawn
-    )
     return Case(
         layout=draw(_pick(list(LAYOUTS))),
         t_micros=draw(st.integers(0, US - 1)),
         entities=entities,
-        pushes=pushes,
+        pushes=tuple(pushes),
+        pushed_before=draw(_pick([0, 1, US, 3600 * US])),
     )
 
 
@@ -399,12 +488,13 @@ def test_pushed_streams_read_the_same_online_and_offline(case: Case) -> None:
     # The read instant is an hour ahead, so every push (and its push-time created) is
     # before it, and every event time is at or before it.
     t = datetime.now(UTC).replace(microsecond=case.t_micros) + timedelta(hours=1)
+    pushed_at = t - timedelta(microseconds=case.pushed_before)
     with tempfile.TemporaryDirectory() as tmp:
         fs = FeatureStore(offline_dir=Path(tmp) / "offline", online=f"sqlite:///{tmp}/online.db")
         fs.apply([user, merchant, *(lay.view for lay in LAYOUTS.values())])
-        known, pushed = push_all(fs, layout, case.pushes, epoch_us(t))
+        landed, pushed = push_all(fs, layout, case.pushes, epoch_us(t), pushed_at)
         never = [e for e in range(case.entities + 2) if e not in pushed]
-        compare(fs, layout, known, [*sorted(pushed), *never], t)
+        compare(fs, layout, landed, [*sorted(pushed), *never], t)
 
 
 # -- one large seeded stream, on both online stores -----------------------------------------
@@ -423,12 +513,14 @@ def online_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Onl
 
 
 def large_stream(rng: np.random.Generator, n: int, entities: int) -> list[Event]:
-    """Arbitrary floats and µs-precision times; one event in ten on a window edge, and
-    each entity's newest event at T (the edge its online list is pruned at)."""
+    """Arbitrary floats and µs-precision times; one event in ten on a window edge, a few
+    after T, and each entity's last event at T."""
     edges = np.array(EDGES)
     before = rng.integers(0, HORIZON, n)
     on_edge = rng.random(n) < 0.1
     before[on_edge] = rng.choice(edges, int(on_edge.sum()))
+    future = rng.random(n) < 0.03
+    before[future] = -rng.integers(1, FUTURE, int(future.sum()))
     who = rng.integers(entities, size=n)
     before[n - entities :], who[n - entities :] = 0, np.arange(entities)
     x = np.round(rng.lognormal(3, 1, n), 6)
@@ -440,10 +532,13 @@ def large_stream(rng: np.random.Generator, n: int, entities: int) -> list[Event]
                 entity=int(who[i]),
                 before=int(before[i]),
                 created=created,
-                x=[None, math.nan, float(x[i])][int(rng.choice(3, p=[0.05, 0.02, 0.93]))],
+                x=[None, math.nan, INF, -INF, float(x[i])][
+                    int(rng.choice(5, p=[0.05, 0.02, 0.005, 0.005, 0.92]))
+                ],
                 y=None if rng.random() < 0.1 else float(rng.normal(0, 100)),
                 n=None if rng.random() < 0.1 else int(rng.integers(-1000, 1000)),
                 s=None if rng.random() < 0.1 else str(S_VALUES[1 + int(rng.integers(7))]),
+                w=None if rng.random() < 0.1 else int(rng.integers(0, 2**52)),
             )
         )
     return events
@@ -455,18 +550,20 @@ def test_a_large_stream_in_ten_pushes(online_store: OnlineStore, tmp_path: Path)
     events = large_stream(rng, 5000, 200)
     t = datetime.now(UTC).replace(microsecond=123457) + timedelta(hours=1)
     # Ten pushes of a shuffled stream, so most pushes carry events older than ones already
-    # pushed; the eighth gives no created column (its rows get the push time).
+    # pushed; the eighth gives no created column (its rows get the push time), the fourth
+    # gives ``n`` as float64 (cast to the int64 the first push gave it).
     order = rng.permutation(len(events))
     pushes = [
         Push(
             events=tuple(events[i] for i in part),
             with_created=p != 7,
             zone=ZONES[p % len(ZONES)],
+            n_float=p == 3,
         )
         for p, part in enumerate(np.array_split(order, 10))
     ]
     fs = FeatureStore(offline_dir=tmp_path / "offline", online=online_store)
     fs.apply([user, layout.view])
-    known, pushed = push_all(fs, layout, pushes, epoch_us(t))
-    assert len(pushed) == 200
-    compare(fs, layout, known, [*range(200), 200, 201, 202], t, rel=1e-12)
+    landed, pushed = push_all(fs, layout, pushes, epoch_us(t))
+    assert len(pushed) == 200 and landed.n_float is False
+    compare(fs, layout, landed, [*range(200), 200, 201, 202], t, rel=1e-12)

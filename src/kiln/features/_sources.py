@@ -48,6 +48,9 @@ RESERVED = (EVENT_TS, CREATED_TS)
 ROW = "__kiln_row"  # spine row number, to put results back in spine order
 T = "__kiln_t"  # spine time, naive UTC
 _INTEGERS = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER"}
+# What sum and mean take: DuckDB also sums BOOLEAN (to a DECIMAL) and averages TIMESTAMP,
+# which the online path does not, so those are refused up front.
+_NUMERIC = {*_INTEGERS, "UBIGINT", "HUGEINT", "UHUGEINT", "FLOAT", "DOUBLE", "NULL"}
 
 _DUCK_TYPES = {
     "float64": "DOUBLE",
@@ -308,6 +311,8 @@ def rows(con: duckdb.DuckDBPyConnection, view: View, offline_dir: Path) -> Rows:
     if len(parts) > 1:
         rel = con.sql(sql)
         types = {c: str(t) for c, t in zip(rel.columns, rel.types, strict=True) if c in types}
+    if isinstance(view, WindowedFeatureView):
+        _check_aggregations(view, types)
     return Rows(
         sql=sql,
         keys=view.join_keys,
@@ -316,6 +321,20 @@ def rows(con: duckdb.DuckDBPyConnection, view: View, offline_dir: Path) -> Rows:
         has_created=view.source.created is not None,
         fingerprint=_fingerprint(view, states),
     )
+
+
+def _check_aggregations(view: WindowedFeatureView, types: dict[str, str]) -> None:
+    """Every aggregation can run on its column's type (``apply`` checks this too)."""
+    for agg in view.aggregations:
+        if agg.function not in ("sum", "mean") or agg.column is None:
+            continue
+        kind = types.get(agg.column, "NULL")
+        if kind.upper() not in _NUMERIC and not kind.upper().startswith("DECIMAL"):
+            raise InvalidInput(
+                f"{describe(view)}: aggregation {agg.name!r} takes the {agg.function} of "
+                f"column {agg.column!r}, which holds {kind}; sum and mean need integers or "
+                "floats"
+            )
 
 
 def _fingerprint(view: View, states: list[Any]) -> str | None:

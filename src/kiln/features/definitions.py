@@ -8,10 +8,12 @@ only by ``plan``/``apply``, never at construction.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 from kiln.core import InvalidInput
@@ -38,8 +40,18 @@ __all__ = [
 DTYPES = ("float64", "float32", "int64", "int32", "bool", "string", "timestamp")
 AGGREGATIONS = ("count", "sum", "mean", "min", "max", "last")
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|m|h|d|w)\s*$")
+_MICRO = timedelta(microseconds=1)
+# Microseconds per unit; durations are kept exact in microseconds, never via float seconds.
+_UNITS = {
+    "us": 1,
+    "ms": 1_000,
+    "s": 1_000_000,
+    "m": 60_000_000,
+    "h": 3_600_000_000,
+    "d": 86_400_000_000,
+    "w": 604_800_000_000,
+}
 
 
 def _name(owner: str, param: str, value: Any) -> str:
@@ -52,29 +64,45 @@ def _name(owner: str, param: str, value: Any) -> str:
 
 
 def parse_duration(value: Any, *, owner: str = "a definition", param: str = "ttl") -> timedelta:
-    """``timedelta``, seconds, or text like ``30s``, ``15m``, ``2h``, ``7d``, ``1w``."""
-    if isinstance(value, timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
-        seconds = float(m.group(1)) * _UNITS[m.group(2)]
-    else:
+    """``timedelta``, seconds, or text like ``1500ms``, ``30s``, ``15m``, ``2h``, ``7d``, ``1w``.
+
+    Durations are whole microseconds (what ``timedelta`` holds); text is converted exactly,
+    so ``1.001s`` is 1,001,000 microseconds, not what float arithmetic makes of it.
+    """
+    duration: timedelta | None = None
+    try:
+        if isinstance(value, timedelta):
+            duration = value
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            duration = timedelta(seconds=value) if math.isfinite(value) else None
+        elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
+            duration = timedelta(microseconds=round(Decimal(m.group(1)) * _UNITS[m.group(2)]))
+    except OverflowError:  # beyond timedelta's range (999999999 days)
+        duration = None
+    if duration is None:
         raise InvalidInput(
             f"The {param!r} parameter of {owner} must be a duration such as '2d', '1h', "
-            f"'30m', a timedelta or seconds. Got {value!r} instead."
+            f"'30m', '500ms', a timedelta or seconds. Got {value!r} instead."
         )
-    if seconds <= 0:
-        raise InvalidInput(f"The {param!r} parameter of {owner} must be positive. Got {value!r}.")
-    return timedelta(seconds=seconds)
+    if duration <= timedelta(0):
+        raise InvalidInput(
+            f"The {param!r} parameter of {owner} must be positive (at least one microsecond). "
+            f"Got {value!r}."
+        )
+    return duration
 
 
 def _duration_text(value: timedelta) -> str:
-    seconds = int(value.total_seconds())
-    for unit in ("d", "h", "m"):
-        if seconds % _UNITS[unit] == 0:
-            return f"{seconds // _UNITS[unit]}{unit}"
-    return f"{value.total_seconds():g}s"
+    """The largest unit that divides the duration exactly: ``2h``, ``90s``, ``1001ms``.
+
+    The text is exact (``parse_duration`` reads it back to the same duration) and, after a
+    name, still an identifier, so it can be part of a default aggregation name.
+    """
+    micros = value // _MICRO
+    for unit in ("d", "h", "m", "s", "ms"):
+        if micros % _UNITS[unit] == 0:
+            return f"{micros // _UNITS[unit]}{unit}"
+    return f"{micros}us"
 
 
 def _tags(owner: str, tags: Mapping[str, Any] | None) -> Mapping[str, str]:

@@ -33,7 +33,9 @@ interchangeable: which one is used is unspecified.
 the number of rows (of non-NULL values when it names a column), 0 when there are none;
 ``sum``/``mean``/``min``/``max`` ignore NULL values and are NULL when nothing is left;
 ``last`` is the value (NULL included) of the row with the greatest ``(event_ts,
-created)``. Output columns are the aggregation names.
+created)``. NaN is a value: ``min`` and ``max`` rank it above every number, as DuckDB
+does. ``sum`` and ``mean`` take integer and float columns only. Windows are exact
+microseconds. Output columns are the aggregation names.
 
 **Output.** Exactly one row per spine row, in spine order: the spine's columns unchanged
 (values, dtypes, time zones; ``to_pandas`` keeps the spine's index), then the requested

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from kiln.core import InvalidInput
 from kiln.features.definitions import FeatureView, WindowedFeatureView
 
-__all__ = ["as_arrow", "offline_path", "online_rows", "prepare", "write_offline"]
+__all__ = ["as_arrow", "offline_path", "offline_schema", "online_rows", "prepare", "write_offline"]
 
 _ARROW = {
     "float64": pa.float64(),
@@ -53,6 +53,8 @@ def as_arrow(rows: Any, owner: str) -> pa.Table:
 
 
 def _utc(column: pa.ChunkedArray, name: str, owner: str) -> pa.ChunkedArray:
+    if pa.types.is_null(column.type):  # only nulls, e.g. None in every record
+        return pa.chunked_array([pa.nulls(len(column), pa.timestamp("us", "UTC"))])
     if not pa.types.is_timestamp(column.type):
         raise InvalidInput(f"{owner}: column {name!r} must be a timestamp; got {column.type}")
     if column.type.tz is None:
@@ -66,11 +68,62 @@ def _feature_columns(view: FeatureView | WindowedFeatureView) -> dict[str, pa.Da
     return dict.fromkeys((a.column for a in view.aggregations if a.column is not None), None)
 
 
-def prepare(view: FeatureView | WindowedFeatureView, rows: Any) -> pa.Table:
+def _check_aggregated(view: WindowedFeatureView, name: str, kind: pa.DataType, owner: str) -> None:
+    """The column an aggregation reads holds what both paths can aggregate alike."""
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    numeric = pa.types.is_integer(kind) or pa.types.is_floating(kind)
+    if not (
+        numeric
+        or pa.types.is_boolean(kind)
+        or pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_timestamp(kind)
+    ):
+        raise InvalidInput(
+            f"{owner}: column {name!r} holds {kind}; aggregated columns hold numbers, "
+            "booleans, strings or timestamps"
+        )
+    for agg in view.aggregations:
+        if agg.column == name and agg.function in ("sum", "mean") and not numeric:
+            raise InvalidInput(
+                f"{owner}: aggregation {agg.name!r} takes the {agg.function} of column "
+                f"{name!r}, which holds {kind}; sum and mean need integers or floats"
+            )
+
+
+def _as_offline(
+    column: pa.ChunkedArray, name: str, offline: pa.Schema, kind: str, owner: str
+) -> pa.ChunkedArray:
+    """``column`` in the type its offline table already has, if that changes no value."""
+    if name not in offline.names or column.type == offline.field(name).type:
+        return column
+    want = offline.field(name).type
+    try:
+        return pc.cast(column, want, safe=True)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        raise InvalidInput(
+            f"{owner}: column {name!r} is {want} in the {kind}'s offline table; the pushed "
+            f"{column.type} values cannot be cast to {want} without changing them. Push "
+            f"{want} values (or define a new view for the new type)."
+        ) from None
+
+
+def prepare(
+    view: FeatureView | WindowedFeatureView, rows: Any, *, offline: pa.Schema | None = None
+) -> pa.Table:
     """Rows in the view's offline layout: keys, event time, created time, features.
 
     A missing ``created`` column is filled with the push time: that is when the rows
-    became known, which is what point-in-time reads compare against.
+    became known, which is what point-in-time reads compare against. A null created time
+    is refused, as a null event time is: reads never use such a row, so it could only
+    make the online value differ from the offline one.
+
+    ``offline`` is the schema of the view's offline table, when it has one: columns are
+    cast to it, and only where no value changes (an int64 column takes 2.0, not 2.5), so
+    the online store and the offline table hold the same values. A column pushed with
+    only nulls and no type, before the offline table gives it one, is refused for a
+    windowed view (a feature view types it from its schema).
     """
     kind = "feature view" if isinstance(view, FeatureView) else "windowed view"
     owner = f"{kind} {view.name!r}"
@@ -104,7 +157,14 @@ def prepare(view: FeatureView | WindowedFeatureView, rows: Any) -> pa.Table:
     out[src.timestamp] = event
     if src.created:
         if src.created in table.column_names:
-            out[src.created] = _utc(table.column(src.created), src.created, owner)
+            created = _utc(table.column(src.created), src.created, owner)
+            if created.null_count:
+                raise InvalidInput(
+                    f"{owner}: created time {src.created!r} is null in {created.null_count} "
+                    "row(s); reads never use a row without one. Give every row its created "
+                    "time, or leave the column out to use the push time."
+                )
+            out[src.created] = created
         else:
             now = pa.scalar(datetime.now(UTC), pa.timestamp("us", "UTC"))
             out[src.created] = pa.array([now.as_py()] * table.num_rows, pa.timestamp("us", "UTC"))
@@ -122,12 +182,36 @@ def prepare(view: FeatureView | WindowedFeatureView, rows: Any) -> pa.Table:
                     f"{owner}: column {name!r} holds {column.type}, which cannot be safely "
                     f"cast to the declared {arrow_type}"
                 ) from None
+        elif pa.types.is_timestamp(column.type):
+            column = _utc(column, name, owner)  # naive times mean UTC, as everywhere
         out[name] = column
+    if offline is not None:
+        out = {name: _as_offline(col, name, offline, kind, owner) for name, col in out.items()}
+    if isinstance(view, WindowedFeatureView):
+        for name in features:
+            column_type = out[name].type
+            if pa.types.is_null(column_type):
+                raise InvalidInput(
+                    f"{owner}: column {name!r} holds only nulls and has no type yet (its "
+                    "offline table does not have it); push it typed the first time, as a "
+                    "typed Arrow array or DataFrame column (float64, int64, string...)"
+                )
+            _check_aggregated(view, name, column_type, owner)
     return pa.table(out)
 
 
 def offline_path(offline_dir: Path, view: FeatureView | WindowedFeatureView) -> Path:
     return Path(offline_dir) / view.name
+
+
+def offline_schema(offline_dir: Path, view: FeatureView | WindowedFeatureView) -> pa.Schema | None:
+    """The schema of the view's offline table; None before its first push."""
+    import deltalake
+
+    path = str(offline_path(offline_dir, view))
+    if not Path(path).is_dir() or not deltalake.DeltaTable.is_deltatable(path):
+        return None
+    return pa.schema(deltalake.DeltaTable(path).schema().to_arrow())
 
 
 def write_offline(

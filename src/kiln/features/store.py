@@ -46,7 +46,7 @@ from kiln.features.on_demand import (
     run_on_demand,
 )
 from kiln.features.online import OnlineRequest, OnlineStore
-from kiln.features.push import online_rows, prepare, write_offline
+from kiln.features.push import offline_schema, online_rows, prepare, write_offline
 from kiln.features.windows import read_windows, update_windows
 from kiln.tracking import TrackingClient, default_client
 
@@ -497,7 +497,7 @@ class FeatureStore:
                 f"{view!r} is a {target.kind.replace('_', ' ')}; push takes a feature view or "
                 "a windowed view"
             )
-        table = prepare(target, rows)
+        table = prepare(target, rows, offline=offline_schema(self.offline_dir, target))
         write_offline(self.offline_dir, target, table)
         version = self._online_version(target.name)
         if isinstance(target, WindowedFeatureView):

@@ -1,47 +1,62 @@
 """Window aggregations online: each entity's recent events, aggregated at read time.
 
-The online value of an entity is the list of its events inside the view's widest window
-(event time, created time, and the columns the aggregations read), kept sorted and
-pruned as events are pushed. A read aggregates that list at the read instant with the
-rules the offline SQL follows (see :mod:`kiln.features.offline`), so an online value
-equals the offline point-in-time value at the same instant, whatever the window
-boundaries, instead of drifting the way pre-bucketed counters do.
+The online value of an entity is the list of its recent events, sorted by ``(event time,
+created time)``. Each event is stored in the layout of an online feature row (see
+:mod:`kiln.features.online`), ``[event_us, created_us, specials, value...]`` with one
+value per column the aggregations read, so NaN, infinities and timestamps are encoded
+and restored exactly as for feature views. A read aggregates the list at the read
+instant with the rules the offline SQL follows (see :mod:`kiln.features.offline`), so an
+online value equals the offline point-in-time value at the same instant, whatever the
+window boundaries, instead of drifting the way pre-bucketed counters do.
+
+**What a list keeps.** A push at wall-clock time ``now`` drops the events with
+``event_us <= min(newest event, now) - widest window``. A read at an instant ``t``
+aggregates events with ``event_us > t - window >= t - widest window``, so a read at any
+``t >= min(newest event, now)`` finds every event it needs: every read at or after the
+push is exact. (Pruning by the newest event alone would drop, when that event lies in
+the future, events that reads before it still need.) Reads at instants before the last
+push time are not guaranteed.
 """
 
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 from typing import Any
 
 import orjson
 import pyarrow as pa
 
 from kiln.core import InvalidInput
-from kiln.features.definitions import Aggregation, WindowedFeatureView
-from kiln.features.online import OnlineStore, _entity_keys, _prefix
+from kiln.features.definitions import WindowedFeatureView
+from kiln.features.online import (
+    _FIRST,
+    _NO_CREATED,
+    OnlineStore,
+    _encode_records,
+    _entity_keys,
+    _micros,
+    _prefix,
+    _restore,
+    _time_micros,
+)
 
 __all__ = ["read_windows", "update_windows"]
 
-_NAN = "__nan__"
+_MICRO = timedelta(microseconds=1)
+_EVENT_US = itemgetter(0)
 
 
-def _columns(view: WindowedFeatureView) -> list[str]:
-    return list(dict.fromkeys(a.column for a in view.aggregations if a.column is not None))
+def _columns(view: WindowedFeatureView) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(a.column for a in view.aggregations if a.column is not None))
 
 
-def _micros(column: pa.ChunkedArray) -> list[int | None]:
-    if pa.types.is_null(column.type):
-        return [None] * len(column)
-    values = column.cast(pa.timestamp("us", getattr(column.type, "tz", None)), safe=False)
-    return list(values.cast(pa.int64()).to_pylist())
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return _NAN
-    return value
+def _order(event: list[Any]) -> tuple[int, int]:
+    """Event time, then created time (a null one, meaning no created column, first)."""
+    return event[0], _NO_CREATED if event[1] is None else event[1]
 
 
 def update_windows(
@@ -51,6 +66,7 @@ def update_windows(
     events: pa.Table,
     *,
     replace: bool = False,
+    now: datetime | None = None,
 ) -> int:
     """Merge pushed events into each entity's event list; returns the entities updated.
 
@@ -60,25 +76,23 @@ def update_windows(
     from the source, which already holds every event of the window).
 
     ``events`` has the join keys, ``event_ts`` and ``created_ts`` (UTC timestamps) and the
-    columns the aggregations read. Events older than the widest window before the
-    entity's newest event are dropped: no read at or after that newest event needs them.
+    columns the aggregations read. ``now`` (the wall clock by default) is the push time:
+    the lists are pruned as the module docstring says, so that every read at or after it
+    is exact.
     """
     owner = f"windowed view {view.name!r}"
     if events.num_rows == 0:
         return 0
     prefix = _prefix(view.name, version, owner)
     keys = _entity_keys(owner, events, view.join_keys, prefix)
-    event_us = _micros(events.column("event_ts"))
-    created_us = _micros(events.column("created_ts"))
-    columns = [events.column(c).to_pylist() for c in _columns(view)]
+    _, event_us = _time_micros(owner, events, "event_ts")
+    _, created_us = _time_micros(owner, events, "created_ts")
+    encoded = _encode_records(owner, events, _columns(view), event_us, created_us)
     fresh: dict[str, list[list[Any]]] = {}
-    for i, key in enumerate(keys):
-        if event_us[i] is None:
-            raise InvalidInput(f"{owner}: an event has no event time")
-        fresh.setdefault(key, []).append(
-            [event_us[i], created_us[i], *(_plain(col[i]) for col in columns)]
-        )
-    widest = int(view.max_window.total_seconds() * 1_000_000)
+    for key, event in zip(keys, orjson.loads(b"[" + b",".join(encoded) + b"]"), strict=True):
+        fresh.setdefault(key, []).append(event)
+    widest = view.max_window // _MICRO
+    now_us = _micros(now or datetime.now(UTC))
     unique = list(fresh)
 
     def merge(stored: list[bytes | None]) -> dict[str, bytes]:
@@ -86,8 +100,8 @@ def update_windows(
         updates: dict[str, bytes] = {}
         for key, old in zip(unique, stored, strict=True):
             merged = (orjson.loads(old) if old is not None else []) + fresh[key]
-            merged.sort(key=lambda e: (e[0], e[1] if e[1] is not None else -(2**63)))
-            horizon = merged[-1][0] - widest
+            merged.sort(key=_order)
+            horizon = min(merged[-1][0], now_us) - widest
             updates[key] = orjson.dumps([e for e in merged if e[0] > horizon])
         return updates
 
@@ -98,27 +112,29 @@ def update_windows(
     return len(online.kv.update_many(unique, merge))
 
 
-def _aggregate(agg: Aggregation, index: int | None, events: list[list[Any]]) -> Any:
-    if agg.function == "count":
+def _aggregate(function: str, index: int | None, events: list[list[Any]]) -> Any:
+    """One aggregation over the events inside its window, as DuckDB computes it."""
+    if function == "count":
         if index is None:
             return len(events)
         return sum(1 for e in events if e[index] is not None)
-    if agg.function == "last":
-        if not events:
-            return None
-        value = events[-1][index] if index is not None else None
-        return math.nan if value == _NAN else value
+    if function == "last":
+        return events[-1][index] if events and index is not None else None
     values = [e[index] for e in events if index is not None and e[index] is not None]
-    values = [math.nan if v == _NAN else v for v in values]
     if not values:
         return None
-    if agg.function == "sum":
+    if function == "sum":
         return sum(values)
-    if agg.function == "mean":
+    if function == "mean":
         return sum(values) / len(values)
-    if agg.function == "min":
-        return min(values)
-    return max(values)
+    # DuckDB ranks NaN above every number (and ±inf). Every NaN here is the math.nan
+    # object that online._restore_nan returns, so `in` finds it by identity.
+    if math.nan in values:
+        if function == "max":
+            return math.nan
+        numbers = [v for v in values if v == v]
+        return min(numbers) if numbers else math.nan
+    return min(values) if function == "min" else max(values)
 
 
 def read_windows(
@@ -132,10 +148,7 @@ def read_windows(
 ) -> dict[str, list[Any]]:
     """Each wanted aggregation (``(name, output_name)``) per entity row, at ``now``."""
     owner = f"windowed view {view.name!r}"
-    moment = now or datetime.now(UTC)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    now_us = int(moment.timestamp() * 1_000_000)
+    now_us = _micros(now or datetime.now(UTC))
     for row in entity_rows:
         for k in view.join_keys:
             if k not in row:
@@ -144,15 +157,19 @@ def read_windows(
     keys = _entity_keys(owner, table, view.join_keys, _prefix(view.name, version, owner))
     stored = online.kv.get_many(keys)
     by_name = {a.name: a for a in view.aggregations}
-    positions = {c: 2 + i for i, c in enumerate(_columns(view))}
+    positions = {c: _FIRST + i for i, c in enumerate(_columns(view))}
+    wanted = []
+    for feature, name in features:
+        agg = by_name[feature]
+        index = positions[agg.column] if agg.column is not None else None
+        wanted.append((agg.function, index, now_us - agg.window // _MICRO, name))
     out: dict[str, list[Any]] = {name: [] for _, name in features}
     for raw in stored:
         events = orjson.loads(raw) if raw is not None else []
-        visible = [e for e in events if e[0] <= now_us and (e[1] is None or e[1] <= now_us)]
-        for feature, name in features:
-            agg = by_name[feature]
-            start = now_us - int(agg.window.total_seconds() * 1_000_000)
-            inside = [e for e in visible if e[0] > start]
-            index = positions.get(agg.column) if agg.column is not None else None
-            out[name].append(_aggregate(agg, index, inside))
+        # Sorted by event time: the events up to now, then those already written by now.
+        del events[bisect_right(events, now_us, key=_EVENT_US) :]
+        visible = [_restore(e) if e[2] else e for e in events if e[1] is None or e[1] <= now_us]
+        for function, index, start, name in wanted:
+            inside = visible[bisect_right(visible, start, key=_EVENT_US) :]
+            out[name].append(_aggregate(function, index, inside))
     return out
