@@ -51,7 +51,7 @@ bench: install-dev $(MLFLOW_VENV)/bin/mlflow
 	$(PY) benchmarks/tracking.py
 	$(PY) benchmarks/registry.py
 	$(PY) benchmarks/features.py
-	$(PY) benchmarks/serving.py --mlflow-python $(MLFLOW_VENV)/bin/python
+	$(PY) benchmarks/serving.py --workers 2 --mlflow-python $(MLFLOW_VENV)/bin/python
 
 clean:
 	rm -rf $(VENV) $(MLFLOW_VENV) .kiln .pytest_cache .mypy_cache .ruff_cache
