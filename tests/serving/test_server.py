@@ -208,3 +208,17 @@ def test_every_answer_is_in_the_prediction_log(fraud: None) -> None:
     # predict_proba: one double column per class, summing to 1 on each row.
     total = logged.column("output_0").to_numpy() + logged.column("output_1").to_numpy()
     np.testing.assert_allclose(total, np.ones(n))
+
+
+def test_without_a_fallback_a_failing_model_is_a_503_with_retry_after(tmp_path: Path) -> None:
+    flags = tmp_path / "flags"
+    register_controlled("risk", 2.0, flags)
+    kiln.deployments.create("risk-api", model="risk/1", breaker=Breaker(consecutive_failures=2))
+    (flags / "fail").touch()
+    with serving(["risk-api"]) as server, server.client() as http:
+        # Failing calls, then the open breaker: the same answer, never a 500.
+        for _ in range(4):
+            r = http.post("/deployments/risk-api/predict", json={"request": ROW})
+            assert r.status_code == 503, r.text
+            assert int(r.headers["retry-after"]) >= 1
+            assert "no fallback" in r.json()["error"]

@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 import kiln
-from kiln.core import Conflict
+from kiln.core import Conflict, KilnError
 from kiln.registry import ModelVersion
 from kiln.serving import Guard, ServeConfig, build_app
 from kiln.serving.guards import ArmStats, judge
@@ -108,12 +108,7 @@ def serve_canary(
             reason="kiln demo: the runner-up takes 10% of traffic",
         )  # fmt: skip
         with httpx.Client(base_url=url, timeout=10.0) as http:
-            deadline = time.monotonic() + 10  # until the server has picked up the canary
-            while time.monotonic() < deadline:
-                doc = http.post(f"/deployments/{DEPLOYMENT}/predict", json=bodies[0]).json()
-                if doc.get("arm") in ("champion", "canary") and _has_canary(http):
-                    break
-                time.sleep(0.1)
+            _wait_for_version(http, challenger.version)
 
             def send(body: dict[str, Any]) -> None:
                 start = time.perf_counter()
@@ -141,11 +136,15 @@ def serve_canary(
     return _report(console, answers, failures, started, challenger)
 
 
-def _has_canary(http: httpx.Client) -> bool:
-    return (
-        'arm="canary"' in http.get("/metrics").text
-        or kiln.deployments.get(DEPLOYMENT).traffic.policy == "canary"
-    )
+def _wait_for_version(http: httpx.Client, version: int, timeout_s: float = 10.0) -> None:
+    """Until the server lists ``version`` among the deployment's (it polls for changes)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        versions = http.get(f"/v2/models/{DEPLOYMENT}").json().get("versions", [])
+        if str(version) in versions:
+            return
+        time.sleep(0.05)
+    raise KilnError(f"the demo server did not pick up the canary within {timeout_s:g} s")
 
 
 def _report(

@@ -16,14 +16,14 @@ import numpy as np
 from kiln.core import InvalidInput
 from kiln.registry import Batch, ColumnSpec, Signature
 
-__all__ = ["InputPlan"]
+__all__ = ["InputLayout"]
 
 _FLOAT_KINDS = "f"
 _NUMERIC_KINDS = "fiub"
 
 
 @dataclass(frozen=True)
-class InputPlan:
+class InputLayout:
     """How one model version's inputs are built; made once per version, used per request."""
 
     names: tuple[str, ...]
@@ -31,7 +31,7 @@ class InputPlan:
     matrix_dtype: np.dtype[Any] | None  # all inputs one numeric dtype: a 2-D matrix
 
     @classmethod
-    def of(cls, signature: Signature) -> InputPlan:
+    def of(cls, signature: Signature) -> InputLayout:
         specs = tuple(s for s in signature.inputs if s.name is not None)
         dtypes = {s.dtype for s in specs}
         matrix: np.dtype[Any] | None = None

@@ -10,8 +10,6 @@ Starlette app this one wraps, as middleware wraps an app.
 
 from __future__ import annotations
 
-import itertools
-import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -19,7 +17,7 @@ import numpy as np
 import orjson
 
 from kiln.serving._runtime import Runtime
-from kiln.serving.protocols import ProtocolError, mlflow, native, v2
+from kiln.serving.protocols import ProtocolError, check_size, mlflow, native, v2
 
 __all__ = ["PredictionRoutes"]
 
@@ -32,13 +30,6 @@ Reply = tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]  # status, body, typ
 Failure = Callable[[BaseException], tuple[int, str, dict[str, str]]]
 
 JSON = b"application/json"
-_ids = itertools.count(1)
-_PREFIX = f"{os.getpid():x}-{os.urandom(4).hex()}-"
-
-
-def request_id() -> str:
-    """Unique per server process and cheap: a random process prefix and a counter."""
-    return f"{_PREFIX}{next(_ids):x}"
 
 
 class PredictionRoutes:
@@ -121,10 +112,7 @@ class PredictionRoutes:
                 size = int(declared)
             except ValueError:
                 raise ProtocolError(f"Content-Length {declared!r} is not a number") from None
-            if size > limit:
-                raise ProtocolError(
-                    f"request body of {size} bytes is over the limit of {limit}", 413
-                )
+            check_size(size, limit)
         chunks: list[bytes] = []
         total = 0
         while True:
@@ -133,8 +121,7 @@ class PredictionRoutes:
                 raise ProtocolError("the client disconnected before sending the body")
             chunk = message.get("body", b"")
             total += len(chunk)
-            if total > limit:
-                raise ProtocolError(f"request body is over the limit of {limit} bytes", 413)
+            check_size(total, limit)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
@@ -156,9 +143,8 @@ class PredictionRoutes:
         decoded = v2.decode_infer_request(
             body, slot.loaded.signature, header_length=header.decode() if header else None
         )
-        rid = decoded.id or request_id()
         answer = await self.runtime.infer(
-            name, decoded.inputs, version=number, key=decoded.id, request_id=rid
+            name, decoded.inputs, version=number, key=decoded.id, request_id=decoded.id
         )
         extra = [(b"kiln-model-version", answer.ref.encode()), (b"kiln-arm", answer.arm.encode())]
         if answer.fallback:
@@ -190,7 +176,7 @@ class PredictionRoutes:
         deployment = self.runtime.get(name)
         content_type = headers.get(b"content-type", JSON).decode("latin-1")
         data = mlflow.decode_invocation(body, content_type, deployment.champion.loaded.signature)
-        answer = await self.runtime.infer(name, data, request_id=request_id())
+        answer = await self.runtime.infer(name, data)
         return 200, mlflow.encode_predictions(answer.outputs), JSON, []
 
     # -- Kiln native ---------------------------------------------------------------------------
@@ -201,7 +187,7 @@ class PredictionRoutes:
         live = self.runtime.get(name)
         req = native.decode_predict(body, live.entity_keys, live.request_fields)
         answer, served = await self.runtime.predict(
-            name, req.lookup_rows(), req.rows, request_id=req.request_id or request_id()
+            name, req.lookup_rows(), req.rows, request_id=req.request_id
         )
         payload = native.encode_predict_response(
             answer.outputs,

@@ -11,10 +11,11 @@ version that does not fit the deployment is refused and the previous one keeps s
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
 import random
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -39,6 +40,17 @@ from kiln.tracking import TrackingClient
 __all__ = ["Answer", "Live", "Runtime", "Unavailable"]
 
 log = logging.getLogger("kiln.serving")
+
+_ids = itertools.count(1)
+_PREFIX = f"{os.getpid():x}-{os.urandom(4).hex()}-"
+
+
+def new_request_id() -> str:
+    """Unique per server process and cheap: a random process prefix and a counter.
+
+    The prefix holds the worker's process id, so a response tells which worker answered.
+    """
+    return f"{_PREFIX}{next(_ids):x}"
 
 
 class Unavailable(KilnError):
@@ -120,6 +132,7 @@ class Runtime:
         self.live: dict[str, Live] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
+        self._breakers: dict[tuple[str, str], str] = {}  # last state put in the gauge
         self.ready = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -309,14 +322,14 @@ class Runtime:
         if live.features is not None:
             online = self._feature_store().get_online_features(lookup, live.features)
         columns: dict[str, Any] = {}
-        for column in slot.plan.names:
+        for column in slot.layout.names:
             source = plan.features.get(column)
             if source is not None:
                 columns[column] = online[_online_name(source, online)]
             elif column in lookup:
                 columns[column] = lookup[column]
-        data = slot.plan.from_columns(columns, rows)
-        served = {n: _plain_list(columns[n]) for n in slot.plan.names}
+        data = slot.layout.from_columns(columns, rows)
+        served = {n: _plain_list(columns[n]) for n in slot.layout.names}
         answer = await self._answer(live, slot, arm, data, request_id, served)
         return answer, served
 
@@ -336,10 +349,10 @@ class Runtime:
         request_id: str | None,
         features: Mapping[str, Any] | None,
     ) -> Answer:
-        rid = request_id or uuid.uuid4().hex
+        rid = request_id or new_request_id()
         spec = live.spec
         if not slot.accepts_nan:
-            nulls = slot.plan.nan_inputs(data)
+            nulls = slot.layout.nan_inputs(data)
             if nulls:
                 raise InvalidInput(
                     f"input {nulls[0]!r} is null or NaN, which model {slot.ref} cannot take; "
@@ -367,7 +380,7 @@ class Runtime:
                 slot.breaker.record_failure()
                 outcome = "error"
                 log.warning("%s failed on %s: %s", slot.ref, spec.name, exc)
-            self.metrics.set_breaker(spec.name, slot.ref, slot.breaker.state)
+            self._report_breaker(spec.name, slot)
         else:
             outcome = "error"  # the breaker is open: the model is not even asked
         elapsed = time.perf_counter() - start
@@ -479,6 +492,14 @@ class Runtime:
             return
         self.metrics.count_logged(deployment, rows)
 
+    def _report_breaker(self, deployment: str, slot: ModelSlot) -> None:
+        """Sets the breaker gauge when the state changed, not on every request."""
+        state = slot.breaker.state
+        key = (deployment, slot.ref)
+        if self._breakers.get(key) != state:
+            self._breakers[key] = state
+            self.metrics.set_breaker(deployment, slot.ref, state)
+
     def _observe_batch(self, ref: str, size: int, seconds: float) -> None:
         self.metrics.observe_batch(ref.partition("/")[0], ref, size)
 
@@ -574,6 +595,6 @@ def _logged_inputs(
         # (the routed one for a fallback's answer: the champion's, or the challenger's).
         slots = (live.champion, live.challenger, live.fallback)
         for slot in (*(s for s in slots if s is not None and s.ref == ref), live.champion):
-            if len(slot.plan.names) == width:
-                return slot.plan.names, matrix
+            if len(slot.layout.names) == width:
+                return slot.layout.names, matrix
     return tuple(f"input_{j}" for j in range(width)), matrix

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from kiln.registry import LoadedModel, ModelVersion, models
-from kiln.serving._inputs import InputPlan
+from kiln.serving._inputs import InputLayout
 from kiln.serving.batching import Batcher
 from kiln.serving.breaker import CircuitBreaker
 from kiln.serving.specs import Batching, Breaker
@@ -43,7 +43,7 @@ class ModelSlot:
         self.loaded = loaded
         self.version: ModelVersion = loaded.version
         self.ref = loaded.version.ref
-        self.plan = InputPlan.of(loaded.signature)
+        self.layout = InputLayout.of(loaded.signature)
         self.accepts_nan = accepts_nan
         self.breaker = CircuitBreaker(breaker)
         # Python-function models may do anything (I/O included) and so may stall at any
@@ -61,7 +61,7 @@ class ModelSlot:
         self.users = 0
 
     def _predict(self, data: Any) -> np.ndarray:
-        return np.asarray(self.loaded.predict_batch(self.plan.batch(data)))
+        return np.asarray(self.loaded.predict_batch(self.layout.batch(data)))
 
     async def close(self) -> None:
         await self.batcher.close()
@@ -75,11 +75,11 @@ def _load(version: ModelVersion, client: TrackingClient) -> tuple[LoadedModel, b
     request with a 400 naming the input instead.
     """
     loaded = models.load(version, client=client)
-    plan = InputPlan.of(loaded.signature)
-    if not plan.names:
+    layout = InputLayout.of(loaded.signature)
+    if not layout.names:
         return loaded, True
     try:
-        loaded.predict_batch(plan.batch(plan.probe()))
+        loaded.predict_batch(layout.batch(layout.probe()))
     except Exception:
         return loaded, False
     return loaded, True

@@ -164,6 +164,26 @@ class Change:
     alias: tuple[str, str, int] | None = None  # (model, alias, version) to move
 
 
+def apply_strict(
+    name: str,
+    plan: Callable[[Deployment], Change | None],
+    *,
+    reason: str | None,
+    actor: str | None,
+    expected_revision: int | None,
+    client: TrackingClient | None,
+) -> Deployment:
+    """:func:`apply_change` for verbs where a lost race is an error, not "nothing done"."""
+    done = apply_change(
+        name, plan, reason=reason, actor=actor, expected_revision=expected_revision, client=client
+    )
+    if done is None:
+        raise Conflict(
+            f"deployment {name!r} is no longer at revision {expected_revision}; read it again"
+        )
+    return done
+
+
 def apply_change(
     name: str,
     plan: Callable[[Deployment], Change | None],

@@ -35,7 +35,7 @@ from kiln.serving import _tables as t
 from kiln.serving._writes import (
     Change,
     actor_of,
-    apply_change,
+    apply_strict,
     client_of,
     from_row,
     locked_revision,
@@ -461,16 +461,6 @@ def update(
             _check_fallback(new, cl)
         return Change(new, "updated", {"changes": _differences(current, new)}, tuple(edges))
 
-    done = apply_change(
-        name,
-        plan,
-        reason=reason,
-        actor=actor,
-        expected_revision=expected_revision,
-        client=cl,
+    return apply_strict(
+        name, plan, reason=reason, actor=actor, expected_revision=expected_revision, client=cl
     )
-    if done is None:
-        raise Conflict(
-            f"deployment {name!r} is no longer at revision {expected_revision}; read it again"
-        )
-    return done

@@ -28,6 +28,7 @@ from kiln.registry import models
 from kiln.serving._writes import (
     Change,
     apply_change,
+    apply_strict,
     client_of,
     detail_of,
     resolve_ref,
@@ -120,19 +121,9 @@ def _start(
         edge = served_edge(mv, name, "challenger", current.revision + 1)
         return Change(current.evolve(traffic=traffic), kind, detail, (edge,))
 
-    done = apply_change(
-        name,
-        plan,
-        reason=reason,
-        actor=actor,
-        expected_revision=expected_revision,
-        client=cl,
+    return apply_strict(
+        name, plan, reason=reason, actor=actor, expected_revision=expected_revision, client=cl
     )
-    if done is None:
-        raise Conflict(
-            f"deployment {name!r} is no longer at revision {expected_revision}; read it again"
-        )
-    return done
 
 
 def canary(
