@@ -42,15 +42,18 @@ microseconds. Output columns are the aggregation names.
 features, named ``feature`` or, with ``full_feature_names``, ``view__feature``. A name
 produced twice, or one that is already a spine column, is an error.
 
-**How.** Per view, the spine is ASOF-joined to the rows on the join keys and
-``t >= event_ts``; FeatureViews are joined one after another, each onto the previous
-one's result, so no per-view results need matching up again. Without a created column
-that match is the answer. With one, the match is the answer unless it was written after
-``t`` or shares its event time with another version; only those spine rows pay for a
-join over the entity's rows, bounded below by the match's event time for a shared one
-and by ``t - ttl`` for a late backfill (older answers are NULL anyway). TTL is applied
-last and results are sorted by spine row number. User data reaches SQL only through
-registered tables and bound parameters; identifiers are quoted.
+**How.** Per view, the spine is ASOF-joined to the rows on the join keys; FeatureViews
+are joined one after another, each onto the previous one's result, so no per-view
+results need matching up again. Without a created column the join is on
+``t >= event_ts`` and its match is the answer. With one, a row counts from the time it
+is both past and written, ``greatest(event_ts, created)``, and the join is on that: its
+match is the row that became visible last, which is the answer unless a row with a
+greater ``(event_ts, created)`` was already visible (a late backfill, or an older version
+of the same event time). Such superseded rows are found once per source content (a
+window over the rows) and swapped for the best row they stand for before the join, so
+every spine row is answered by one ASOF lookup. TTL is applied last and results are
+sorted by spine row number. User data reaches SQL only through registered tables and
+bound parameters; identifiers are quoted.
 """
 
 from __future__ import annotations
@@ -176,14 +179,14 @@ def _compute(plan: _Plan, narrow: pa.Table) -> pa.Table:
         q.cte("spine", f"SELECT {ROW}, {keys}{ts_expr} AS {T} FROM {quote(spine_name)}")
         outputs: list[str] = []
         stamps: list[str] = []
-        chain = _sources.Chain("spine", [ROW, *(quote(k) for k in plan.keys), T])
+        chain = _sources.Chain("spine")
         windows: list[str] = []
         for i, (req, names) in enumerate(zip(plan.requests, plan.names, strict=True)):
             rows = _sources.rows(con, req.view, plan.offline_dir)
             if isinstance(req.view, FeatureView):
-                dups = _sources.duplicates(con, rows) if rows.has_created else None
+                replaced = _sources.superseded(con, rows) if rows.has_created else None
                 exprs = _sources.point_in_time(
-                    q, f"v{i}", rows, req.features, req.view.ttl, chain, dups
+                    q, f"v{i}", rows, req.features, req.view.ttl, chain, replaced
                 )
                 dtypes = {f.name: f.dtype for f in req.view.schema}
                 stamps += [
