@@ -28,7 +28,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -51,6 +50,7 @@ import pyarrow.parquet as pq
 
 import kiln
 from _common import Stats, replace_section, verdict
+from kiln.core import free_local_port
 
 SEED = 11
 N_FEATURES = 20
@@ -74,12 +74,6 @@ class Load:
     @property
     def rows_per_s(self) -> float:
         return self.requests_per_s * self.rows_per_request
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_ready(
@@ -409,7 +403,7 @@ def main() -> None:
         kiln.deployments.create("bench", model="bench@champion")
         kiln.deployments.create("bench-native", model="bench8/1", features=features)
 
-        port = free_port()
+        port = free_local_port()
         url = f"http://127.0.0.1:{port}"
         command = [
             sys.executable, "-m", "kiln", "serve", "bench", "bench-native",
@@ -477,7 +471,7 @@ def main() -> None:
                 check=True,
             )
             mlflow_bin = str(Path(args.mlflow_python).parent / "mlflow")
-            mport = free_port()
+            mport = free_local_port()
             murl = f"http://127.0.0.1:{mport}"
             command = [mlflow_bin, "models", "serve", "-m", str(model_dir), "-h", "127.0.0.1",
                        "-p", str(mport), "--env-manager", "local"]  # fmt: skip

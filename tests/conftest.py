@@ -7,7 +7,6 @@ each other's data. A missing service fails the run with a message; nothing is sk
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 import uuid
@@ -19,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 import kiln
-from kiln.core import reset_settings
+from kiln.core import free_local_port, reset_settings
 from kiln.store import BlobStore, open_blob_store
 from kiln.tracking import TrackingClient
 
@@ -108,12 +107,6 @@ def tracking_client(db_url: str, tmp_path: Path) -> TrackingClient:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """A moto S3-API server on 127.0.0.1 for the whole session."""
@@ -122,7 +115,7 @@ def s3_endpoint() -> Iterator[str]:
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    port = _free_port()
+    port = free_local_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     yield f"http://127.0.0.1:{port}"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,16 +21,11 @@ import numpy as np
 import pandas as pd
 
 import kiln
+from kiln.core import free_local_port
 from kiln.registry import ModelVersion, PythonModel
 
 HERE = Path(__file__).resolve().parent
 FEATURES = ("f0", "f1", "f2", "f3")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def frame(rows: int, seed: int = 0) -> pd.DataFrame:
@@ -92,7 +86,7 @@ def serving(
     log_dir: Path | None = None,
 ) -> Iterator[Server]:
     """``kiln serve`` in a subprocess until the block ends (then SIGTERM, as in production)."""
-    port = free_port()
+    port = free_local_port()
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])
     log = (log_dir or Path(env.get("KILN_HOME", "."))) / f"serve-{port}.log"

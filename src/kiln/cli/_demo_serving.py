@@ -7,7 +7,6 @@ fraud features online for each transaction's user and merchant.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections import Counter, defaultdict
@@ -25,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 import kiln
-from kiln.core import Conflict, KilnError
+from kiln.core import Conflict, KilnError, free_local_port
 from kiln.registry import ModelVersion
 from kiln.serving import Guard, ServeConfig, build_app
 from kiln.serving.guards import ArmStats, judge
@@ -37,17 +36,11 @@ CANARY_PERCENT = 10.0
 GUARD = Guard(max_error_rate=0.01, max_p95_ms=250.0, max_psi=0.25, min_requests=30)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def _server(deployment: str) -> Iterator[str]:
     import uvicorn
 
-    port = _free_port()
+    port = free_local_port()
     app = build_app(ServeConfig(deployments=(deployment,), poll_s=0.2))
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)

@@ -14,6 +14,7 @@ from kiln.core.errors import (
     StoreUnavailable,
 )
 from kiln.core.ids import new_id
+from kiln.core.net import free_local_port
 from kiln.core.settings import (
     Settings,
     configure,
@@ -38,6 +39,7 @@ __all__ = [
     "close_matches",
     "configure",
     "errors",
+    "free_local_port",
     "from_millis",
     "get_settings",
     "load_settings",
