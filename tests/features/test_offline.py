@@ -230,6 +230,41 @@ def test_time_zones_are_compared_as_instants(
     assert fetch(spine, fv, tmp_path) == [None, 1.0, None, 2.0]
 
 
+def test_infinite_times_rank_like_any_other(tmp_path: Path) -> None:
+    """An event time of -infinity is older than every other, never "unknown"."""
+    rows = [
+        {"user_id": 1, "event_timestamp": at(5), "created": at(1), "x": 5.0},
+        {"user_id": 1, "event_timestamp": at(0), "created": at(10), "x": 0.0},  # -infinity
+        {"user_id": 1, "event_timestamp": at(20), "created": at(30), "x": 20.0},  # +infinity
+    ]
+    path = write_parquet(tmp_path / "f.parquet", rows)
+    src = SQLSource(
+        "SELECT user_id, CASE WHEN x = 0 THEN '-infinity'::TIMESTAMP "
+        "WHEN x = 20 THEN 'infinity'::TIMESTAMP ELSE event_timestamp END AS event_timestamp, "
+        "created, x FROM t",
+        sources={"t": ParquetSource(path)},
+        created="created",
+    )
+    spine = spine_of((1, at(3)), (1, at(7)), (1, at(12)), (1, at(40)))
+    # At 12 both older rows are visible and the one with the greater event time wins.
+    assert fetch(spine, view(src), tmp_path) == [None, 5.0, 5.0, 5.0]
+
+
+def test_times_before_1970_with_a_late_backfill(tmp_path: Path) -> None:
+    old = datetime(1960, 1, 1)
+    rows = [
+        {"user_id": 1, "event_timestamp": old, "created": old, "x": 1.0},
+        # Written after the next row was already there: a backfill of an older event.
+        {"user_id": 1, "event_timestamp": old + timedelta(hours=1),
+         "created": old + timedelta(hours=5), "x": 2.0},
+        {"user_id": 1, "event_timestamp": old + timedelta(hours=2),
+         "created": old + timedelta(hours=2), "x": 3.0},
+    ]  # fmt: skip
+    src = ParquetSource(write_parquet(tmp_path / "f.parquet", rows), created="created")
+    spine = spine_of(*((1, old + timedelta(hours=h)) for h in (0, 1.5, 3, 6)))
+    assert fetch(spine, view(src), tmp_path) == [1.0, 1.0, 3.0, 3.0]
+
+
 def test_sql_source_with_transformation(tmp_path: Path) -> None:
     tx = [
         {"uid": 1, "ts": at(0), "amount": 10.0},

@@ -350,9 +350,25 @@ def _fingerprint(view: View, states: list[Any]) -> str | None:
     return json.dumps(spec, sort_keys=True, default=str)
 
 
-# A row's (event_ts, created_ts) as one HUGEINT that orders as the pair does: window
-# functions compare it as fast as a plain timestamp, where a struct costs three times more.
-_RANK = f"((epoch_us({EVENT_TS})::HUGEINT << 64) + (epoch_us({CREATED_TS})::HUGEINT + {2**63}))"
+def _micros(column: str) -> str:
+    """Microseconds since the epoch; the infinities (NULL from ``epoch_us``) at the ends."""
+    top = 2**63 - 1
+    return (
+        f"(CASE WHEN isinf({column}) THEN (CASE WHEN {column} > 'epoch'::TIMESTAMP "
+        f"THEN {top} ELSE -{top} END) ELSE epoch_us({column}) END)"
+    )
+
+
+def _rank(alias: str = "") -> str:
+    """A row's (event_ts, created_ts) as one HUGEINT that orders as the pair does.
+
+    Window functions compare it as fast as a plain timestamp, where a struct costs three
+    times more.
+    """
+    event, created = _micros(f"{alias}{EVENT_TS}"), _micros(f"{alias}{CREATED_TS}")
+    return f"({event}::HUGEINT * {2**64} + ({created}::HUGEINT + {2**63}))"
+
+
 VISIBLE = "__kiln_visible"  # when a row is both past and written: greatest(event, created)
 
 
@@ -396,21 +412,18 @@ def _superseded_sql(rows: Rows) -> str:
     ``event_ts`` and features: the best is the greatest rank visible by the row's own
     visibility time, peers included."""
     keys = ", ".join(quote(k) for k in rows.keys)
-    best = ", ".join(f"b.{quote(f)}" for f in rows.features)
-    low = f"((s.__top & {2**64 - 1}) - {2**63})::BIGINT"
+    best = "".join(f", b.{quote(f)}" for f in rows.features)
     return (
         f"WITH r AS (SELECT {keys}, {EVENT_TS}, {CREATED_TS}, "
-        f"greatest({EVENT_TS}, {CREATED_TS}) AS {VISIBLE}, {_RANK} AS __rank "
+        f"greatest({EVENT_TS}, {CREATED_TS}) AS {VISIBLE}, {_rank()} AS __rank "
         f"FROM ({_usable(rows)})),\n"
         f"w AS (SELECT *, max(__rank) OVER (PARTITION BY {keys} ORDER BY {VISIBLE} "
         "RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS __top FROM r),\n"
         "s AS (SELECT * FROM w WHERE __rank < __top)\n"
         f"SELECT {', '.join(f's.{quote(k)}' for k in rows.keys)}, s.{EVENT_TS}, "
-        f"s.{CREATED_TS}, s.{VISIBLE}, b.{EVENT_TS} AS __best_ev"
-        f"{', ' + best if best else ''}\n"
+        f"s.{CREATED_TS}, s.{VISIBLE}, b.{EVENT_TS} AS __best_ev{best}\n"
         f"FROM s JOIN ({_usable(rows)}) b ON {_keys_equal(rows, 's', 'b')} "
-        f"AND b.{EVENT_TS} = make_timestamp((s.__top >> 64)::BIGINT) "
-        f"AND b.{CREATED_TS} = make_timestamp({low})"
+        f"AND {_rank('b.')} = s.__top"
     )
 
 
