@@ -1,0 +1,248 @@
+"""Checking and keying what is appended to the prediction log, before it is buffered.
+
+Everything a write needs is checked here (names, shapes, dtypes, JSON-serializable
+objects), so a buffered request can always be written; each request gets the key of the
+file it goes to (deployment, hour, model version, input and output layout). The work is
+O(1) Python per request (O(inputs) for columns), whatever its row count.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeAlias
+
+import numpy as np
+import orjson
+
+from kiln.core import InvalidInput
+from kiln.serving._predlog_files import Entry, InKey, Key, OutKey
+from kiln.serving._predlog_format import HOUR_US, JSON_OPTS, epoch_us
+from kiln.serving.specs import check_name
+
+BatchInputs: TypeAlias = Mapping[str, np.ndarray] | tuple[Sequence[str], np.ndarray]
+"""A request's inputs: columns by name, or ``(names, matrix)`` with one column per name."""
+
+Item: TypeAlias = tuple[Key, Entry]
+"""One checked request: the key of its file and its buffered entry."""
+
+_DTYPE_KEYS: dict[np.dtype[Any], str] = {}  # storable dtypes seen, by their key
+_NUMERIC: set[str] = set()  # keys of numeric dtypes: outputs stored as double
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Prediction:
+    """One answer, as logged. ``at`` is an aware datetime (naive means UTC) or epoch µs.
+
+    ``features`` and ``output`` are plain JSON-serializable values (numbers, strings,
+    None, lists, dicts, numpy scalars and arrays).
+    """
+
+    request_id: str
+    deployment: str
+    model: str
+    version: int
+    arm: str
+    features: dict[str, Any]
+    output: Any
+    latency_ms: float
+    at: datetime | int
+    fallback: bool = False
+    shadow: bool = False
+
+
+class EntryChecker:
+    """Checks requests and keys them; remembers the names it has checked already."""
+
+    def __init__(self) -> None:
+        self._known_deployments: set[str] = set()
+        self._known_names: set[tuple[str, ...]] = set()  # matrix input names checked
+
+    def batch(
+        self,
+        deployment: str,
+        model: str,
+        version: int,
+        arm: str,
+        request_id: str,
+        inputs: BatchInputs,
+        outputs: np.ndarray | Sequence[Any],
+        latency_ms: float,
+        at: datetime | int,
+        fallback: bool,
+        shadow: bool,
+        copy: bool,
+    ) -> Item | None:
+        """Checks and keys one request: O(1) Python work per request (O(inputs) for columns)."""
+        rid = request_id if type(request_id) is str else str(request_id)
+        if deployment not in self._known_deployments:
+            check_name(deployment)
+            self._known_deployments.add(deployment)
+        at_us = at if type(at) is int else epoch_us(at, rid)
+        out = outputs if type(outputs) is np.ndarray else _as_array(outputs)
+        shape = out.shape
+        if not shape:
+            raise _refused(rid, "'outputs' must have one entry per row")
+        rows = shape[0]
+        width = 0
+        if len(shape) > 1:
+            out = out.reshape(rows, -1)
+            width = out.shape[1]
+            if width == 1:
+                out, width = out.reshape(rows), 0
+        out_dtype = _column_key(out, "'outputs'", rid)
+        out_key: OutKey = ("num" if out_dtype in _NUMERIC else "obj", out_dtype, width)
+        in_key: InKey
+        data: Any
+        if isinstance(inputs, tuple):
+            names, matrix = inputs
+            if type(names) is not tuple:
+                names = tuple(names)
+            if type(matrix) is not np.ndarray:
+                matrix = _as_array(matrix)
+            if matrix.shape != (rows, len(names)):
+                raise _refused(
+                    rid,
+                    f"the input matrix has shape {matrix.shape}; it "
+                    f"must be 2-D with one row per output ({rows}) and one column per name "
+                    f"({len(names)})",
+                )
+            if names not in self._known_names:
+                if len(set(names)) != len(names) or not all(type(n) is str for n in names):
+                    raise _refused(
+                        rid, f"input names must be distinct strings; got {list(names)!r}"
+                    )
+                self._known_names.add(names)
+            in_key = ("matrix", names, _column_key(matrix, "'inputs'", rid))
+            data = matrix.copy() if copy else matrix
+        else:
+            names = tuple(inputs)
+            columns = []
+            keys = []
+            for name in names:
+                if type(name) is not str:
+                    raise _refused(rid, f"input names must be strings; got {name!r}")
+                col = inputs[name]
+                if type(col) is not np.ndarray:
+                    col = _as_array(col)
+                if col.ndim == 0 or col.shape[0] != rows:
+                    raise _refused(
+                        rid,
+                        f"input {name!r} has shape {col.shape}; it "
+                        f"must have one entry per row ({rows})",
+                    )
+                if col.ndim > 2:
+                    col = col.reshape(rows, -1)
+                keys.append((_column_key(col, f"input {name!r}", rid), col.shape[1:]))
+                columns.append(col.copy() if copy else col)
+            in_key = ("columns", names, tuple(keys))
+            data = tuple(columns)
+        if rows == 0:
+            return None
+        if copy:
+            out = out.copy()
+        key: Key = (
+            deployment,
+            at_us // HOUR_US,
+            model if type(model) is str else str(model),
+            version if type(version) is int else int(version),
+            in_key,
+            out_key,
+        )
+        entry: Entry = (
+            rid,
+            arm if type(arm) is str else str(arm),
+            latency_ms if type(latency_ms) is float else float(latency_ms),
+            at_us,
+            fallback is True or bool(fallback),
+            shadow is True or bool(shadow),
+            rows,
+            data,
+            out,
+        )
+        return key, entry
+
+    def record(self, r: Prediction) -> Item:
+        """One :class:`Prediction` as a one-row request (values typed by Arrow when written)."""
+        if not isinstance(r.features, Mapping):
+            raise _refused(
+                r.request_id,
+                f"'features' must be a dict of input values; got {type(r.features).__name__}",
+            )
+        _check_json(r.features, "'features'", r.request_id)
+        _check_json(r.output, "'output'", r.request_id)
+        value = r.output.tolist() if isinstance(r.output, np.ndarray) else r.output
+        output: np.ndarray
+        if isinstance(value, numbers.Real):
+            output = np.array([float(value)])
+        elif (
+            isinstance(value, list | tuple)
+            and len(value) > 1
+            and all(isinstance(v, numbers.Real) for v in value)
+        ):
+            output = np.array([value], dtype=np.float64)
+        else:
+            output = _object_cell(value)
+        columns = {name: _object_cell(v) for name, v in r.features.items()}
+        item = self.batch(
+            r.deployment, r.model, r.version, r.arm, r.request_id, columns, output,
+            r.latency_ms, r.at, r.fallback, r.shadow, False,
+        )  # fmt: skip
+        assert item is not None
+        return item
+
+
+def _refused(request_id: str, problem: str) -> InvalidInput:
+    return InvalidInput(f"prediction {request_id!r}: {problem}")
+
+
+def _check_json(values: Any, what: str, request_id: str) -> None:
+    try:
+        orjson.dumps(values, option=JSON_OPTS)
+    except TypeError as exc:
+        raise _refused(request_id, f"{what} must be JSON-serializable ({exc})") from None
+
+
+def _column_key(arr: np.ndarray, what: str, request_id: str) -> str:
+    """How a column of this dtype is stored; refuses what cannot be stored."""
+    dtype = arr.dtype
+    key = _DTYPE_KEYS.get(dtype)
+    if key is not None:
+        return key
+    kind = dtype.kind
+    if kind == "O":
+        _check_json(arr.tolist(), what, request_id)
+        return "O"
+    if kind not in "biufmMUS":
+        raise _refused(
+            request_id,
+            f"{what} has dtype {dtype}, which the prediction log "
+            "cannot store; use numbers, booleans, datetimes or strings",
+        )
+    # Text of any width shares one key: concatenation widens it.
+    key = kind if kind in "US" else dtype.str
+    if len(_DTYPE_KEYS) < 256:
+        _DTYPE_KEYS[dtype] = key
+    if kind in "biuf":
+        _NUMERIC.add(key)
+    return key
+
+
+def _as_array(values: Any) -> np.ndarray:
+    """``np.asarray``, or a 1-D object array where the values are ragged."""
+    try:
+        return np.asarray(values)
+    except ValueError:
+        items = list(values)
+        arr = np.empty(len(items), dtype=object)
+        for i, v in enumerate(items):
+            arr[i] = v
+        return arr
+
+
+def _object_cell(value: Any) -> np.ndarray:
+    cell = np.empty(1, dtype=object)
+    cell[0] = value
+    return cell

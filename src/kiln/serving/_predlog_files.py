@@ -1,0 +1,168 @@
+"""Writing the prediction log: one file's table from whole arrays, published atomically.
+
+The writer thread of :class:`~kiln.serving.predlog.PredictionLog` hands over the requests
+buffered for one file (same deployment, hour, model version and layout); this module
+builds their table with numpy and Arrow (no loop over rows) and publishes it under a name
+no other file has, so readers never see a half-written file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TypeAlias
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from kiln.serving._predlog_format import (
+    ARROW_CAST_ERRORS,
+    PREDICTION_SCHEMA,
+    json_text,
+)
+
+# Inputs: ("matrix", names, dtype key) or ("columns", names, column keys).
+InKey: TypeAlias = tuple[str, tuple[str, ...], Any]
+# Output: category ("num": as double, "obj": typed by Arrow), dtype key, width (0: one value).
+OutKey: TypeAlias = tuple[str, str, int]
+# Where a request's rows go: one file per key per write.
+Key: TypeAlias = tuple[str, int, str, int, InKey, OutKey]  # deployment, hour, model, version, ...
+# One buffered request: request_id, arm, latency_ms, at (µs), fallback, shadow, rows,
+# inputs (the matrix, or a tuple of columns in name order), outputs.
+Entry: TypeAlias = tuple[str, str, float, int, bool, bool, int, Any, np.ndarray]
+
+_CONCAT_SLICE = 512  # arrays per np.concatenate call: lets other threads take the GIL between
+
+
+def build_table(key: Key, entries: Sequence[Entry]) -> pa.Table:
+    """One file's table: per-request values repeated, arrays concatenated, no row loop."""
+    _, _, model, version, in_key, out_key = key
+    ids, arms, latencies, ats, fallbacks, shadows, counts_t, inputs, outputs = zip(
+        *entries, strict=True
+    )
+    n_requests = len(entries)
+    counts = np.array(counts_t, dtype=np.int64)
+    total = int(counts.sum())
+    take: np.ndarray | None = None  # request index of each row; None when one row each
+    if total == n_requests:
+        row = np.zeros(total, dtype=np.int32)
+    else:
+        take = np.repeat(np.arange(n_requests, dtype=np.int64), counts)
+        starts = np.cumsum(counts) - counts
+        row = (np.arange(total, dtype=np.int64) - np.repeat(starts, counts)).astype(np.int32)
+
+    def per_request(values: np.ndarray) -> np.ndarray:
+        return values if take is None else values[take]
+
+    def per_request_text(values: tuple[str, ...]) -> pa.Array:
+        arr = pa.array(values, type=pa.string())
+        return arr if take is None else arr.take(pa.array(take))
+
+    text_constant = pa.array([model], type=pa.string()).take(pa.array(np.zeros(total, np.int32)))
+    fields: list[pa.Field] = list(PREDICTION_SCHEMA)
+    arrays: list[pa.Array] = [
+        per_request_text(ids),
+        pa.array(row),
+        text_constant,
+        pa.array(np.full(total, version, dtype=np.int64)),
+        per_request_text(arms),
+        pa.array(per_request(np.array(latencies, dtype=np.float64))),
+        pa.array(per_request(np.array(ats, dtype=np.int64)), type=pa.timestamp("us", tz="UTC")),
+        pa.array(per_request(np.array(fallbacks, dtype=np.bool_))),
+        pa.array(per_request(np.array(shadows, dtype=np.bool_))),
+    ]
+    layout, names, _ = in_key
+    if names:
+        if layout == "matrix":
+            children = _matrix_columns(_concat(inputs))
+        else:
+            children = [_to_arrow(_concat(col)) for col in zip(*inputs, strict=True)]
+        features = pa.StructArray.from_arrays(children, names=list(names))
+        fields.append(pa.field("features", features.type))
+        arrays.append(features)
+    category, _, width = out_key
+    out = _concat(outputs)
+    if category == "num":
+        out = out.astype(np.float64, copy=False)
+    columns = [_to_arrow(out)] if width == 0 else _matrix_columns(out)
+    labels = ["output"] if width == 0 else [f"output_{j}" for j in range(width)]
+    for label, column in zip(labels, columns, strict=True):
+        fields.append(pa.field(label, column.type))
+        arrays.append(column)
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def _matrix_columns(matrix: np.ndarray) -> list[pa.Array]:
+    """A 2-D array's columns as Arrow arrays, each made contiguous first for Arrow."""
+    by_column = np.ascontiguousarray(matrix.T)
+    return [_to_arrow(by_column[j]) for j in range(by_column.shape[0])]
+
+
+def _concat(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """``np.concatenate`` in slices, so one call never holds the GIL for long."""
+    if len(arrays) == 1:
+        return arrays[0]
+    if len(arrays) <= _CONCAT_SLICE:
+        return np.concatenate(arrays)
+    return np.concatenate(
+        [
+            np.concatenate(arrays[i : i + _CONCAT_SLICE])
+            for i in range(0, len(arrays), _CONCAT_SLICE)
+        ]
+    )
+
+
+def _to_arrow(values: np.ndarray) -> pa.Array:
+    """A column as Arrow: numbers and text whole; objects typed by Arrow, else JSON text."""
+    if values.ndim == 2:
+        flat = _to_arrow(np.ascontiguousarray(values).reshape(-1))
+        return pa.FixedSizeListArray.from_arrays(flat, values.shape[1])
+    if values.dtype.kind != "O":
+        return pa.array(values)
+    try:
+        return pa.array(values, from_pandas=False)
+    except ARROW_CAST_ERRORS:
+        # Mixed kinds (a number here, text there): text as is, anything else as JSON.
+        return pa.array([json_text(v) for v in values], type=pa.string())
+
+
+def write_atomically(directory: Path, name: str, table: pa.Table) -> bool:
+    """Write ``table`` as ``directory/name``, fsynced and published in one step.
+
+    Returns False, writing nothing, when that name is taken: a published file is never
+    replaced. Only a hidden ``.<name>.tmp`` can be left behind by a crash.
+    """
+    target = directory / name
+    tmp = directory / f".{name}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            pq.write_table(table, f, compression="zstd")
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, target)  # publishes without ever replacing another file
+        except FileExistsError:
+            return False
+        except OSError:  # no hard links on this file system
+            if target.exists():
+                return False
+            os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(directory)
+    return True
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # platforms without directory handles
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
