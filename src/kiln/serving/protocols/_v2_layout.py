@@ -1,0 +1,187 @@
+"""A request's tensors as the model's input, in signature order.
+
+A *columns* signature of k columns takes one ``[n, k]`` tensor (columns in signature
+order, any name) or one tensor per column named as the column (``[n]`` or ``[n, 1]``);
+a *tensor* signature takes one tensor matching its trailing dimensions. The answer is a
+2-D array when every column shares one numeric dtype, else a dict of columns.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from kiln.registry.signature import Signature
+from kiln.serving.protocols._columns import (
+    Columns,
+    Plan,
+    cast_numeric,
+    datetimes,
+    join,
+    plan,
+    stack,
+)
+from kiln.serving.protocols._json import ProtocolError
+from kiln.serving.protocols._v2_datatypes import ACCEPTS, FLOATS, datatype_of
+from kiln.serving.protocols._v2_tensors import Tensors
+
+__all__ = ["as_columns", "as_tensor"]
+
+
+def _convert(arr: np.ndarray, datatype: str, layout: Plan, j: int, where: str) -> np.ndarray:
+    """A decoded tensor (or one column of it) as the dtype of column ``j``."""
+    fam = layout.families[j]
+    if datatype not in ACCEPTS[fam]:
+        spec = layout.specs[j]
+        col = f"column {spec.name!r}" if spec.name else "the model's input"
+        raise ProtocolError(
+            f"{where} has datatype {datatype} but {col} is {spec.dtype}; send "
+            f"{datatype_of(spec.dtype)} (accepted: {', '.join(ACCEPTS[fam])})"
+        )
+    dtype = layout.dtypes[j]
+    if dtype is None:  # text as sent; datetimes parsed
+        if fam == "datetime":
+            return datetimes(arr.tolist(), layout.specs[j].dtype, where, nullable=False)
+        return arr
+    return cast_numeric(arr, dtype, where)
+
+
+def _no_rows(where: str) -> ProtocolError:
+    return ProtocolError(f"{where} has no rows; send at least one")
+
+
+def as_tensor(tensors: Tensors, signature: Signature) -> np.ndarray:
+    """The one tensor of a tensor signature, of its shape and dtype."""
+    layout = plan(signature, signature.inputs)
+    spec = layout.specs[0]
+    if len(tensors.heads) != 1:
+        names = [h[0] for h in tensors.heads]
+        raise ProtocolError(f"this model takes one input tensor; got {len(names)} ({join(names)})")
+    name, shape, datatype = tensors.heads[0]
+    where = f"input {name!r}"
+    want = list(spec.shape or (-1,))
+    ok = len(shape) == len(want) and all(
+        w in (-1, g) for w, g in zip(want[1:], shape[1:], strict=True)
+    )
+    if not ok:
+        raise ProtocolError(
+            f"{where}: shape {shape} does not match the model's {want} (-1 is any size)"
+        )
+    if shape[0] == 0:
+        raise _no_rows(where)
+    return _convert(tensors.tensor(0), datatype, layout, 0, where)
+
+
+def as_columns(tensors: Tensors, signature: Signature) -> np.ndarray | Columns:
+    """The columns of a columns signature: a matrix or a dict, in signature order."""
+    layout = plan(signature, signature.inputs)
+    names = layout.names
+    heads = tensors.heads
+    if len(heads) == 1:
+        name, shape, datatype = heads[0]
+        if len(shape) == 2 and name not in layout.index:
+            return _matrix(tensors, layout)
+    if layout.uniform is not None and layout.families[0] == "float" and tensors.binary is None:
+        fast = _float_columns(tensors, layout)
+        if fast is not None:
+            return fast
+    by_name: dict[str, int] = {}
+    for i, (name, _, _) in enumerate(heads):
+        if name in by_name:
+            raise ProtocolError(f"input {name!r} is given twice")
+        if name not in layout.index:
+            raise ProtocolError(
+                f"unknown input {name!r}; this model takes one input per column ({join(names)}) "
+                f"or one [n, {len(names)}] tensor with the columns in that order"
+            )
+        by_name[name] = i
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise ProtocolError(
+            f"missing input{'s' if len(missing) > 1 else ''} {join(missing)}; this model takes "
+            f"one input per column ({join(names)})"
+        )
+    rows: dict[str, int] = {}
+    columns: Columns = {}
+    for j, column in enumerate(names):
+        i = by_name[column]
+        name, shape, datatype = heads[i]
+        where = f"input {name!r}"
+        if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
+            raise ProtocolError(f"{where}: shape {shape} must be [n] or [n, 1] for one column")
+        if shape[0] == 0:
+            raise _no_rows(where)
+        rows[name] = shape[0]
+        columns[column] = _convert(tensors.tensor(i).reshape(-1), datatype, layout, j, where)
+    if len(set(rows.values())) > 1:
+        raise ProtocolError(
+            "inputs have different numbers of rows: "
+            + ", ".join(f"{k}={v}" for k, v in rows.items())
+        )
+    return stack(columns, layout)
+
+
+def _float_columns(tensors: Tensors, layout: Plan) -> np.ndarray | None:
+    """One input per float column, all FP, plain: stacked in one numpy call, else None.
+
+    None sends the request down the general path, which names whatever is wrong.
+    """
+    index = layout.index
+    order: list[Any] = [None] * len(index)
+    rows = -1
+    for i, (name, shape, datatype) in enumerate(tensors.heads):
+        j = index.get(name)
+        if j is None or order[j] is not None or datatype not in FLOATS or len(shape) != 1:
+            return None
+        if rows != shape[0]:
+            if rows != -1 or shape[0] == 0:
+                return None
+            rows = shape[0]
+        item = tensors.raw[i]
+        data = item.get("data")
+        if type(data) is not list or len(data) != rows or "parameters" in item:
+            return None
+        order[j] = data
+    if any(d is None for d in order):
+        return None
+    try:
+        arr = np.asarray(order)
+    except (ValueError, TypeError):
+        return None
+    if arr.dtype.kind not in "fiu" or arr.ndim != 2:
+        return None
+    if tensors.bools and any(v is True or v is False for d in order for v in d):
+        return None
+    uniform = layout.uniform
+    assert uniform is not None
+    try:
+        return np.ascontiguousarray(cast_numeric(arr, uniform, "inputs").T)
+    except ProtocolError:  # out of range: the general path names the column
+        return None
+
+
+def _matrix(tensors: Tensors, layout: Plan) -> np.ndarray | Columns:
+    name, shape, datatype = tensors.heads[0]
+    names = layout.names
+    where = f"input {name!r}"
+    if shape[1] != len(names):
+        raise ProtocolError(
+            f"{where}: shape {shape} has {shape[1]} columns but the model takes {len(names)} "
+            f"({join(names)}), in that order"
+        )
+    if shape[0] == 0:
+        raise _no_rows(where)
+    if layout.text is not None:
+        raise ProtocolError(
+            f"{where}: one [n, k] tensor holds one datatype, but column {layout.text.name!r} is "
+            f"{layout.text.dtype}; send one input per column ({join(names)})"
+        )
+    arr = tensors.tensor(0)
+    if layout.uniform is not None:
+        return _convert(arr, datatype, layout, 0, where)
+    columns = {
+        n: _convert(arr[:, j], datatype, layout, j, f"{where} column {n!r}")
+        for j, n in enumerate(names)
+    }
+    return stack(columns, layout)
