@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 from kiln.core import Conflict, NotFound, close_matches, from_millis, now_millis
 from kiln.registry import _tables as t
 from kiln.registry._names import ModelRef, check_alias, check_model_name, check_version, parse_ref
+from kiln.registry._targets import alias_target, refuse_if_used
 from kiln.registry.records import AliasEvent, ModelVersion
 from kiln.registry.versions import (
     _actor,
@@ -34,6 +35,7 @@ __all__ = [
     "alias_history",
     "delete_alias",
     "resolve",
+    "resolve_in",
     "rollback",
     "set_alias",
     "set_alias_in",
@@ -142,7 +144,9 @@ def set_alias_in(
     deployment's promotion moves ``fraud@champion`` in the same transaction).
     """
     name, alias, number = check_model_name(name), check_alias(alias), check_version(version)
-    _version_row(conn, name, number)  # NotFound naming the versions there are
+    # NotFound naming the versions there are; the row stays locked so a concurrent
+    # delete of that version cannot leave the alias pointing at nothing.
+    _version_row(conn, name, number, lock=True)
     old = _current(conn, name, alias)
     if old == number:
         return _history(conn, name, alias)[-1]
@@ -166,9 +170,11 @@ def delete_alias(
     actor: str | None = None,
     client: TrackingClient | None = None,
 ) -> AliasEvent:
+    """Remove ``alias``; refused while anything (a deployment) follows it."""
     name, alias = check_model_name(name), check_alias(alias)
     with (client or default_client()).meta.write() as conn:
         old = _require_alias(conn, name, alias)
+        refuse_if_used(conn, f"alias {name}@{alias}", [alias_target(name, alias)])
         return _move(
             conn,
             name=name,
@@ -330,28 +336,34 @@ def resolve(ref: str | ModelRef, *, client: TrackingClient | None = None) -> Mod
     found = _resolve_fast(meta, parsed)
     if found is not None:
         return found
-    # Not found: the slower path below says precisely what is missing.
-    mv, a = t.model_versions.c, t.model_aliases.c
+    # Not found: the slower path says precisely what is missing.
     with meta.read() as conn:
-        if parsed.alias is not None:
-            row = conn.execute(
-                sa.select(t.model_versions)
-                .join(t.model_aliases, (a.name == mv.name) & (a.version == mv.version))
-                .where(a.name == parsed.name, a.alias == parsed.alias)
-            ).first()
-            if row is None:
-                _require_alias(conn, parsed.name, parsed.alias)
-                raise NotFound(f"alias {parsed} points at a version that no longer exists")
-            return _version_record(conn, row)
-        if parsed.version is not None:
-            return _version_record(conn, _version_row(conn, parsed.name, parsed.version))
+        return resolve_in(conn, parsed)
+
+
+def resolve_in(conn: Connection, ref: str | ModelRef) -> ModelVersion:
+    """:func:`resolve` inside the caller's transaction, NotFound saying what is missing."""
+    parsed = parse_ref(ref) if isinstance(ref, str) else ref
+    mv, a = t.model_versions.c, t.model_aliases.c
+    if parsed.alias is not None:
         row = conn.execute(
             sa.select(t.model_versions)
-            .where(mv.name == parsed.name)
-            .order_by(mv.version.desc())
-            .limit(1)
+            .join(t.model_aliases, (a.name == mv.name) & (a.version == mv.version))
+            .where(a.name == parsed.name, a.alias == parsed.alias)
         ).first()
         if row is None:
-            model_exists(conn, parsed.name)
-            raise NotFound(f"model {parsed.name!r} has no versions")
+            _require_alias(conn, parsed.name, parsed.alias)
+            raise NotFound(f"alias {parsed} points at a version that no longer exists")
         return _version_record(conn, row)
+    if parsed.version is not None:
+        return _version_record(conn, _version_row(conn, parsed.name, parsed.version))
+    row = conn.execute(
+        sa.select(t.model_versions)
+        .where(mv.name == parsed.name)
+        .order_by(mv.version.desc())
+        .limit(1)
+    ).first()
+    if row is None:
+        model_exists(conn, parsed.name)
+        raise NotFound(f"model {parsed.name!r} has no versions")
+    return _version_record(conn, row)

@@ -36,6 +36,13 @@ from kiln.registry import _tables as t
 from kiln.registry._environment import capture
 from kiln.registry._names import check_model_name, check_version
 from kiln.registry._package import DESCRIPTOR, FLAVOR_DIR, store_package
+from kiln.registry._targets import (
+    alias_target,
+    latest_target,
+    model_target,
+    refuse_if_used,
+    version_target,
+)
 from kiln.registry.flavors import ModelFiles, detect, get_flavor
 from kiln.registry.records import FileEntry, ModelVersion, RegisteredModel
 from kiln.registry.signature import Signature, enforce, input_signature, with_outputs
@@ -299,11 +306,15 @@ def _ensure_model(conn: Connection, dialect: str, name: str, now: int) -> None:
 # -- reads --------------------------------------------------------------------------------
 
 
-def _version_row(conn: Connection, name: str, version: int) -> Any:
+def _version_row(conn: Connection, name: str, version: int, *, lock: bool = False) -> Any:
+    """The version's row (NotFound naming the versions there are).
+
+    With ``lock`` the row is locked until commit on PostgreSQL (FOR UPDATE), so an alias
+    cannot be set on a version while it is being deleted.
+    """
     mv = t.model_versions.c
-    row = conn.execute(
-        sa.select(t.model_versions).where(mv.name == name, mv.version == version)
-    ).first()
+    query = sa.select(t.model_versions).where(mv.name == name, mv.version == version)
+    row = conn.execute(query.with_for_update() if lock else query).first()
     if row is None:
         model_exists(conn, name)
         known = conn.execute(
@@ -451,10 +462,20 @@ def update_model(
 
 
 def delete_version(name: str, version: int | str, *, client: TrackingClient | None = None) -> None:
-    """Delete one version; refused while an alias points at it. Its number is not reused."""
+    """Delete one version; refused while an alias points at it or anything (a deployment)
+    uses it, by number, through an alias or as the latest. Its number is not reused."""
     name, number = check_model_name(name), check_version(version)
+    mv = t.model_versions.c
     with (client or default_client()).meta.write() as conn:
-        row = _version_row(conn, name, number)
+        _version_row(conn, name, number)
+        aliases = _aliases_of(conn, name).get(number, [])
+        targets = [version_target(name, number), *(alias_target(name, a) for a in aliases)]
+        latest = conn.execute(sa.select(sa.func.max(mv.version)).where(mv.name == name)).scalar()
+        if latest == number:
+            targets.append(latest_target(name))
+        # The users' locks first, then the row's: the order a deployment's promotion takes.
+        refuse_if_used(conn, f"{name}/{number}", targets)
+        row = _version_row(conn, name, number, lock=True)
         holding = _aliases_of(conn, name).get(number)
         if holding:
             listed = ", ".join(repr(a) for a in holding)
@@ -462,16 +483,17 @@ def delete_version(name: str, version: int | str, *, client: TrackingClient | No
                 f"cannot delete {name}/{number}: alias {listed} points at it; move or delete "
                 "the alias first"
             )
-        mv = t.model_versions.c
         conn.execute(t.model_versions.delete().where(mv.name == name, mv.version == number))
         lineage.delete_edges(conn, MODEL_KIND, row.id)
 
 
 def delete_model(name: str, *, client: TrackingClient | None = None) -> None:
-    """Delete a model and all its versions; refused while any alias exists."""
+    """Delete a model and all its versions; refused while any alias exists or anything
+    (a deployment) uses it."""
     name = check_model_name(name)
     with (client or default_client()).meta.write() as conn:
         model_exists(conn, name)
+        refuse_if_used(conn, f"model {name!r}", [model_target(name)])
         aliases = {a: v for v, names in _aliases_of(conn, name).items() for a in names}
         if aliases:
             listed = ", ".join(f"{a!r} (version {v})" for a, v in sorted(aliases.items()))

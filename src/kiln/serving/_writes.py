@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 from kiln.core import Conflict, InvalidInput, NotFound, close_matches, now_millis
 from kiln.registry import ModelVersion, models
 from kiln.registry.aliases import set_alias_in
+from kiln.registry.usage import use_in
 from kiln.serving import _tables as t
 from kiln.serving.specs import Deployment, check_name
 from kiln.tracking import TrackingClient, default_client
@@ -145,6 +146,27 @@ def served_edge(mv: ModelVersion, name: str, role: str, revision: int) -> Edge:
     return ("model_version", mv.id, "deployed_to", "deployment", name, props)
 
 
+def hold_models(conn: Connection, deployment: Deployment) -> None:
+    """Record the models ``deployment`` uses (champion, challenger, fallback) in ``conn``.
+
+    Called in every write of a deployment, before anything else in the transaction that
+    touches the registry (the lock order a registry delete takes), so no model, version or
+    alias it uses can be deleted while it does, and a concurrent delete that won makes
+    this write fail with NotFound instead of leaving the deployment on nothing.
+    """
+    refs = [deployment.model]
+    if deployment.traffic.challenger is not None:
+        refs.append(deployment.traffic.challenger)
+    if deployment.fallback is not None and deployment.fallback.model is not None:
+        refs.append(deployment.fallback.model)
+    use_in(conn, holder(deployment.name), refs)
+
+
+def holder(name: str) -> str:
+    """How deployment ``name`` is named among the users of a model."""
+    return f"deployment:{name}"
+
+
 def resolve_ref(ref: str, what: str, client: TrackingClient) -> ModelVersion:
     try:
         return models.resolve(ref, client=client)
@@ -220,6 +242,7 @@ def apply_change(
                 continue  # changed since we read it: plan again on the newer spec
             new = change.deployment.evolve(revision=revision + 1)
             now = now_millis()
+            hold_models(conn, new)
             if change.alias is not None:
                 model, alias, version = change.alias
                 set_alias_in(conn, model, alias, version, reason=why or None, actor=who)

@@ -31,6 +31,7 @@ import sqlalchemy as sa
 
 from kiln.core import Conflict, InvalidInput, NotFound, from_millis, now_millis
 from kiln.registry import ModelVersion
+from kiln.registry.usage import release_in
 from kiln.serving import _tables as t
 from kiln.serving._writes import (
     Change,
@@ -38,6 +39,8 @@ from kiln.serving._writes import (
     apply_strict,
     client_of,
     from_row,
+    hold_models,
+    holder,
     locked_revision,
     not_found,
     read,
@@ -335,6 +338,7 @@ def create(
             last = conn.execute(sa.select(sa.func.max(e.revision)).where(e.name == name))
             revision = int(last.scalar() or 0) + 1
             deployment = deployment.evolve(revision=revision)
+            hold_models(conn, deployment)
             conn.execute(
                 t.deployments.insert().values(
                     name=name,
@@ -378,6 +382,7 @@ def delete(
             raise not_found(conn, name)
         last = read(conn, name)
         conn.execute(t.deployments.delete().where(t.deployments.c.name == name))
+        release_in(conn, holder(name))
         record_event(
             conn,
             name=name,
