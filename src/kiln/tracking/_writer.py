@@ -15,18 +15,22 @@ import threading
 import weakref
 from collections import deque
 from collections.abc import Callable
+from itertools import chain
 from operator import itemgetter
 from typing import Any
 
 from kiln.core import now_millis
 from kiln.store import MetadataStore
-from kiln.tracking._statements import sql
+from kiln.tracking._statements import metric_insert_rows_sqlite, sql
 
 __all__ = ["MetricWriter"]
 
 _log = logging.getLogger("kiln.tracking")
 Row = tuple[str, str, float, int, int]  # run_id, key, value, step, timestamp
 _STEP_TS = itemgetter(3, 4)
+# Rows per multi-row INSERT on SQLite: measured fastest between 32 and 100 (1,000 rows
+# per statement is slower than one at a time: the statement outgrows its cache use).
+_CHUNK = 64
 
 
 def _pg_row(r: Row) -> tuple[Any, ...]:
@@ -59,6 +63,7 @@ class MetricWriter:
         self._sqlite = store.dialect == "sqlite"
         suffix = "_sqlite" if self._sqlite else ""
         self._history_sql = sql(f"metric_insert{suffix}", store.dialect)
+        self._chunk_sql = metric_insert_rows_sqlite(_CHUNK)
         self._latest_sql = sql(f"latest_upsert{suffix}", store.dialect)
         self._beat_sql = sql("heartbeat", store.dialect)
         _writers.add(self)
@@ -114,11 +119,22 @@ class MetricWriter:
         ordered = sorted(batch, key=_STEP_TS)
         latest = list({(row[0], row[1]): row for row in ordered}.values())
         if self._sqlite:
-            cursor.executemany(self._history_sql, batch)
+            self._insert_history_sqlite(cursor, batch)
             cursor.executemany(self._latest_sql, latest)
             return
         cursor.executemany(self._history_sql, [_pg_row(r) for r in batch])
         cursor.executemany(self._latest_sql, [_pg_latest(r) for r in latest])
+
+    def _insert_history_sqlite(self, cursor: Any, batch: list[Row]) -> None:
+        """Whole chunks as multi-row INSERTs, the rest row by row, all in logging order."""
+        whole = len(batch) - len(batch) % _CHUNK
+        if whole:
+            flat = list(chain.from_iterable(batch[:whole]))
+            width = 5 * _CHUNK
+            for i in range(0, len(flat), width):
+                cursor.execute(self._chunk_sql, flat[i : i + width])
+        if whole < len(batch):
+            cursor.executemany(self._history_sql, batch[whole:])
 
     def beat(self) -> None:
         runs = self.live_runs()
