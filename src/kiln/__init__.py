@@ -2,55 +2,51 @@
 
 The public verbs live here; each capability package keeps its own public API in its
 ``__init__``.
+
+Only settings and errors are imported with ``kiln``: every other name loads its package
+on first use (PEP 562), so ``import kiln`` and ``kiln --version`` cost a few milliseconds
+and a command or worker pays for SQLAlchemy, numpy, DuckDB or pandas only when it
+touches the capability that needs them.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from kiln import errors
-from kiln.core import Settings, configure, get_settings
-from kiln.registry import models
-from kiln.serving import deployments
-from kiln.tracking import (
-    Run,
-    RunRecord,
-    RunStatus,
-    TrackingClient,
-    active_run,
-    experiments,
-    lineage,
-    runs,
-    start_run,
+from kiln.core import Settings, configure, get_settings, lazy_exports
+
+_FEATURES = (
+    "Aggregation",
+    "DeltaSource",
+    "Entity",
+    "FeatureService",
+    "FeatureStore",
+    "FeatureView",
+    "Field",
+    "OnDemandFeatureView",
+    "ParquetSource",
+    "PushSource",
+    "RequestSource",
+    "SQLSource",
+    "WindowedFeatureView",
 )
+_TRACKING = ("Run", "RunRecord", "RunStatus", "TrackingClient", "active_run", "start_run")
 
-# The feature store pulls in DuckDB and pandas (most of a second); commands that never
-# touch features should not pay for that, so its names load on first use.
-_FEATURE_NAMES = frozenset(
-    {
-        "Aggregation",
-        "DeltaSource",
-        "Entity",
-        "FeatureService",
-        "FeatureStore",
-        "FeatureView",
-        "Field",
-        "OnDemandFeatureView",
-        "ParquetSource",
-        "PushSource",
-        "RequestSource",
-        "SQLSource",
-        "WindowedFeatureView",
-    }
-)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _FEATURE_NAMES:
-        import kiln.features
-
-        return getattr(kiln.features, name)
-    raise AttributeError(f"module 'kiln' has no attribute {name!r}")
-
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = lazy_exports(
+        __name__,
+        {
+            "__version__": "kiln._version",
+            "deployments": "kiln.serving.deployments",
+            "experiments": "kiln.tracking.experiments",
+            "lineage": "kiln.tracking.lineage",
+            "models": "kiln.registry.models",
+            "runs": "kiln.tracking.runs",
+            **dict.fromkeys(_FEATURES, "kiln.features"),
+            **dict.fromkeys(_TRACKING, "kiln.tracking"),
+        },
+    )
 
 if TYPE_CHECKING:
     from kiln.features import (
@@ -68,11 +64,21 @@ if TYPE_CHECKING:
         SQLSource,
         WindowedFeatureView,
     )
+    from kiln.registry import models
+    from kiln.serving import deployments
+    from kiln.tracking import (
+        Run,
+        RunRecord,
+        RunStatus,
+        TrackingClient,
+        active_run,
+        experiments,
+        lineage,
+        runs,
+        start_run,
+    )
 
-try:
-    __version__ = version("kiln")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0"
+    __version__: str
 
 __all__ = [
     "Aggregation",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -13,7 +13,9 @@ from rich.tree import Tree
 import kiln
 from kiln.cli._format import console, emit_json, fmt, status, table
 from kiln.errors import InvalidInput
-from kiln.registry import AliasEvent, ColumnSpec, LineageNode, ModelLineage, ModelVersion
+
+if TYPE_CHECKING:
+    from kiln.registry import AliasEvent, ColumnSpec, LineageNode, ModelLineage, ModelVersion
 
 models_app = typer.Typer(
     help="Registered models: versions, aliases, lineage.", no_args_is_help=True

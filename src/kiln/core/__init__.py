@@ -14,6 +14,7 @@ from kiln.core.errors import (
     StoreUnavailable,
 )
 from kiln.core.ids import new_id
+from kiln.core.lazy import lazy_exports
 from kiln.core.net import free_local_port
 from kiln.core.settings import (
     Settings,
@@ -42,6 +43,7 @@ __all__ = [
     "free_local_port",
     "from_millis",
     "get_settings",
+    "lazy_exports",
     "load_settings",
     "mask_url",
     "new_id",

@@ -6,19 +6,47 @@ model, and promoted or rolled back by moving aliases whose every move is recorde
 verbs are in :mod:`kiln.registry.models`, exposed as ``kiln.models``.
 """
 
-from kiln.registry import models
-from kiln.registry.flavors import FLAVOR_NAMES
-from kiln.registry.loading import LoadedModel
+from typing import TYPE_CHECKING
+
+from kiln.core import lazy_exports
 from kiln.registry.python_model import ModelContext, PythonModel
-from kiln.registry.records import (
-    AliasEvent,
-    FileEntry,
-    LineageNode,
-    ModelLineage,
-    ModelVersion,
-    RegisteredModel,
+
+_RECORDS = (
+    "AliasEvent",
+    "FileEntry",
+    "LineageNode",
+    "ModelLineage",
+    "ModelVersion",
+    "RegisteredModel",
 )
-from kiln.registry.signature import Batch, ColumnSpec, Signature, enforce, infer_signature
+_SIGNATURE = ("Batch", "ColumnSpec", "Signature", "enforce", "infer_signature")
+
+# Records and signatures need numpy, the verbs SQLAlchemy: each loads on first use.
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = lazy_exports(
+        __name__,
+        {
+            "models": "kiln.registry.models",
+            "FLAVOR_NAMES": "kiln.registry.flavors",
+            "LoadedModel": "kiln.registry.loading",
+            **dict.fromkeys(_RECORDS, "kiln.registry.records"),
+            **dict.fromkeys(_SIGNATURE, "kiln.registry.signature"),
+        },
+    )
+
+if TYPE_CHECKING:
+    from kiln.registry import models
+    from kiln.registry.flavors import FLAVOR_NAMES
+    from kiln.registry.loading import LoadedModel
+    from kiln.registry.records import (
+        AliasEvent,
+        FileEntry,
+        LineageNode,
+        ModelLineage,
+        ModelVersion,
+        RegisteredModel,
+    )
+    from kiln.registry.signature import Batch, ColumnSpec, Signature, enforce, infer_signature
 
 __all__ = [
     "FLAVOR_NAMES",

@@ -6,34 +6,32 @@ policy; ``kiln serve`` runs them as an ASGI app speaking the Open Inference Prot
 the MLflow scoring protocol and Kiln's native predict endpoint.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from kiln.serving import deployments
-from kiln.serving.compatibility import InputPlan
-from kiln.serving.deployments import DeploymentEvent
+from kiln.core import lazy_exports
 from kiln.serving.specs import POLICIES, Batching, Breaker, Deployment, Fallback, Guard, Traffic
 
-# The server pulls in Starlette, uvicorn and Prometheus; the control-plane verbs above
-# (kiln.deployments) should not pay for them, so these names load on first use.
-_SERVER_NAMES = {
-    "ServeConfig": "server",
-    "build_app": "server",
-    "create_app": "app",
-    "serve": "server",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _SERVER_NAMES.get(name)
-    if module is None:
-        raise AttributeError(f"module 'kiln.serving' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(f"kiln.serving.{module}"), name)
-
+# The stored deployments need SQLAlchemy and the registry, the server Starlette, uvicorn
+# and Prometheus; a spec is plain data, so only the specs load with the package.
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = lazy_exports(
+        __name__,
+        {
+            "deployments": "kiln.serving.deployments",
+            "DeploymentEvent": "kiln.serving.deployments",
+            "InputPlan": "kiln.serving.compatibility",
+            "ServeConfig": "kiln.serving.server",
+            "build_app": "kiln.serving.server",
+            "create_app": "kiln.serving.app",
+            "serve": "kiln.serving.server",
+        },
+    )
 
 if TYPE_CHECKING:
+    from kiln.serving import deployments
     from kiln.serving.app import create_app
+    from kiln.serving.compatibility import InputPlan
+    from kiln.serving.deployments import DeploymentEvent
     from kiln.serving.server import ServeConfig, build_app, serve
 
 __all__ = [
