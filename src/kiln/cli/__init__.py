@@ -1,7 +1,9 @@
 """The ``kiln`` command: a thin layer over the public SDK (Typer + Rich).
 
-User mistakes end with one line on stderr and exit status 2, never a traceback; usage
-errors are reported by the argument parser with the same status.
+Every failure ends with exactly one line on stderr, ``kiln: error: ...``, and a non-zero
+status, never a traceback or a boxed usage panel: scripts read it and people grep it.
+Status 2 is a user mistake (a bad option or argument, an unknown name), status 1 a
+failure of the environment (an unreachable store, a corrupted artifact, a disk error).
 """
 
 from __future__ import annotations
@@ -16,17 +18,40 @@ from kiln.core import IntegrityError, KilnError, StoreUnavailable
 __all__ = ["app", "main"]
 
 
+def _fail(message: object, code: int) -> int:
+    text = " ".join(str(message).split()) or "failed"
+    print(f"kiln: error: {text}", file=sys.stderr)
+    return code
+
+
+def _usage(exc: typer.TyperException) -> str:
+    """The parser's message, then where to read more (its usage block would be lines more)."""
+    message = exc.format_message()
+    ctx = getattr(exc, "ctx", None)
+    if exc.exit_code == 2 and ctx is not None:
+        message += f" (see '{ctx.command_path} -h')"
+    return message
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="kiln", standalone_mode=True)
-    except SystemExit as exc:
+        result = command.main(args=argv, prog_name="kiln", standalone_mode=False)
+    except typer.TyperException as exc:  # the parser's errors (Typer's own click)
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            return 2  # a group run without a command: its help is printed already
+        return _fail(_usage(exc), exc.exit_code)
+    except SystemExit as exc:  # raised by code under a command (e.g. sys.exit)
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except typer.Abort:
+        return _fail("aborted", 1)
     except (StoreUnavailable, IntegrityError) as exc:
-        print(f"kiln: error: {exc}", file=sys.stderr)
-        return 1
+        return _fail(exc, 1)
     except KilnError as exc:
-        print(f"kiln: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        return _fail(exc, 2)
+    except OSError as exc:
+        return _fail(exc, 1)
+    except Exception as exc:  # a bug still gets one line, naming what broke
+        return _fail(f"unexpected {type(exc).__name__}: {exc}", 1)
+    return result if isinstance(result, int) else 0

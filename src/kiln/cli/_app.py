@@ -1,4 +1,10 @@
-"""Command definitions. Each command maps to one SDK call and renders its records."""
+"""Command definitions. Each command maps to one SDK call and renders its records.
+
+Conventions every command keeps (tests walk the whole tree for them): ``-h`` is
+``--help``; a short flag means the same long option wherever it appears (the table is
+in docs/cli.md); every command that prints a result takes ``--json``; list defaults
+are the SDK's own constants, read when the command runs.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +17,12 @@ from rich.tree import Tree
 import kiln
 from kiln.cli._deployments import deploy, deployments_app
 from kiln.cli._features import features_app
-from kiln.cli._format import console, emit_json, fmt, status, table
+from kiln.cli._format import JsonOpt, console, emit_json, fmt, report, status, table
 from kiln.cli._models import models_app
 from kiln.cli._serve import serve
-from kiln.store import open_metadata_store
+
+# Click hands these to every sub-command's context, so ``-h`` works at every level.
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
 
 app = typer.Typer(
     name="kiln",
@@ -22,6 +30,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    context_settings=HELP_OPTIONS,
 )
 experiments_app = typer.Typer(help="List and rename experiments.", no_args_is_help=True)
 runs_app = typer.Typer(help="List, show and compare runs.", no_args_is_help=True)
@@ -32,10 +41,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")
 app.add_typer(features_app, name="features")
 app.add_typer(deployments_app, name="deployments")
-app.command("deploy")(deploy)
+app.command("deploy", help=f"Shortcut for 'kiln deployments create'. {deploy.__doc__}")(deploy)
 app.command()(serve)
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
 def _version(value: bool) -> None:
@@ -77,12 +84,18 @@ def demo(
 
 
 @db_app.command("upgrade")
-def db_upgrade() -> None:
+def db_upgrade(as_json: JsonOpt = False) -> None:
     """Apply pending metadata migrations (also done automatically on first use)."""
+    from kiln.store import open_metadata_store
+
     settings = kiln.get_settings()
-    store = open_metadata_store(settings.db_url)
-    revision = store.upgrade()
-    console.print(f"metadata store {kiln.core.mask_url(settings.db_url)} is at revision {revision}")
+    url = kiln.core.mask_url(settings.db_url)
+    revision = open_metadata_store(settings.db_url).upgrade()
+    report(
+        as_json,
+        f"metadata store {url} is at revision {revision}",
+        {"action": "upgraded", "db_url": url, "revision": revision},
+    )
 
 
 @experiments_app.command("list")
@@ -97,14 +110,19 @@ def experiments_list(as_json: JsonOpt = False) -> None:
 
 
 @experiments_app.command("rename")
-def experiments_rename(old: str, new: str) -> None:
+def experiments_rename(old: str, new: str, as_json: JsonOpt = False) -> None:
     """Rename an experiment; its runs follow."""
     record = kiln.experiments.rename(old, new)
-    console.print(f"renamed experiment {old!r} to {record.name!r}")
+    report(
+        as_json,
+        f"renamed experiment {old!r} to {record.name!r}",
+        {"action": "renamed", "from": old, "experiment": record.to_dict()},
+    )
 
 
 @runs_app.command("list")
 def runs_list(
+    *,
     experiment: Annotated[
         list[str] | None, typer.Option("--experiment", "-e", help="Experiment name (repeatable).")
     ] = None,
@@ -116,7 +134,15 @@ def runs_list(
         list[str] | None,
         typer.Option("--order-by", "-o", help="e.g. -metrics.val_auc (repeatable)"),
     ] = None,
-    limit: Annotated[int, typer.Option(min=1, help="At most this many runs.")] = 100,
+    limit: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            default_factory=lambda: kiln.runs.DEFAULT_LIMIT,
+            show_default=False,
+            help="At most this many runs; default: the SDK's (kiln.runs.DEFAULT_LIMIT).",
+        ),
+    ],
     as_json: JsonOpt = False,
 ) -> None:
     """Search runs; newest first unless --order-by says otherwise."""
@@ -215,7 +241,18 @@ def runs_download(
     run_id: str,
     path: Annotated[str, typer.Argument(help="Artifact file or directory ('' for all).")] = "",
     dst: Annotated[Path, typer.Option("--dst", help="Destination directory.")] = Path("."),
+    as_json: JsonOpt = False,
 ) -> None:
     """Download artifacts, verifying every file's sha256."""
     local = kiln.runs.download_artifacts(run_id, path, dst)
-    console.print(f"downloaded to {local}")
+    prefix = "" if local == dst else local.relative_to(dst).as_posix()
+    files = [
+        a.to_dict()
+        for a in kiln.runs.list_artifacts(run_id)
+        if not prefix or a.path == prefix or a.path.startswith(f"{prefix}/")
+    ]
+    report(
+        as_json,
+        f"downloaded to {local}",
+        {"action": "downloaded", "run_id": run_id, "path": str(local), "files": files},
+    )

@@ -1,26 +1,38 @@
-"""``kiln deploy`` and ``kiln deployments``: stored deployments and rollouts, one SDK call each."""
+"""``kiln deployments`` (``kiln deploy`` is a shortcut for its ``create``): one SDK call each.
+
+Every change has the same shape: call a verb of ``kiln.deployments``, then print the new
+revision and what serves now (or the deployment as JSON). The rollout commands are
+therefore declared by their own options alone and :func:`_rollout` supplies the rest
+(``--reason``, ``--json``, the guard options, the call and the report), so each option
+has one spelling and one meaning everywhere. Options a user leaves out are left out of
+the SDK call (:func:`_given`): the SDK's defaults apply, not copies of them.
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
+from collections.abc import Callable
 from dataclasses import asdict
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 
 import kiln
-from kiln.cli._format import console, emit_json, fmt, table
+from kiln.cli._format import JsonOpt, console, emit_json, fmt, report, table
 from kiln.errors import InvalidInput, KilnError
-from kiln.serving import Deployment, DeploymentEvent, Guard
+
+if TYPE_CHECKING:
+    from kiln.serving import Deployment, DeploymentEvent, Guard
 
 deployments_app = typer.Typer(
-    help="Stored deployments: list, show, history, and rollouts (canary, A/B, shadow, "
-    "blue-green, promote, rollback).",
+    help="Stored deployments: create, list, show, history, and rollouts (canary, A/B, "
+    "shadow, blue-green, promote, rollback).",
     no_args_is_help=True,
 )
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 ReasonOpt = Annotated[
     str | None, typer.Option("--reason", "-r", help="Why; kept in the deployment's history.")
 ]
@@ -28,25 +40,59 @@ ModelOpt = Annotated[
     str, typer.Option("--model", "-m", help="Challenger: fraud/3, fraud@challenger or fraud.")
 ]
 NameArg = Annotated[str, typer.Argument(help="Deployment name.")]
-MaxErrorRate = Annotated[
-    float | None, typer.Option("--max-error-rate", help="Guard: highest error rate (0-1).")
-]
-MaxP95 = Annotated[float | None, typer.Option("--max-p95-ms", help="Guard: highest p95 latency.")]
-MaxPsi = Annotated[
-    float | None, typer.Option("--max-psi", help="Guard: highest PSI against the champion.")
-]
-MinRequests = Annotated[
-    int | None, typer.Option("--min-requests", help="Guard: requests before judging.")
-]
-WindowS = Annotated[
-    float | None, typer.Option("--window-s", help="Guard: seconds passed before auto-promote.")
-]
-AutoPromote = Annotated[
-    bool, typer.Option("--auto-promote", help="Guard: promote once the guard has passed.")
-]
-UseGuard = Annotated[
-    bool, typer.Option("--guard", help="Judge with the default guard (implied by any limit).")
-]
+
+# The guard options of a judged rollout: (parameter, its option, the value when absent).
+_GUARD_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
+    (
+        "max_error_rate",
+        Annotated[float | None, typer.Option(help="Guard: highest error rate (0-1).")],
+        None,
+    ),
+    ("max_p95_ms", Annotated[float | None, typer.Option(help="Guard: highest p95 latency.")], None),
+    (
+        "max_psi",
+        Annotated[float | None, typer.Option(help="Guard: highest PSI against the champion.")],
+        None,
+    ),
+    (
+        "min_requests",
+        Annotated[int | None, typer.Option(help="Guard: requests before judging.")],
+        None,
+    ),
+    (
+        "window_s",
+        Annotated[float | None, typer.Option(help="Guard: seconds passed before auto-promote.")],
+        None,
+    ),
+    (
+        "auto_promote",
+        Annotated[
+            bool, typer.Option("--auto-promote", help="Guard: promote once the guard has passed.")
+        ],
+        False,
+    ),
+    (
+        "use_guard",
+        Annotated[
+            bool,
+            typer.Option("--guard", help="Judge with the default guard (implied by any limit)."),
+        ],
+        False,
+    ),
+)
+_TAIL_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
+    ("reason", ReasonOpt, None),
+    ("as_json", JsonOpt, False),
+)
+
+
+def _given(**options: Any) -> dict[str, Any]:
+    """The options a user gave: None, False and an empty repeatable mean "not given"."""
+    return {
+        k: v
+        for k, v in options.items()
+        if v is not None and v is not False and not (isinstance(v, list | dict) and not v)
+    }
 
 
 def _plain(value: Any) -> str | None:
@@ -65,37 +111,6 @@ def _pairs(values: list[str] | None, what: str, example: str) -> dict[str, str]:
     return out
 
 
-def _guard(
-    use: bool,
-    max_error_rate: float | None,
-    max_p95_ms: float | None,
-    max_psi: float | None,
-    min_requests: int | None,
-    window_s: float | None,
-    auto_promote: bool,
-) -> Guard | None:
-    limits: dict[str, Any] = {
-        k: v
-        for k, v in (
-            ("max_error_rate", max_error_rate),
-            ("max_p95_ms", max_p95_ms),
-            ("max_psi", max_psi),
-            ("min_requests", min_requests),
-            ("window_s", window_s),
-        )
-        if v is not None
-    }
-    if auto_promote:
-        limits["auto_promote"] = True
-    if not use and not limits:
-        return None
-    return Guard(**limits)
-
-
-def _dict(deployment: Deployment) -> dict[str, Any]:
-    return deployment.to_dict()
-
-
 def _traffic_line(d: Deployment) -> str:
     tr = d.traffic
     if tr.policy == "single":
@@ -112,13 +127,25 @@ def _traffic_line(d: Deployment) -> str:
 
 
 def _changed(d: Deployment, as_json: bool, what: str) -> None:
-    if as_json:
-        emit_json(_dict(d))
-        return
-    console.print(f"{escape(d.name)} (revision {d.revision}): {escape(what)}", highlight=False)
+    report(as_json, f"{d.name} (revision {d.revision}): {what}", d.to_dict())
 
 
-# -- kiln deploy ----------------------------------------------------------------------------
+# -- create and update ----------------------------------------------------------------------
+
+
+def _fallback(model: str | None, value: str | None) -> dict[str, Any] | None:
+    if model is not None and value is not None:
+        raise InvalidInput("pass --fallback-model or --fallback-value, not both")
+    if model is not None:
+        return {"model": model}
+    if value is None:
+        return None
+    try:
+        return {"value": json.loads(value)}
+    except json.JSONDecodeError:
+        raise InvalidInput(
+            f'--fallback-value must be JSON (0, 0.5, "deny", [0, 1]); got {value!r}'
+        ) from None
 
 
 def deploy(
@@ -129,39 +156,31 @@ def deploy(
     ] = None,
     feature: Annotated[
         list[str] | None,
-        typer.Option("--feature", "-f", help="Online feature view:feature (repeatable)."),
+        typer.Option("--feature", help="Online feature view:feature (repeatable)."),
     ] = None,
-    service: Annotated[str | None, typer.Option("--service", help="Feature service.")] = None,
+    service: Annotated[str | None, typer.Option(help="Feature service.")] = None,
     max_batch_size: Annotated[
-        int | None, typer.Option("--max-batch-size", help="Rows coalesced into one predict.")
+        int | None, typer.Option(help="Rows coalesced into one predict.")
     ] = None,
-    max_wait_ms: Annotated[
-        float | None, typer.Option("--max-wait-ms", help="Longest wait to fill a batch.")
-    ] = None,
+    max_wait_ms: Annotated[float | None, typer.Option(help="Longest wait to fill a batch.")] = None,
     max_queue: Annotated[
-        int | None, typer.Option("--max-queue", help="Waiting requests before answering 503.")
+        int | None, typer.Option(help="Waiting requests before answering 503.")
     ] = None,
-    timeout_ms: Annotated[
-        float | None, typer.Option("--timeout-ms", help="Per-prediction timeout.")
-    ] = None,
+    timeout_ms: Annotated[float | None, typer.Option(help="Per-prediction timeout.")] = None,
     fallback_model: Annotated[
-        str | None,
-        typer.Option("--fallback-model", help="Model answering while the breaker is open."),
+        str | None, typer.Option(help="Model answering while the breaker is open.")
     ] = None,
     fallback_value: Annotated[
-        str | None, typer.Option("--fallback-value", help="Constant answer (JSON) instead.")
+        str | None, typer.Option(help="Constant answer (JSON) instead.")
     ] = None,
     max_body_bytes: Annotated[
-        int | None, typer.Option("--max-body-bytes", help="Largest request body accepted.")
+        int | None, typer.Option(help="Largest request body accepted.")
     ] = None,
     request_field: Annotated[
         list[str] | None,
-        typer.Option(
-            "--request-field",
-            help="Request schema field NAME:DTYPE (repeatable; default: from the model).",
-        ),
+        typer.Option(help="Request schema field NAME:DTYPE (repeatable; default: from the model)."),
     ] = None,
-    tag: Annotated[list[str] | None, typer.Option("--tag", help="KEY=VALUE (repeatable).")] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="KEY=VALUE (repeatable).")] = None,
     update: Annotated[
         bool, typer.Option("--update", help="Change an existing deployment (only what is given).")
     ] = False,
@@ -170,74 +189,40 @@ def deploy(
 ) -> None:
     """Create deployment NAME serving --model (or change it with --update).
 
-    kiln deploy fraud-api --model fraud@champion --feature user_stats:f0 --max-batch-size 32\n
+    kiln deployments create fraud-api --model fraud@champion --feature user_stats:f0\n
     kiln deploy fraud-api --update --timeout-ms 250 --fallback-value 0
     """
-    if fallback_model is not None and fallback_value is not None:
-        raise InvalidInput("pass --fallback-model or --fallback-value, not both")
-    fallback: dict[str, Any] | None = None
-    if fallback_model is not None:
-        fallback = {"model": fallback_model}
-    elif fallback_value is not None:
-        try:
-            fallback = {"value": json.loads(fallback_value)}
-        except json.JSONDecodeError:
-            raise InvalidInput(
-                f'--fallback-value must be JSON (0, 0.5, "deny", [0, 1]); got {fallback_value!r}'
-            ) from None
-    batching = {
-        k: v
-        for k, v in (
-            ("max_batch_size", max_batch_size),
-            ("max_wait_ms", max_wait_ms),
-            ("max_queue", max_queue),
-        )
-        if v is not None
-    }
-    request = _pairs(request_field, "--request-field", "NAME:DTYPE (amount:float64)")
-    tags = _pairs(tag, "--tag", "KEY=VALUE")
+    batching = _given(max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue)
+    options = _given(
+        features=feature,
+        service=service,
+        timeout_ms=timeout_ms,
+        fallback=_fallback(fallback_model, fallback_value),
+        max_body_bytes=max_body_bytes,
+        request=_pairs(request_field, "--request-field", "NAME:DTYPE (amount:float64)"),
+        tags=_pairs(tag, "--tag", "KEY=VALUE"),
+    )
     if update:
-        changes: dict[str, Any] = {}
-        if model is not None:
-            changes["model"] = model
-        if feature:
-            changes["features"] = feature
-        if service is not None:
-            changes["service"] = service
+        changes = _given(model=model, **options)
         if batching:
             current = kiln.deployments.get(name).batching
             changes["batching"] = {**asdict(current), **batching}
-        if timeout_ms is not None:
-            changes["timeout_ms"] = timeout_ms
-        if fallback is not None:
-            changes["fallback"] = fallback
-        if max_body_bytes is not None:
-            changes["max_body_bytes"] = max_body_bytes
-        if request:
-            changes["request"] = request
-        if tags:
-            changes["tags"] = tags
         if not changes:
             raise InvalidInput("--update needs at least one option to change (see --help)")
         d = kiln.deployments.update(name, reason=reason, **changes)
         _changed(d, as_json, f"updated {', '.join(sorted(changes))}")
         return
     if model is None:
-        raise InvalidInput("kiln deploy needs --model (a reference such as fraud@champion)")
-    d = kiln.deployments.create(
-        name,
-        model=model,
-        features=feature or None,
-        service=service,
-        batching=batching or None,
-        timeout_ms=timeout_ms if timeout_ms is not None else 1000.0,
-        fallback=fallback,
-        max_body_bytes=max_body_bytes if max_body_bytes is not None else 8 * 1024 * 1024,
-        tags=tags,
-        request=request or None,
-        reason=reason,
-    )
+        raise InvalidInput(
+            "creating a deployment needs --model (a reference such as fraud@champion)"
+        )
+    if batching:
+        options["batching"] = batching
+    d = kiln.deployments.create(name, model=model, reason=reason, **options)
     _changed(d, as_json, f"created, serving {d.model}")
+
+
+deployments_app.command("create")(deploy)
 
 
 # -- reads ----------------------------------------------------------------------------------
@@ -248,7 +233,7 @@ def deployments_list(as_json: JsonOpt = False) -> None:
     """Every deployment: model, traffic, features, revision."""
     records = kiln.deployments.list()
     if as_json:
-        emit_json([_dict(d) for d in records])
+        emit_json([d.to_dict() for d in records])
         return
     rows = [
         (
@@ -279,7 +264,7 @@ def deployments_show(name: NameArg, as_json: JsonOpt = False) -> None:
     d = kiln.deployments.get(name)
     champion, challenger = _version_of(d.model), _version_of(d.traffic.challenger)
     if as_json:
-        emit_json({**_dict(d), "versions": {"champion": champion, "challenger": challenger}})
+        emit_json({**d.to_dict(), "versions": {"champion": champion, "challenger": challenger}})
         return
     tr, b, br = d.traffic, d.batching, d.breaker
     fallback = None
@@ -356,14 +341,7 @@ def deployments_history(name: NameArg, as_json: JsonOpt = False) -> None:
         emit_json([e.to_dict() for e in events])
         return
     rows = [
-        (
-            e.at,
-            e.revision,
-            e.kind,
-            _plain(_summary(e)),
-            _plain(e.actor),
-            _plain(e.reason),
-        )
+        (e.at, e.revision, e.kind, _plain(_summary(e)), _plain(e.actor), _plain(e.reason))
         for e in events
     ]
     columns = ["when", "rev", "event", "detail", "who", "reason"]
@@ -373,112 +351,100 @@ def deployments_history(name: NameArg, as_json: JsonOpt = False) -> None:
 # -- rollouts -------------------------------------------------------------------------------
 
 
-@deployments_app.command("canary")
+def _guard(options: dict[str, Any]) -> Guard | None:
+    """The Guard the options describe, or None when none was given."""
+    use = options.pop("use_guard")
+    limits = _given(**{n: options.pop(n) for n, _, _ in _GUARD_OPTIONS if n != "use_guard"})
+    if not use and not limits:
+        return None
+    return kiln.deployments.Guard(**limits)
+
+
+def _rollout(
+    command: str, *, judged: bool = False, done: str = ""
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Register a rollout command declared by its own options only (its body is unused).
+
+    The command calls the ``kiln.deployments`` verb of the same name with those options
+    as keywords, plus ``--reason``, ``--json`` and, when ``judged``, the guard options
+    (passed as one ``guard``), then prints ``done`` and the traffic the change left.
+    """
+    verb = command.replace("-", "_")
+    extra = (*(_GUARD_OPTIONS if judged else ()), *_TAIL_OPTIONS)
+
+    def register(declared: Callable[..., None]) -> Callable[..., None]:
+        own = inspect.signature(declared, eval_str=True).parameters.values()
+        params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
+        params += [
+            inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a)
+            for n, a, d in extra
+        ]
+
+        @functools.wraps(declared)
+        def run(name: str, **options: Any) -> None:
+            as_json = options.pop("as_json")
+            if judged:
+                options["guard"] = _guard(options)
+            d = getattr(kiln.deployments, verb)(name, **options)
+            if d is None:  # only with expected_revision, which the CLI does not pass
+                raise KilnError(f"deployment {name!r} changed meanwhile; nothing done")
+            _changed(d, as_json, f"{done}{_traffic_line(d)}")
+
+        run.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        run.__annotations__ = {p.name: p.annotation for p in params}
+        deployments_app.command(command)(run)
+        return run
+
+    return register
+
+
+@_rollout("canary", judged=True)
 def deployments_canary(
     name: NameArg,
     model: ModelOpt,
     percent: Annotated[float, typer.Option("--percent", "-p", help="Share of traffic, (0, 100].")],
     sticky_key: Annotated[
-        str | None, typer.Option("--sticky-key", help="Request field keeping a caller on one arm.")
+        str | None, typer.Option(help="Request field keeping a caller on one arm.")
     ] = None,
-    max_error_rate: MaxErrorRate = None,
-    max_p95_ms: MaxP95 = None,
-    max_psi: MaxPsi = None,
-    min_requests: MinRequests = None,
-    window_s: WindowS = None,
-    auto_promote: AutoPromote = False,
-    guard: UseGuard = False,
-    reason: ReasonOpt = None,
-    as_json: JsonOpt = False,
 ) -> None:
     """Send --percent of traffic to the challenger --model, judged by a guard if given."""
-    judged = _guard(
-        guard, max_error_rate, max_p95_ms, max_psi, min_requests, window_s, auto_promote
-    )
-    d = kiln.deployments.canary(
-        name, model=model, percent=percent, sticky_key=sticky_key, guard=judged, reason=reason
-    )
-    _changed(d, as_json, _traffic_line(d))
 
 
-@deployments_app.command("ab")
+@_rollout("ab")
 def deployments_ab(
     name: NameArg,
     model: ModelOpt,
-    sticky_key: Annotated[
-        str, typer.Option("--sticky-key", help="Request field whose hash picks the arm.")
-    ],
+    sticky_key: Annotated[str, typer.Option(help="Request field whose hash picks the arm.")],
     percent: Annotated[
         float, typer.Option("--percent", "-p", help="Arm B's share, (0, 100).")
     ] = 50.0,
-    reason: ReasonOpt = None,
-    as_json: JsonOpt = False,
 ) -> None:
     """Split traffic between the champion and --model by hash of --sticky-key."""
-    d = kiln.deployments.ab(
-        name, model=model, percent=percent, sticky_key=sticky_key, reason=reason
-    )
-    _changed(d, as_json, _traffic_line(d))
 
 
-@deployments_app.command("shadow")
-def deployments_shadow(
-    name: NameArg, model: ModelOpt, reason: ReasonOpt = None, as_json: JsonOpt = False
-) -> None:
+@_rollout("shadow")
+def deployments_shadow(name: NameArg, model: ModelOpt) -> None:
     """Mirror every request to --model off the response path (answers logged, never returned)."""
-    d = kiln.deployments.shadow(name, model=model, reason=reason)
-    _changed(d, as_json, _traffic_line(d))
 
 
-@deployments_app.command("blue-green")
-def deployments_blue_green(
-    name: NameArg,
-    model: ModelOpt,
-    max_error_rate: MaxErrorRate = None,
-    max_p95_ms: MaxP95 = None,
-    max_psi: MaxPsi = None,
-    min_requests: MinRequests = None,
-    window_s: WindowS = None,
-    auto_promote: AutoPromote = False,
-    guard: UseGuard = False,
-    reason: ReasonOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
+@_rollout("blue-green", judged=True)
+def deployments_blue_green(name: NameArg, model: ModelOpt) -> None:
     """Switch all traffic to --model ("green"); switch-back returns to the champion."""
-    judged = _guard(
-        guard, max_error_rate, max_p95_ms, max_psi, min_requests, window_s, auto_promote
-    )
-    d = kiln.deployments.blue_green(name, model=model, guard=judged, reason=reason)
-    _changed(d, as_json, _traffic_line(d))
 
 
-def _acted(d: Deployment | None, name: str) -> Deployment:
-    if d is None:  # only with expected_revision, which the CLI does not pass
-        raise KilnError(f"deployment {name!r} changed meanwhile; nothing done")
-    return d
-
-
-@deployments_app.command("switch-back")
-def deployments_switch_back(
-    name: NameArg, reason: ReasonOpt = None, as_json: JsonOpt = False
-) -> None:
+@_rollout("switch-back")
+def deployments_switch_back(name: NameArg) -> None:
     """After blue-green: all traffic back on the champion ("blue")."""
-    d = _acted(kiln.deployments.switch_back(name, reason=reason), name)
-    _changed(d, as_json, _traffic_line(d))
 
 
-@deployments_app.command("promote")
-def deployments_promote(name: NameArg, reason: ReasonOpt = None, as_json: JsonOpt = False) -> None:
+@_rollout("promote", done="promoted; ")
+def deployments_promote(name: NameArg) -> None:
     """The challenger becomes the champion (moving the alias the deployment follows)."""
-    d = _acted(kiln.deployments.promote(name, reason=reason), name)
-    _changed(d, as_json, f"promoted; {_traffic_line(d)}")
 
 
-@deployments_app.command("rollback")
-def deployments_rollback(name: NameArg, reason: ReasonOpt = None, as_json: JsonOpt = False) -> None:
+@_rollout("rollback", done="rolled back; ")
+def deployments_rollback(name: NameArg) -> None:
     """End the rollout: the champion alone answers again."""
-    d = _acted(kiln.deployments.rollback(name, reason=reason), name)
-    _changed(d, as_json, f"rolled back; {_traffic_line(d)}")
 
 
 @deployments_app.command("delete")
@@ -486,10 +452,15 @@ def deployments_delete(
     name: NameArg,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Confirm.")] = False,
     reason: ReasonOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Delete a deployment (servers stop serving it); its history is kept. Needs --yes."""
     if not yes:
         kiln.deployments.get(name)  # NotFound first, naming close matches
         raise InvalidInput(f"deleting deployment {name!r} stops serving it; pass --yes to confirm")
     d = kiln.deployments.delete(name, reason=reason)
-    console.print(f"deleted deployment {escape(d.name)} (it served {escape(d.model)})")
+    report(
+        as_json,
+        f"deleted deployment {d.name} (it served {d.model})",
+        {"action": "deleted", "deployment": d.to_dict()},
+    )

@@ -1,17 +1,32 @@
-"""Rich rendering helpers shared by the commands."""
+"""Rich rendering helpers and the options every command group shares."""
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from rich.console import Console
 from rich.table import Table
 
 console = Console()
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+"""Every command that prints a result takes ``--json`` (a test walks the tree for it)."""
+
+
+def report(as_json: bool, text: str, data: Mapping[str, Any]) -> None:
+    """What a command did: ``data`` as one JSON object for scripts, else ``text`` as is.
+
+    ``text`` is printed without markup, so names holding ``[...]`` stay literal.
+    """
+    if as_json:
+        emit_json(dict(data))
+    else:
+        console.print(text, markup=False, highlight=False)
 
 
 def emit_json(data: Any) -> None:
