@@ -439,10 +439,12 @@ def test_overlapping_feature_names_need_full_names(tmp_path: Path, created_sourc
 
 
 def test_features_are_cast_to_declared_dtypes(tmp_path: Path) -> None:
+    """Widenings that keep every value: int32 -> float64, float16 -> float32."""
     rows = [
         {"user_id": 1, "event_timestamp": at(0), "n": 3, "seen": at(-60), "f": 1.5},
     ]
-    src = ParquetSource(write_parquet(tmp_path / "f.parquet", rows))
+    path = write_parquet(tmp_path / "f.parquet", rows, n=pa.int32(), f=pa.float16())
+    src = ParquetSource(path)
     fv = FeatureView(
         "typed",
         entities=[user],

@@ -32,6 +32,7 @@ import duckdb
 import pyarrow as pa
 
 from kiln.core import InvalidInput, NotFound
+from kiln.features._types import cast_problem
 from kiln.features.definitions import (
     Aggregation,
     DeltaSource,
@@ -222,17 +223,31 @@ def _declared(view: View) -> list[tuple[str, str | None]]:
     return [(c, None) for c in columns]
 
 
+def _bind(con: duckdb.DuckDBPyConnection, sql: str, view: View, what: str) -> dict[str, str]:
+    """Each column's DuckDB type; binding reads schemas (Parquet footers), never rows."""
+    try:
+        rel = con.sql(sql)
+        return {c: str(t) for c, t in zip(rel.columns, rel.types, strict=True)}
+    except duckdb.IOException as exc:
+        raise NotFound(f"{describe(view)}: cannot read {what}: {exc}") from exc
+    except duckdb.Error as exc:
+        raise InvalidInput(f"{describe(view)}: the SQL for {what} does not run: {exc}") from exc
+
+
+def source_types(con: duckdb.DuckDBPyConnection, view: View) -> dict[str, str] | None:
+    """The columns of the view's source (after its transformation) and their DuckDB types.
+
+    None for a push source, which has no columns until its first push.
+    """
+    sql = _source_sql(con, view, [])
+    return None if sql is None else _bind(con, sql, view, "its source")
+
+
 def _select(
     con: duckdb.DuckDBPyConnection, sql: str, view: View, what: str, *, pushed: bool
 ) -> tuple[str, dict[str, str]]:
     owner = describe(view)
-    try:
-        rel = con.sql(sql)
-        found = {c: str(t) for c, t in zip(rel.columns, rel.types, strict=True)}
-    except duckdb.IOException as exc:
-        raise NotFound(f"{owner}: cannot read {what}: {exc}") from exc
-    except duckdb.Error as exc:
-        raise InvalidInput(f"{owner}: the SQL for {what} does not run: {exc}") from exc
+    found = _bind(con, sql, view, what)
 
     def need(column: str, role: str) -> str:
         if column not in found:
@@ -269,6 +284,12 @@ def _select(
             types[name] = duck
             continue
         actual = need(name, "feature")
+        problem = cast_problem(actual, dtype) if dtype is not None else None
+        if problem is not None:
+            raise InvalidInput(
+                f"{owner}: field {name!r} is declared {dtype}, but column {name!r} of {what} "
+                f"is {actual}: {problem}"
+            )
         if dtype == "timestamp":
             items.append(f"{time(name, 'feature')} AS {quote(name)}")
             types[name] = "TIMESTAMP"

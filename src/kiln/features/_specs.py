@@ -120,12 +120,13 @@ def from_spec(
             spec["name"],
             entities=ents,
             source=source,
-            schema=_fields(spec["schema"]),
+            schema=_fields(spec["schema"]) or None,
             ttl=_ttl(spec.get("ttl")),
             tags=spec.get("tags"),
             transformation=spec.get("transformation"),
             online=spec.get("online", True),
             description=spec.get("description", ""),
+            key_types=spec.get("key_types"),
         )
     if kind == "windowed_view":
         return WindowedFeatureView(
@@ -138,5 +139,6 @@ def from_spec(
             ],
             tags=spec.get("tags"),
             description=spec.get("description", ""),
+            key_types=spec.get("key_types"),
         )
     raise InvalidInput(f"unknown definition kind {kind!r} in the metadata store")

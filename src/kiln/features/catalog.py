@@ -41,11 +41,13 @@ class Change:
     action: str  # "create", "update" or "unchanged"
     version: int
     differences: tuple[str, ...] = ()
+    inferred: tuple[str, ...] = ()  # "name: dtype" of fields read from the source's schema
 
     def __str__(self) -> str:
         head = {"create": "+", "update": "~", "unchanged": "="}[self.action]
         line = f"{head} {self.kind} {self.name} (version {self.version})"
-        return "\n".join([line, *(f"    {d}" for d in self.differences)])
+        found = [f"    inferred {f}" for f in self.inferred]
+        return "\n".join([line, *found, *(f"    {d}" for d in self.differences)])
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class Plan:
                 "action": c.action,
                 "version": c.version,
                 "differences": list(c.differences),
+                "inferred": list(c.inferred),
             }
             for c in self.changes
         ]

@@ -21,6 +21,7 @@ from kiln.core import InvalidInput
 __all__ = [
     "AGGREGATIONS",
     "DTYPES",
+    "KEY_DTYPES",
     "Aggregation",
     "DeltaSource",
     "Entity",
@@ -38,6 +39,7 @@ __all__ = [
 ]
 
 DTYPES = ("float64", "float32", "int64", "int32", "bool", "string", "timestamp")
+KEY_DTYPES = ("int64", "int32", "string", "bool", "timestamp")
 AGGREGATIONS = ("count", "sum", "mean", "min", "max", "last")
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|m|h|d|w)\s*$")
@@ -103,6 +105,31 @@ def _duration_text(value: timedelta) -> str:
         if micros % _UNITS[unit] == 0:
             return f"{micros // _UNITS[unit]}{unit}"
     return f"{micros}us"
+
+
+def _key_types(
+    owner: str, join_keys: tuple[str, ...], key_types: Mapping[str, str] | None
+) -> Mapping[str, str]:
+    """Join key -> dtype, in join-key order (usually filled in by ``apply`` from the source)."""
+    if key_types is None:
+        return {}
+    if not isinstance(key_types, Mapping):
+        raise InvalidInput(
+            f"The 'key_types' parameter of {owner} must map join keys to dtypes. "
+            f"Got {key_types!r} instead."
+        )
+    for key, dtype in key_types.items():
+        if key not in join_keys:
+            raise InvalidInput(
+                f"The 'key_types' parameter of {owner} names {key!r}, which is not a join key; "
+                f"the join keys are {', '.join(join_keys)}"
+            )
+        if dtype not in KEY_DTYPES:
+            raise InvalidInput(
+                f"The 'key_types' parameter of {owner} gives join key {key!r} the dtype "
+                f"{dtype!r}; join keys are {', '.join(KEY_DTYPES)}"
+            )
+    return {k: key_types[k] for k in join_keys if k in key_types}
 
 
 def _tags(owner: str, tags: Mapping[str, Any] | None) -> Mapping[str, str]:
@@ -355,6 +382,10 @@ class FeatureView:
 
     ``transformation`` is optional SQL over the source, which is visible as the table
     ``source`` (``SELECT user_id, event_timestamp, amount * 2 AS doubled FROM source``).
+    Without ``schema`` the features are every other column of the source, typed by it;
+    ``apply`` reads the source's schema and stores the fields it found. ``key_types``
+    (join key -> dtype) is filled in the same way, so that a request's keys can be
+    converted to what the source holds.
     """
 
     name: str
@@ -366,6 +397,7 @@ class FeatureView:
     transformation: str | None = None
     online: bool = True
     description: str = ""
+    key_types: Mapping[str, str] = field(default_factory=dict)
 
     def __init__(
         self,
@@ -373,12 +405,13 @@ class FeatureView:
         *,
         entities: Iterable[Entity],
         source: Source,
-        schema: Iterable[Field],
+        schema: Iterable[Field] | None = None,
         ttl: timedelta | str | float | None = None,
         tags: Mapping[str, Any] | None = None,
         transformation: str | None = None,
         online: bool = True,
         description: str = "",
+        key_types: Mapping[str, str] | None = None,
     ) -> None:
         owner = f"FeatureView {name!r}"
         object.__setattr__(self, "name", _name("FeatureView", "name", name))
@@ -389,7 +422,12 @@ class FeatureView:
                 f"SQLSource or PushSource. Got {source!r} instead."
             )
         object.__setattr__(self, "source", source)
-        fields = _fields(owner, schema)
+        if schema is None and isinstance(source, PushSource):
+            raise InvalidInput(
+                f"{owner} needs schema=: a PushSource has no columns to infer features from "
+                "until rows are pushed"
+            )
+        fields = () if schema is None else _fields(owner, schema)
         keys = set(self.join_keys)
         clash = [
             f.name for f in fields if f.name in keys or f.name in (source.timestamp, source.created)
@@ -414,6 +452,7 @@ class FeatureView:
         object.__setattr__(self, "transformation", transformation)
         object.__setattr__(self, "online", bool(online))
         object.__setattr__(self, "description", str(description))
+        object.__setattr__(self, "key_types", _key_types(owner, self.join_keys, key_types))
 
     kind = "feature_view"
 
@@ -436,7 +475,13 @@ class FeatureView:
             "transformation": self.transformation,
             "online": self.online,
             "description": self.description,
+            **_key_spec(self.key_types),
         }
+
+
+def _key_spec(key_types: Mapping[str, str]) -> dict[str, Any]:
+    # Left out when unknown, so definitions stored before key types existed keep their digest.
+    return {"key_types": dict(key_types)} if key_types else {}
 
 
 @dataclass(frozen=True)
@@ -495,6 +540,7 @@ class WindowedFeatureView:
     aggregations: tuple[Aggregation, ...]
     tags: Mapping[str, str] = field(default_factory=dict)
     description: str = ""
+    key_types: Mapping[str, str] = field(default_factory=dict)
 
     def __init__(
         self,
@@ -505,6 +551,7 @@ class WindowedFeatureView:
         aggregations: Iterable[Aggregation],
         tags: Mapping[str, Any] | None = None,
         description: str = "",
+        key_types: Mapping[str, str] | None = None,
     ) -> None:
         owner = f"WindowedFeatureView {name!r}"
         object.__setattr__(self, "name", _name("WindowedFeatureView", "name", name))
@@ -527,6 +574,7 @@ class WindowedFeatureView:
         object.__setattr__(self, "aggregations", aggs)
         object.__setattr__(self, "tags", _tags(owner, tags))
         object.__setattr__(self, "description", str(description))
+        object.__setattr__(self, "key_types", _key_types(owner, self.join_keys, key_types))
 
     kind = "windowed_view"
 
@@ -550,6 +598,7 @@ class WindowedFeatureView:
             "aggregations": [a.spec() for a in self.aggregations],
             "tags": dict(sorted(self.tags.items())),
             "description": self.description,
+            **_key_spec(self.key_types),
         }
 
 
@@ -654,6 +703,11 @@ class FeatureService:
         object.__setattr__(self, "name", _name("FeatureService", "name", name))
         refs: list[str] = []
         for item in features:
+            if isinstance(item, FeatureView) and not item.schema:
+                raise InvalidInput(
+                    f"FeatureService {name!r} takes view {item.name!r}, whose schema is "
+                    f"inferred when it is applied; list its features as '{item.name}:feature'"
+                )
             if isinstance(item, FeatureView | WindowedFeatureView | OnDemandFeatureView):
                 refs.extend(f"{item.name}:{f}" for f in item.feature_names)
             elif isinstance(item, str) and item.count(":") == 1:

@@ -71,6 +71,7 @@ import pyarrow as pa
 
 from kiln.core import InvalidInput
 from kiln.features import _sources
+from kiln.features._keys import key_types, spine_keys
 from kiln.features._sources import CREATED_TS, EVENT_TS, ROW, T, quote
 from kiln.features.definitions import FeatureView, WindowedFeatureView
 
@@ -377,7 +378,9 @@ def get_historical_features(
     keys = _check_spine(columns, reqs, timestamp)
     names = _output_names(reqs, columns, full_feature_names)
     plan = _Plan(reqs, names, keys, timestamp, Path(offline_dir))
-    return RetrievalJob(spine, _narrow_spine(spine, keys, timestamp), plan)
+    # Keys converted as online requests are (kiln.features._keys), so both find one row.
+    narrow = spine_keys(_narrow_spine(spine, keys, timestamp), key_types(r.view for r in reqs))
+    return RetrievalJob(spine, narrow, plan)
 
 
 # -- materialization ----------------------------------------------------------------------

@@ -7,7 +7,8 @@ materialization reads) and :mod:`kiln.features.online` (serving reads and writes
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import dataclasses
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,8 +17,18 @@ from typing import Any
 import pyarrow as pa
 import sqlalchemy as sa
 
-from kiln.core import InvalidInput, NotFound, close_matches, get_settings, now_millis, to_millis
+from kiln.core import (
+    InvalidInput,
+    KilnError,
+    NotFound,
+    close_matches,
+    get_settings,
+    now_millis,
+    to_millis,
+)
 from kiln.features import _tables as t
+from kiln.features._keys import key_types, online_keys
+from kiln.features._resolve import resolve_view
 from kiln.features._specs import Definition
 from kiln.features.catalog import Catalog, DefinitionRecord, Plan, require_views
 from kiln.features.datasets import TrainingSet
@@ -53,6 +64,8 @@ from kiln.tracking import TrackingClient, default_client
 __all__ = [
     "FeatureRequirements",
     "FeatureStore",
+    "MaterializeFailure",
+    "MaterializeReport",
     "MaterializeResult",
     "OnDemandJob",
     "OnlineResponse",
@@ -81,6 +94,45 @@ class MaterializeResult:
     end: datetime
     entities: int
     written: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class MaterializeFailure:
+    """A view that could not be materialized, and why (its online values are unchanged)."""
+
+    view: str
+    error: str
+
+
+@dataclass(frozen=True)
+class MaterializeReport:
+    """Per view, what a materialization wrote or why it failed.
+
+    One failing view does not stop the others. Iterating (and ``len``) goes over the
+    views that succeeded; ``failures`` lists the others with their errors, and
+    ``raise_for_failures`` turns them into one exception for callers that want one.
+    """
+
+    results: tuple[MaterializeResult, ...]
+    failures: tuple[MaterializeFailure, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def __iter__(self) -> Iterator[MaterializeResult]:
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def raise_for_failures(self) -> None:
+        """KilnError naming every failed view and its error; nothing if all succeeded."""
+        if self.failures:
+            raise KilnError(
+                f"materialization failed for {len(self.failures)} view(s): "
+                + "; ".join(f"{f.view}: {f.error}" for f in self.failures)
+            )
 
 
 class OnlineResponse(dict[str, list[Any]]):
@@ -134,15 +186,40 @@ class FeatureStore:
     def _check_source(self, view: FeatureView | WindowedFeatureView) -> None:
         check_view_source(view, offline_dir=self.offline_dir)
 
-    def plan(self, objects: Iterable[Any]) -> Plan:
-        """What ``apply`` would create or update, field by field; writes nothing."""
-        return self.catalog.plan(objects)
+    def plan(self, objects: Iterable[Any], *, base: str | Path | None = None) -> Plan:
+        """What ``apply`` would create or update, field by field; writes nothing.
 
-    def apply(self, objects: Iterable[Any]) -> Plan:
-        """Validate the batch against its sources and store a new version of each change."""
-        plan = self.catalog.apply(objects)
+        Views without a schema show the fields inferred from their source.
+        """
+        batch, inferred = self._resolved(objects, base)
+        return _with_inferred(self.catalog.plan(batch), inferred)
+
+    def apply(self, objects: Iterable[Any], *, base: str | Path | None = None) -> Plan:
+        """Validate the batch against its sources and store a new version of each change.
+
+        Relative source paths are resolved against ``base`` (the working directory by
+        default; the CLI passes the definitions file's directory) and stored absolute.
+        """
+        batch, inferred = self._resolved(objects, base)
+        plan = self.catalog.apply(batch)
         self.refresh()
-        return plan
+        return _with_inferred(plan, inferred)
+
+    def _resolved(
+        self, objects: Iterable[Any], base: str | Path | None
+    ) -> tuple[list[Any], dict[str, tuple[Field, ...]]]:
+        """Views as they will be stored (see :mod:`kiln.features._resolve`)."""
+        root = Path(base if base is not None else Path.cwd()).absolute()
+        items = [objects] if hasattr(objects, "kind") else list(objects)
+        batch: list[Any] = []
+        inferred: dict[str, tuple[Field, ...]] = {}
+        for obj in items:
+            if isinstance(obj, FeatureView | WindowedFeatureView):
+                obj, fields = resolve_view(obj, root)
+                if fields:
+                    inferred[obj.name] = fields
+            batch.append(obj)
+        return batch, inferred
 
     def refresh(self) -> None:
         """Forget cached definitions; the next call reads what is applied now."""
@@ -362,17 +439,24 @@ class FeatureStore:
         end: datetime | None = None,
         *,
         views: Sequence[str] | None = None,
-    ) -> list[MaterializeResult]:
-        """Write the latest value per entity with event time in (start, end] online."""
+    ) -> MaterializeReport:
+        """Write the latest value per entity with event time in (start, end] online.
+
+        Each view is materialized on its own: one that fails (its source is gone, its
+        data no longer fits its schema) is reported in ``failures`` and the others are
+        still written.
+        """
         end_utc = _utc(end, "end") or datetime.now(UTC)
         start_utc = _utc(start, "start")
         if start_utc is not None and start_utc >= end_utc:
             raise InvalidInput(f"materialize: start {start_utc} must be before end {end_utc}")
-        return [self._materialize_view(v, start_utc, end_utc) for v in self._online_views(views)]
+        return _each_view(
+            self._online_views(views), lambda v: self._materialize_view(v, start_utc, end_utc)
+        )
 
     def materialize_incremental(
         self, end: datetime | None = None, *, views: Sequence[str] | None = None
-    ) -> list[MaterializeResult]:
+    ) -> MaterializeReport:
         """Materialize what arrived since each view's last run, up to ``end``.
 
         Rows are selected by arrival (``created``, or event time without it), so a row
@@ -380,9 +464,9 @@ class FeatureStore:
         changes nothing.
         """
         end_utc = _utc(end, "end") or datetime.now(UTC)
-        results = []
         m = t.materializations.c
-        for view in self._online_views(views):
+
+        def one(view: FeatureView | WindowedFeatureView) -> MaterializeResult:
             version = self._version(view)
             with self.client.meta.read() as conn:
                 mark = conn.execute(
@@ -390,14 +474,12 @@ class FeatureStore:
                 ).scalar_one_or_none()
             start = datetime.fromtimestamp(mark / 1000, UTC) if mark is not None else None
             if start is not None and start >= end_utc:
-                results.append(
-                    MaterializeResult(
-                        view=view.name, start=start, end=end_utc, entities=0, written=0
-                    )
+                return MaterializeResult(
+                    view=view.name, start=start, end=end_utc, entities=0, written=0
                 )
-                continue
-            results.append(self._materialize_view(view, start, end_utc, incremental=True))
-        return results
+            return self._materialize_view(view, start, end_utc, incremental=True)
+
+        return _each_view(self._online_views(views), one)
 
     # -- online ---------------------------------------------------------------------------
 
@@ -419,7 +501,9 @@ class FeatureStore:
         plan = self._online_plans.get(key)
         if plan is None:
             plan = self._online_plans[key] = self._online_plan(features, full_feature_names)
-        batch, windows, resolved, keys = plan
+        batch, windows, resolved, keys, types = plan
+        if types:
+            entity_rows = online_keys(entity_rows, types) or entity_rows
         if key in self._direct:  # the store's answer is already the response, in order
             return OnlineResponse(self.online.read(batch, entity_rows))
         out: dict[str, list[Any]] = self.online.read(batch, entity_rows) if batch else {}
@@ -446,6 +530,7 @@ class FeatureStore:
         batch: list[OnlineRequest] = []
         windows = []
         keys: list[str] = []
+        types = key_types(self.definitions[name] for name in resolved.wanted)  # type: ignore[misc]
         for view_name, pairs in resolved.wanted.items():
             view = self.definitions[view_name]
             assert isinstance(view, FeatureView | WindowedFeatureView)
@@ -465,13 +550,13 @@ class FeatureStore:
                     ttl=view.ttl,
                 )
             )
-        return batch, windows, resolved, keys
+        return batch, windows, resolved, keys, types
 
     def requirements(
         self, features: Sequence[str] | FeatureService | str, *, full_feature_names: bool = False
     ) -> FeatureRequirements:
         """The entity keys and request fields ``get_online_features`` needs for ``features``."""
-        _, _, resolved, keys = self._online_plan(features, full_feature_names)
+        _, _, resolved, keys, _ = self._online_plan(features, full_feature_names)
         fields: dict[str, Field] = {}
         for view, _ in resolved.on_demand:
             for source in view.sources:
@@ -518,4 +603,34 @@ _OnlinePlan = tuple[
     list[tuple[WindowedFeatureView, str, list[tuple[str, str]]]],
     "Resolved",
     list[str],
+    dict[str, str],  # join key -> the dtype requests are converted to
 ]
+
+
+def _with_inferred(plan: Plan, inferred: Mapping[str, tuple[Field, ...]]) -> Plan:
+    if not inferred:
+        return plan
+    return Plan(
+        tuple(
+            dataclasses.replace(c, inferred=tuple(f"{f.name}: {f.dtype}" for f in fields))
+            if c.kind == "feature_view" and (fields := inferred.get(c.name))
+            else c
+            for c in plan.changes
+        )
+    )
+
+
+def _each_view(
+    views: Sequence[FeatureView | WindowedFeatureView],
+    work: Any,
+) -> MaterializeReport:
+    """``work`` for every view; a view that fails is reported, and the rest still run."""
+    results: list[MaterializeResult] = []
+    failures: list[MaterializeFailure] = []
+    for view in views:
+        try:
+            results.append(work(view))
+        except Exception as exc:  # reported per view, never swallowed
+            reason = str(exc) if isinstance(exc, KilnError) else f"{type(exc).__name__}: {exc}"
+            failures.append(MaterializeFailure(view=view.name, error=reason))
+    return MaterializeReport(tuple(results), tuple(failures))
