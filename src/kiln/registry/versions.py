@@ -14,7 +14,8 @@ from __future__ import annotations
 import getpass
 import json
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -25,6 +26,7 @@ from sqlalchemy.engine import Connection
 from kiln.core import (
     Conflict,
     InvalidInput,
+    KilnError,
     NotFound,
     close_matches,
     from_millis,
@@ -167,8 +169,10 @@ def register(
     environment = capture(flav.packages)
     with tempfile.TemporaryDirectory(prefix="kiln-register-") as tmp:
         root = Path(tmp)
-        config = flav.save(model, root / FLAVOR_DIR, options)
-        signature = _signature_from_saved(flav.name, root, config, inputs, input_example)
+        with _model_failures(name, flav.name, "saving it"):
+            config = flav.save(model, root / FLAVOR_DIR, options)
+        with _model_failures(name, flav.name, "predicting on input_example with the saved copy"):
+            signature = _signature_from_saved(flav.name, root, config, inputs, input_example)
         manifest = store_package(
             client.blobs,
             root,
@@ -192,6 +196,28 @@ def register(
         description=description,
         tags=version_tags,
     )
+
+
+@contextmanager
+def _model_failures(name: str, flavor: str, step: str) -> Iterator[None]:
+    """A library's error while saving or trying the model, as InvalidInput naming both.
+
+    An unfitted estimator or a model whose ``predict`` fails on its own example cannot be
+    served, so it is refused here with the cause chained, not stored to fail later. Kiln's
+    own errors and the machine's (a full disk) pass through unchanged.
+    """
+    try:
+        yield
+    except (KilnError, OSError, MemoryError):
+        raise
+    except Exception as err:
+        if any(k.__name__ == "NotFittedError" for k in type(err).__mro__):
+            what = f"the {flavor} model is not fitted; fit it before registering"
+        else:
+            what = f"the {flavor} model failed while {step}"
+        raise InvalidInput(
+            f"cannot register model {name!r}: {what} ({type(err).__name__}: {err})"
+        ) from err
 
 
 def _signature_from_saved(

@@ -11,6 +11,7 @@ registry's bookkeeping, not model libraries.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ import pytest
 
 from kiln.core import Conflict, InvalidInput, NotFound
 from kiln.registry import models
+from kiln.registry.usage import release_in, use_in
 from kiln.tracking import TrackingClient, lineage, runs, start_run
 
 __all__ = [
@@ -26,6 +28,8 @@ __all__ = [
     "test_aliases_point_at_one_version_and_move",
     "test_bad_names_and_references_are_invalid_input",
     "test_delete_version_refused_while_an_alias_points_at_it",
+    "test_deletes_refused_while_a_holder_uses_them",
+    "test_deleting_after_the_holder_lets_go",
     "test_load_by_alias_version_and_latest",
     "test_model_description_and_tags",
     "test_records_are_frozen_snapshots",
@@ -33,6 +37,7 @@ __all__ = [
     "test_rollback_twice_goes_two_steps_back",
     "test_rollback_with_no_history_is_a_clear_error",
     "test_unknown_names_list_close_matches",
+    "test_using_a_reference_that_no_longer_resolves_holds_nothing",
     "test_version_records_its_run_lineage_and_code",
     "test_versions_are_numbered_per_model",
 ]
@@ -217,6 +222,73 @@ def test_delete_version_refused_while_an_alias_points_at_it(
     models.delete_alias("fraud", "champion", client=tracking_client)
     models.delete_model("fraud", client=tracking_client)
     assert models.list_models(client=tracking_client) == []
+
+
+def _use(client: TrackingClient, holder: str, *refs: str) -> None:
+    with client.meta.write() as conn:
+        use_in(conn, holder, refs)
+
+
+def test_deletes_refused_while_a_holder_uses_them(tracking_client: TrackingClient) -> None:
+    for seed in range(3):
+        _register(tracking_client, seed=seed)
+    models.set_alias("fraud", "champion", 1, client=tracking_client)
+    _use(tracking_client, "app:fraud-api", "fraud@champion", "fraud/2")
+    _use(tracking_client, "app:scorer", "fraud")  # the latest version, 3
+    refused = {
+        re.escape(
+            "alias fraud@champion: in use by app 'fraud-api' (uses fraud/2, fraud@champion)"
+        ): (lambda: models.delete_alias("fraud", "champion", client=tracking_client)),
+        "fraud/1: in use by app 'fraud-api'": (  # through the alias it follows
+            lambda: models.delete_version("fraud", 1, client=tracking_client)
+        ),
+        "fraud/2: in use by app 'fraud-api'": (
+            lambda: models.delete_version("fraud", 2, client=tracking_client)
+        ),
+        re.escape("fraud/3: in use by app 'scorer' (uses fraud/latest)"): (
+            lambda: models.delete_version("fraud", 3, client=tracking_client)
+        ),
+        "model 'fraud': in use by app 'fraud-api' (.*); app 'scorer' (.*); update or "
+        "delete them first": lambda: models.delete_model("fraud", client=tracking_client),
+    }
+    for message, delete in refused.items():
+        with pytest.raises(Conflict, match=message):
+            delete()
+    assert [v.version for v in models.list_versions("fraud", client=tracking_client)] == [3, 2, 1]
+    assert models.get_model("fraud", client=tracking_client).aliases == {"champion": 1}
+    # Moving an alias a holder follows is a promotion, not a delete.
+    models.set_alias("fraud", "champion", 2, client=tracking_client)
+    models.delete_version("fraud", 1, client=tracking_client)
+
+
+def test_deleting_after_the_holder_lets_go(tracking_client: TrackingClient) -> None:
+    _register(tracking_client)
+    _register(tracking_client, seed=1)
+    models.set_alias("fraud", "champion", 1, client=tracking_client)
+    _use(tracking_client, "app:a", "fraud@champion")
+    _use(tracking_client, "app:a", "fraud/1")  # replaces what it used
+    models.delete_alias("fraud", "champion", client=tracking_client)
+    with pytest.raises(Conflict, match="app 'a'"):
+        models.delete_version("fraud", 1, client=tracking_client)
+    models.delete_version("fraud", 2, client=tracking_client)
+    with tracking_client.meta.write() as conn:
+        release_in(conn, "app:a")
+    models.delete_model("fraud", client=tracking_client)
+    assert models.list_models(client=tracking_client) == []
+
+
+def test_using_a_reference_that_no_longer_resolves_holds_nothing(
+    tracking_client: TrackingClient,
+) -> None:
+    _register(tracking_client)
+    for ref, message in (
+        ("fraud/9", "no version 9"),
+        ("fraud@champion", "no alias 'champion'"),
+        ("frod", "no registered model named 'frod'"),
+    ):
+        with pytest.raises(NotFound, match=message):
+            _use(tracking_client, "app:a", "fraud/1", ref)
+    models.delete_model("fraud", client=tracking_client)
 
 
 def test_unknown_names_list_close_matches(tracking_client: TrackingClient) -> None:
