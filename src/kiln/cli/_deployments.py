@@ -21,7 +21,7 @@ import typer
 from rich.markup import escape
 
 import kiln
-from kiln.cli._format import JsonOpt, console, emit_json, fmt, report, table
+from kiln.cli._format import JsonOpt, console, dtype_label, emit_json, fmt, report, table
 from kiln.errors import InvalidInput, KilnError
 
 if TYPE_CHECKING:
@@ -276,7 +276,10 @@ def deployments_show(name: NameArg, as_json: JsonOpt = False) -> None:
         ("challenger", f"{tr.challenger} -> {challenger}" if tr.challenger else None),
         ("guard", ", ".join(f"{k}={v}" for k, v in asdict(tr.guard).items()) if tr.guard else None),
         ("features", f"service {d.service}" if d.service else ", ".join(d.features) or None),
-        ("request", ", ".join(f"{k}: {v}" for k, v in (d.request or {}).items()) or None),
+        (
+            "request",
+            ", ".join(f"{k}: {dtype_label(v)}" for k, v in (d.request or {}).items()) or None,
+        ),
         ("batching", f"max {b.max_batch_size} rows, {b.max_wait_ms:g} ms, queue {b.max_queue}"),
         ("timeout", f"{d.timeout_ms:g} ms"),
         ("breaker", f"{br.consecutive_failures} failures or {br.failure_rate:g} of {br.min_calls}"),

@@ -18,12 +18,11 @@ import typer
 from rich.markup import escape
 
 import kiln
-from kiln.cli._format import console, emit_json, fmt, table
+from kiln.cli._format import JsonOpt, console, emit_json, fmt, table
 from kiln.errors import InvalidInput
 
 features_app = typer.Typer(help="Define, apply and materialize features.", no_args_is_help=True)
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 _KINDS = ("entity", "feature_view", "windowed_view", "on_demand_view", "feature_service")
 
 
@@ -51,6 +50,8 @@ def _print_plan(plan: Any, applied: bool) -> None:
             f"[{color}]{verb:<10}[/] {change.kind.replace('_', ' ')} "
             f"[bold]{escape(change.name)}[/] (version {change.version})"
         )
+        for found in change.inferred:
+            console.print(f"             inferred {escape(found)}", highlight=False)
         for line in change.differences:
             console.print(f"             {escape(line)}", highlight=False)
     if not plan.has_changes:
@@ -63,7 +64,7 @@ def features_plan(
     as_json: JsonOpt = False,
 ) -> None:
     """Show what apply would create or change, field by field; writes nothing."""
-    plan = kiln.FeatureStore().plan(load_definitions(path))
+    plan = kiln.FeatureStore().plan(load_definitions(path), base=path.parent)
     if as_json:
         emit_json(plan.to_dict())
         return
@@ -76,7 +77,7 @@ def features_apply(
     as_json: JsonOpt = False,
 ) -> None:
     """Check every definition against its source and store the changed ones."""
-    plan = kiln.FeatureStore().apply(load_definitions(path))
+    plan = kiln.FeatureStore().apply(load_definitions(path), base=path.parent)
     if as_json:
         emit_json(plan.to_dict())
         return
@@ -182,7 +183,13 @@ def features_materialize(
                 }
                 for r in results
             ]
+            + [{"view": f.view, "error": f.error} for f in results.failures]
         )
-        return
-    rows = [(r.view, r.start, r.end, r.entities, r.written) for r in results]
-    console.print(table("materialized", ["view", "from", "to", "entities", "changed"], rows))
+    else:
+        rows = [(r.view, r.start, r.end, r.entities, r.written) for r in results]
+        console.print(table("materialized", ["view", "from", "to", "entities", "changed"], rows))
+    if results.failures:
+        # Every other view is materialized by now; the failed ones are named, one line.
+        failed = "; ".join(f"{f.view!r}: {f.error}" for f in results.failures)
+        typer.echo(f"kiln: error: materialization failed for {failed}", err=True)
+        raise typer.Exit(1)

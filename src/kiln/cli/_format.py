@@ -45,6 +45,32 @@ def _finite(data: Any) -> bool:
     return True
 
 
+# The dtypes a signature or request schema can hold that Kiln knows how to feed and read.
+_KNOWN_DTYPES = frozenset(
+    {
+        "bool",
+        *(f"int{n}" for n in (8, 16, 32, 64)),
+        *(f"uint{n}" for n in (8, 16, 32, 64)),
+        *(f"float{n}" for n in (16, 32, 64)),
+        "string",
+        "category",
+    }
+)
+
+
+def dtype_label(dtype: str | None) -> str:
+    """A dtype for people: a name Kiln does not know is shown as unknown, never as a guess.
+
+    ``object`` (any Python values) and ``complex128`` are stored as numpy named them but
+    no protocol column holds them, so a table calling them by any other name would lie.
+    """
+    if dtype is None or dtype == "":
+        return "unknown"
+    if dtype in _KNOWN_DTYPES or (dtype.startswith("datetime64[") and dtype.endswith("]")):
+        return dtype
+    return f"unknown ({dtype})"
+
+
 def fmt(value: Any) -> str:
     if value is None:
         return "-"

@@ -11,7 +11,16 @@ from rich.table import Table
 from rich.tree import Tree
 
 import kiln
-from kiln.cli._format import console, emit_json, fmt, status, table
+from kiln.cli._format import (
+    JsonOpt,
+    console,
+    dtype_label,
+    emit_json,
+    fmt,
+    report,
+    status,
+    table,
+)
 from kiln.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -21,7 +30,6 @@ models_app = typer.Typer(
     help="Registered models: versions, aliases, lineage.", no_args_is_help=True
 )
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 ReasonOpt = Annotated[
     str | None, typer.Option("--reason", "-r", help="Why; kept in the alias history.")
 ]
@@ -93,7 +101,7 @@ def _signature_table(title: str, specs: Iterable[ColumnSpec]) -> Table:
     rows = [
         (
             _plain(c.name) or "(tensor)",
-            c.dtype,
+            dtype_label(c.dtype),
             escape(str(list(c.shape))) if c.shape is not None else None,
         )
         for c in specs
@@ -329,6 +337,7 @@ def models_delete(
     yes: Annotated[
         bool, typer.Option("--yes", "-y", help="Confirm deleting a whole model.")
     ] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Delete one version (NAME/VERSION) or a whole model (NAME, needs --yes).
 
@@ -343,7 +352,8 @@ def models_delete(
     name, slash, version = ref.partition("/")
     if slash:
         kiln.models.delete_version(name, version)
-        console.print(f"deleted {name}/{int(version)}")
+        done = {"action": "deleted", "model": name, "version": int(version)}
+        report(as_json, f"deleted {name}/{int(version)}", done)
         return
     count = len(kiln.models.list_versions(name))
     if not yes:
@@ -352,4 +362,5 @@ def models_delete(
             "pass --yes to confirm"
         )
     kiln.models.delete_model(name)
-    console.print(f"deleted model {name!r} and its {count} version(s)")
+    done = {"action": "deleted", "model": name, "versions": count}
+    report(as_json, f"deleted model {name!r} and its {count} version(s)", done)

@@ -257,7 +257,12 @@ def _output_specs(output: Any) -> tuple[ColumnSpec, ...]:
     if columns is not None:
         return tuple(_spec_of_column(n, v) for n, v in columns.items())
     arr = np.asarray(output)
-    dtype = "string" if arr.dtype.kind in "OUS" else str(arr.dtype)
+    # An object array is text only when it holds text; otherwise "object" says what is
+    # known (any Python values) instead of claiming strings.
+    text = arr.dtype.kind in "US" or (
+        arr.dtype.kind == "O" and all(isinstance(v, str) for v in arr.ravel())
+    )
+    dtype = "string" if text else str(arr.dtype)
     return (ColumnSpec(name=None, dtype=dtype, shape=(-1, *arr.shape[1:])),)
 
 
