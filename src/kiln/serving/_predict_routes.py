@@ -59,6 +59,8 @@ class PredictionRoutes:
             reply = await handler(name, version, headers, body)
         except Exception as exc:
             status, message, extra = self.failure(exc)
+            if status < 500:
+                self._count_invalid(name)
             reply = (
                 status,
                 orjson.dumps({"error": message}),
@@ -98,6 +100,14 @@ class PredictionRoutes:
         if n == 4 and parts[1] == "deployments" and parts[3] == "predict":
             return self._predict, parts[2], None
         return None
+
+    def _count_invalid(self, name: str | None) -> None:
+        """A refused request counts for a served deployment only (no label per typo)."""
+        live = self.runtime.live
+        if name is None:
+            name = self.default if self.default is not None or len(live) != 1 else next(iter(live))
+        if name is not None and name in live:
+            self.runtime.metrics.count_invalid(name)
 
     def _limit(self, name: str | None) -> int:
         live = self.runtime.live

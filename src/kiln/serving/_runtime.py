@@ -317,6 +317,12 @@ class Runtime:
         if live.spec.traffic.sticky_key is not None and rows:
             key = request_key(live.spec.traffic, {k: v[0] for k, v in lookup.items()})
         slot, arm = self._route(live, key)
+        if not slot.layout.names:
+            raise InvalidInput(
+                f"model {slot.ref} of deployment {name!r} takes one unnamed tensor, which the "
+                f"native endpoint cannot build from fields; send it to /v2/models/{name}/infer "
+                "or /invocations"
+            )
         plan = live.plans[slot.version.id]
         online: Mapping[str, list[Any]] = {}
         if live.features is not None:
@@ -351,6 +357,7 @@ class Runtime:
     ) -> Answer:
         rid = request_id or new_request_id()
         spec = live.spec
+        _check_rows(data)  # a malformed request is refused before it can join a batch
         if not slot.accepts_nan:
             nulls = slot.layout.nan_inputs(data)
             if nulls:
@@ -563,6 +570,27 @@ def _rows(data: np.ndarray | Mapping[str, np.ndarray]) -> int:
     if isinstance(data, np.ndarray):
         return int(data.shape[0])
     return len(next(iter(data.values()))) if data else 0
+
+
+def _check_rows(data: np.ndarray | Mapping[str, np.ndarray]) -> None:
+    """Refuse (400) input no batch can hold: no rows, or columns of different lengths.
+
+    Checked before the request reaches its model, so that a client's mistake is never
+    counted as the model's failure (circuit breaker, guard, error metrics) and never
+    fails a batch other clients' requests are in.
+    """
+    if isinstance(data, np.ndarray):
+        if data.ndim == 0 or data.shape[0] == 0:
+            raise InvalidInput(f"the request has no rows (input of shape {data.shape})")
+        return
+    lengths = {len(values) for values in data.values()}
+    if not lengths or 0 in lengths:
+        raise InvalidInput("the request has no rows; send at least one")
+    if len(lengths) > 1:
+        raise InvalidInput(
+            "the request's inputs have different numbers of rows: "
+            + ", ".join(f"{name}={len(values)}" for name, values in data.items())
+        )
 
 
 def _scores(outputs: Any) -> np.ndarray | None:

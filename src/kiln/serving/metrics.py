@@ -23,7 +23,9 @@ metric                                    type       labels / meaning
 
 ``outcome`` is one of :data:`OUTCOMES`; an ``error`` or ``timeout`` outcome also counts in
 ``errors_total`` under that kind (:meth:`ServingMetrics.observe_error` counts failures that
-are not a request's outcome, such as a failure a fallback answered for).
+are not a request's outcome, such as a failure a fallback answered for). A request refused
+as the client's mistake (a 4xx) is ``invalid``, with empty ``version`` and ``arm``: it is
+never a failure, in these metrics as for circuit breakers and guards.
 
 Several worker processes (``kiln serve --workers N``): give every worker the same
 ``multiproc_dir`` (an empty directory made by the parent before the workers start, see
@@ -170,6 +172,7 @@ class ServingMetrics:
         ] = {}
         self._batch_series: dict[tuple[str, int | str], Histogram] = {}
         self._queue_series: dict[tuple[str, int | str], Gauge] = {}
+        self._invalid_series: dict[str, Counter] = {}
 
         dv = ("deployment", "version")
         self._requests = Counter(
@@ -271,6 +274,18 @@ class ServingMetrics:
             self._latency.labels(deployment, v, arm),
             self._errors.labels(deployment, v, outcome) if outcome in _ERROR_OUTCOMES else None,
         )
+
+    def count_invalid(self, deployment: str) -> None:
+        """Count a request refused as the client's mistake (a 4xx): never a failure.
+
+        It has no version or arm (it was refused before one was chosen) and no latency.
+        """
+        series = self._invalid_series.get(deployment)
+        if series is None:
+            series = self._invalid_series[deployment] = self._requests.labels(
+                deployment, "", "", "invalid"
+            )
+        series.inc()
 
     def observe_error(self, deployment: str, version: int | str, kind: str) -> None:
         """Count a failure that is not a request's outcome (say, one a fallback answered)."""
