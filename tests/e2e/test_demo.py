@@ -1,14 +1,17 @@
-"""``kiln demo`` end to end: data, three tracked trainings, and everything readable back."""
+"""``kiln demo`` end to end: data, three tracked trainings, serving, all readable back."""
 
 from __future__ import annotations
 
 import io
 import json
+import math
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import deltalake
+import httpx
 import joblib
 import numpy as np
 import pandas as pd
@@ -19,7 +22,9 @@ from sklearn.metrics import roc_auc_score
 import kiln
 from kiln.cli._demo import DemoSummary, run_demo
 from kiln.cli._demo_features import DEMO_FEATURES, STORE_FEATURES
-from kiln.core import InvalidInput, reset_settings
+from kiln.cli._demo_serving import CANARY_PERCENT, DEPLOYMENT, kiln_serve
+from kiln.core import InvalidInput, KilnError, reset_settings
+from kiln.serving.predlog import read_predictions
 
 N_TRANSACTIONS = 5_000
 
@@ -210,6 +215,12 @@ def test_features_online_equal_offline_and_training_is_point_in_time(
     _, text = demo
     assert "online read vs offline at the same instant" in text
     assert "≠" not in text
+    # Every store feature has a row in the table, marked equal, with the same two values.
+    for name in STORE_FEATURES:
+        row = re.search(rf"^ {name} +(\S+) +(\S+) +(\S)\s*$", text, re.MULTILINE)
+        assert row is not None, name
+        online, offline, mark = row.groups()
+        assert (online, mark) == (offline, "="), name
     fs = kiln.FeatureStore()
     assert {r.name for r in fs.list_definitions()} >= {"user_tx", "merchant_tx", "fraud_model"}
     frame = _snapshot()
@@ -225,3 +236,86 @@ def test_features_online_equal_offline_and_training_is_point_in_time(
 def test_too_few_transactions_is_refused() -> None:
     with pytest.raises(InvalidInput, match="'n_transactions'"):
         run_demo(Console(file=io.StringIO(), width=120), n_transactions=10)
+
+
+# -- serving: the demo's canary on a real `kiln serve` process ---------------------------------
+
+
+def test_served_by_a_kiln_serve_process_that_is_gone_afterwards(
+    demo: tuple[DemoSummary, str],
+) -> None:
+    summary, text = demo
+    url = summary.canary.url
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url)
+    served = re.search(r"Serving fraud-api with kiln serve at (\S+) \(process (\d+);", text)
+    assert served is not None and served.group(1) == url
+    # The server was its own process, and it was stopped: nothing listens there now.
+    assert int(served.group(2)) != os.getpid()
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(served.group(2)), 0)
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{url}/v2/health/ready", timeout=2.0)
+
+
+def test_no_request_failed_and_the_canary_took_its_share(demo: tuple[DemoSummary, str]) -> None:
+    summary, text = demo
+    canary = summary.canary
+    assert canary.failed == 0
+    assert f"Failed requests: 0 of {canary.requests:,}" in text
+    # The server's own prediction log: every request answered once, by one of the arms.
+    table = read_predictions(deployment=DEPLOYMENT)
+    ids = table["request_id"].to_pylist()
+    assert len(ids) == len(set(ids)) == canary.requests == 1_000
+    arms = table["arm"].to_pylist()
+    assert set(arms) == {"champion", "canary"}
+    n, k, p = len(arms), arms.count("canary"), CANARY_PERCENT / 100
+    sigma = math.sqrt(n * p * (1 - p))
+    assert abs(k - n * p) <= 4 * sigma, (k, n)
+    assert canary.split == {"champion": n - k, "canary": k}
+    # The table shows the same counts and shares.
+    for arm, count in (("champion", n - k), ("canary", k)):
+        assert re.search(rf"│ {arm} +│ +\d+ │ +{count:,} │ +{count / n:.1%} │", text), arm
+
+
+def test_guard_verdict_and_rollout_history(demo: tuple[DemoSummary, str]) -> None:
+    summary, text = demo
+    canary = summary.canary
+    # Two healthy models: the guard passes the canary, for the reasons it prints.
+    assert canary.verdict == "pass", canary.reasons
+    assert any(r.startswith("error rate 0 <= max 0.01") for r in canary.reasons)
+    assert any(re.match(r"p95 latency [\d.]+ ms <= max \d+ ms", r) for r in canary.reasons)
+    assert f"Guard verdict for fraud/2: pass — {'; '.join(canary.reasons)}" in text
+    # The demo says why the score shift is not judged, with the shift it measured.
+    assert f"its scores already shift by PSI {canary.offline_psi:.2f}" in text
+    assert canary.offline_psi > 0
+    # The history the server and the SDK wrote: the canary started, and no guard breach.
+    events = kiln.deployments.history(DEPLOYMENT)
+    assert canary.events == ("canary_started",)
+    assert events[-1].kind == "canary_started"
+    assert events[-1].reason == "kiln demo: the runner-up takes 10% of traffic"
+    assert "guard_breach" not in {e.kind for e in events}
+    deployment = kiln.deployments.get(DEPLOYMENT)
+    assert deployment.traffic.policy == "canary"
+    assert deployment.traffic.challenger == "fraud/2"
+    assert f"kiln deployments promote {DEPLOYMENT}" in text
+
+
+def test_kiln_serve_is_stopped_however_the_block_ends(
+    demo: tuple[DemoSummary, str], tmp_path: Path
+) -> None:
+    for stop in (RuntimeError("the demo failed"), KeyboardInterrupt()):
+        with pytest.raises(type(stop)), kiln_serve([DEPLOYMENT], log=tmp_path / "s.log") as run:
+            url, process = run
+            assert httpx.get(f"{url}/v2/health/ready", timeout=5.0).status_code == 200
+            raise stop
+        assert process.poll() is not None  # stopped, not left serving
+
+
+def test_a_server_that_cannot_start_is_one_error(
+    demo: tuple[DemoSummary, str], tmp_path: Path
+) -> None:
+    with (
+        pytest.raises(KilnError, match=r"kiln serve exited with status \d+ before it was ready"),
+        kiln_serve(["no-such-deployment"], log=tmp_path / "serve.log"),
+    ):
+        pass  # pragma: no cover - never reached

@@ -3,8 +3,10 @@
 It exists so a new user sees, in under a minute and with nothing to download, what Kiln
 records for a real training job (params, per-iteration curves, final metrics, the model
 file and reports), how the best model becomes a registered, verified champion with its
-lineage, and where to find it all again. It uses only the public API, so it doubles
-as an end-to-end check of the SDK that the CLI is built on.
+lineage, and how it serves: ``kiln serve`` runs as its own process, the champion
+answers with features looked up online, and a 10% canary of the runner-up is judged by
+a guard. It uses only the public API and commands, so it doubles as an end-to-end check
+of the SDK and the server.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from kiln.cli._demo_features import (
     online_vs_offline,
     training_set,
 )
-from kiln.cli._demo_serving import serve_canary
+from kiln.cli._demo_serving import CanaryReport, serve_canary
 from kiln.cli._models import lineage_tree
 from kiln.core import InvalidInput, KilnError, mask_url
 from kiln.core.openmp import prefer_passive_openmp
@@ -75,6 +77,8 @@ class DemoSummary:
     best_run_id: str
     best_val_auc: float
     model_ref: str
+    canary: CanaryReport
+    """What the 10% canary did on ``kiln serve`` and the guard's verdict."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -601,13 +605,14 @@ def run_demo(
         method="predict_proba",
         description=f"{runner_up.name} from kiln demo, the challenger",
     )
-    serve_canary(
+    canary = serve_canary(
         console,
         model_name=MODEL_NAME,
         challenger=challenger,
         service=SERVICE,
         rows=data.valid_rows,
         request_columns=REQUEST_COLUMNS,
+        features=data.features,
     )
     _print_where(console, experiment, best.id, tuple(run_ids))
     console.print(f"Done in {time.perf_counter() - started:.1f}s.")
@@ -617,6 +622,7 @@ def run_demo(
         best_run_id=best.id,
         best_val_auc=float(best.metrics["val_auc"]),
         model_ref=version.ref,
+        canary=canary,
     )
 
 
