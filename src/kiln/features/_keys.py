@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 from kiln.core import InvalidInput
 from kiln.features.definitions import FeatureView, WindowedFeatureView
 
-__all__ = ["convert_key", "key_types", "online_keys", "spine_keys"]
+__all__ = ["convert_key", "key_types", "online_keys", "readable_keys", "spine_keys"]
 
 _INTEGER_TEXT = r"^[+-]?[0-9]+$"
 _TARGET = {
@@ -139,6 +139,25 @@ def key_types(views: Iterable[FeatureView | WindowedFeatureView]) -> dict[str, s
                     "source columns the same type"
                 )
     return {key: dtype for key, (dtype, _) in found.items()}
+
+
+def readable_keys(spine: Any, types: Mapping[str, str]) -> Any:
+    """A pandas spine whose mixed-type key columns (``1`` beside ``"2"``) are converted.
+
+    Arrow reads a column of one type; a pandas ``object`` column may hold several, as a
+    list of online entity rows may, so such a column is converted value by value by the
+    same rules. Other spines are returned as they are, for :func:`spine_keys`.
+    """
+    if not hasattr(spine, "dtypes"):
+        return spine
+    mixed = {}
+    for key, dtype in types.items():
+        if key in spine.columns and spine[key].dtype == object:
+            try:
+                pa.array(spine[key], from_pandas=True)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
+                mixed[key] = _convert_list(spine[key].tolist(), dtype, key)
+    return spine.assign(**mixed) if mixed else spine
 
 
 def spine_keys(spine: pa.Table, types: Mapping[str, str]) -> pa.Table:

@@ -422,12 +422,13 @@ class FeatureView:
                 f"SQLSource or PushSource. Got {source!r} instead."
             )
         object.__setattr__(self, "source", source)
-        if schema is None and isinstance(source, PushSource):
+        # No schema (None, or the empty one of a copy) means: inferred by apply.
+        fields = () if schema is None or schema == () else _fields(owner, schema)
+        if not fields and isinstance(source, PushSource):
             raise InvalidInput(
                 f"{owner} needs schema=: a PushSource has no columns to infer features from "
                 "until rows are pushed"
             )
-        fields = () if schema is None else _fields(owner, schema)
         keys = set(self.join_keys)
         clash = [
             f.name for f in fields if f.name in keys or f.name in (source.timestamp, source.created)

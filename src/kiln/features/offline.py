@@ -71,7 +71,7 @@ import pyarrow as pa
 
 from kiln.core import InvalidInput
 from kiln.features import _sources
-from kiln.features._keys import key_types, spine_keys
+from kiln.features._keys import key_types, readable_keys, spine_keys
 from kiln.features._sources import CREATED_TS, EVENT_TS, ROW, T, quote
 from kiln.features.definitions import FeatureView, WindowedFeatureView
 
@@ -205,8 +205,7 @@ def _compute(plan: _Plan, narrow: pa.Table) -> pa.Table:
         joins = "".join(f"\nLEFT JOIN {w}_res {w} ON {alias}.{ROW} = {w}.{ROW}" for w in windows)
         sql = (
             f"WITH {', '.join(q.ctes)}\n"
-            f"SELECT {', '.join(outputs)}\nFROM {base}{joins}\n"
-            f"ORDER BY {alias}.{ROW}"
+            f"SELECT {', '.join(outputs)}, {alias}.{ROW}\nFROM {base}{joins}"
         )
         try:
             table = con.sql(sql, params=q.params).to_arrow_table()
@@ -217,8 +216,20 @@ def _compute(plan: _Plan, narrow: pa.Table) -> pa.Table:
             ) from exc
     finally:
         con.close()
-    # DuckDB sorts in parallel, cheaper than putting rows back in order afterwards.
-    return _as_utc(table, stamps)
+    return _as_utc(_in_spine_order(table), stamps)
+
+
+def _in_spine_order(table: pa.Table) -> pa.Table:
+    """The rows put back in spine order by their row number, which is a permutation.
+
+    Its inverse is one scatter and the reordering one gather per column, both linear,
+    where an ``ORDER BY`` sorts every result row again (about a quarter of a
+    training-set query's time on a 1M-row spine).
+    """
+    rows = table.column(ROW).to_numpy()
+    order = np.empty(len(rows), dtype=np.int64)
+    order[rows] = np.arange(len(rows), dtype=np.int64)
+    return table.drop_columns([ROW]).take(order)
 
 
 def _as_utc(table: pa.Table, names: Sequence[str]) -> pa.Table:
@@ -379,7 +390,8 @@ def get_historical_features(
     names = _output_names(reqs, columns, full_feature_names)
     plan = _Plan(reqs, names, keys, timestamp, Path(offline_dir))
     # Keys converted as online requests are (kiln.features._keys), so both find one row.
-    narrow = spine_keys(_narrow_spine(spine, keys, timestamp), key_types(r.view for r in reqs))
+    types = key_types(r.view for r in reqs)
+    narrow = spine_keys(_narrow_spine(readable_keys(spine, types), keys, timestamp), types)
     return RetrievalJob(spine, narrow, plan)
 
 
