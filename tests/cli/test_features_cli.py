@@ -110,3 +110,67 @@ def test_a_broken_definitions_file(capsys: pytest.CaptureFixture[str], tmp_path:
     bad.write_text("import kiln\nkiln.Field('x', 'float')\n")
     code, _, err = run_cli(capsys, "features", "apply", str(bad))
     assert code == 2 and "cannot load definitions" in err and "'dtype' parameter" in err
+
+
+def test_materialize_names_failed_views_after_writing_the_rest(
+    capsys: pytest.CaptureFixture[str], definitions: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "other.parquet").write_bytes((tmp_path / "users.parquet").read_bytes())
+    other = tmp_path / "other.parquet"
+    definitions.write_text(
+        definitions.read_text()
+        + textwrap.dedent(
+            f"""
+            other_stats = kiln.FeatureView(
+                "other_stats",
+                entities=[user],
+                source=kiln.ParquetSource({str(other)!r}, created="created"),
+            )
+            """
+        )
+    )
+    assert run_cli(capsys, "features", "apply", str(definitions))[0] == 0
+    (tmp_path / "other.parquet").unlink()
+
+    code, out, err = run_cli(capsys, "features", "materialize")
+    assert code == 1 and "user_stats" in out
+    assert err.startswith("kiln: error: materialization failed for 'other_stats': ")
+    assert "other.parquet" in err and len(err.strip().splitlines()) == 1
+    assert kiln.FeatureStore().get_online_features([{"user_id": 1}], "fraud")["spend_7d"] == [30.0]
+
+    code, out, err = run_cli(capsys, "features", "materialize", "--json")
+    assert code == 1 and "other_stats" in err
+    by_view = {r["view"]: r for r in json.loads(out)}
+    assert (
+        by_view["user_stats"]["entities"] == 2
+        and "other.parquet" in by_view["other_stats"]["error"]
+    )
+
+
+def test_relative_sources_resolve_against_the_definitions_file(
+    capsys: pytest.CaptureFixture[str],
+    definitions: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    definitions.write_text(
+        definitions.read_text()
+        .replace(repr(str(tmp_path / "users.parquet")), "'users.parquet'")
+        .replace('kiln.Field("spend_7d", "float64")', "")
+        .replace("schema=[],", "")
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    code, out, _ = run_cli(capsys, "features", "plan", str(definitions))
+    assert code == 0 and "inferred spend_7d: float64" in out
+    code, out, _ = run_cli(capsys, "features", "plan", str(definitions), "--json")
+    changes = {c["name"]: c for c in json.loads(out)}
+    assert changes["user_stats"]["inferred"] == ["spend_7d: float64"]
+    assert run_cli(capsys, "features", "apply", str(definitions))[0] == 0
+    stored = kiln.FeatureStore().get("user_stats")
+    assert isinstance(stored, kiln.FeatureView)
+    assert stored.source == kiln.ParquetSource(str(tmp_path / "users.parquet"), created="created")
+    monkeypatch.chdir(tmp_path.parent)
+    code, out, _ = run_cli(capsys, "features", "materialize", "--json")
+    assert code == 0 and json.loads(out)[0]["entities"] == 2
