@@ -341,7 +341,7 @@ def models_delete(
 ) -> None:
     """Delete one version (NAME/VERSION) or a whole model (NAME, needs --yes).
 
-    Refused while an alias points at what would be deleted.
+    Refused while an alias points at what would be deleted or a deployment uses it.
     """
     if "@" in ref:
         name, _, alias = ref.partition("@")

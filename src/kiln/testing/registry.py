@@ -12,6 +12,7 @@ registry's bookkeeping, not model libraries.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -235,7 +236,7 @@ def test_deletes_refused_while_a_holder_uses_them(tracking_client: TrackingClien
     models.set_alias("fraud", "champion", 1, client=tracking_client)
     _use(tracking_client, "app:fraud-api", "fraud@champion", "fraud/2")
     _use(tracking_client, "app:scorer", "fraud")  # the latest version, 3
-    refused = {
+    refused: dict[str, Callable[[], object]] = {
         re.escape(
             "alias fraud@champion: in use by app 'fraud-api' (uses fraud/2, fraud@champion)"
         ): (lambda: models.delete_alias("fraud", "champion", client=tracking_client)),
