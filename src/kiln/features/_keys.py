@@ -186,6 +186,24 @@ def _exact(values: Sequence[Any], dtype: str) -> bool:
     return all(type(v) is wanted for v in values)
 
 
+def _rows_exact(rows: list[Any], types: Mapping[str, str]) -> bool:
+    """:func:`_exact` for a list of row mappings without building columns (the hot path).
+
+    Malformed rows count as exact: the online store's read reports them.
+    """
+    try:
+        for key, dtype in types.items():
+            wanted = _EXACT.get(dtype)
+            if wanted is None:
+                return False
+            for row in rows:
+                if type(row[key]) is not wanted:
+                    return False
+    except (KeyError, TypeError):
+        return True
+    return True
+
+
 def _convert_list(values: Sequence[Any], dtype: str, key: str) -> list[Any]:
     try:
         array = pa.array(values, from_pandas=True)
@@ -211,6 +229,8 @@ def online_keys(
     None too when the rows lack a key or are malformed: the online store's read then
     reports that in its own words.
     """
+    if type(entity_rows) is list and _rows_exact(entity_rows, types):
+        return None
     columns: dict[str, Sequence[Any]] = {}
     try:
         for key in types:
