@@ -195,3 +195,21 @@ def test_service_expands_views_and_on_demand_spec() -> None:
     )
     assert "def ratio" in spec["function"]["source"]
     assert od.request_fields == (Field("amount", "float64"),)
+
+
+def test_key_types_are_validated_and_kept_in_the_spec() -> None:
+    from kiln.features._specs import from_spec
+
+    src = ParquetSource("s.parquet")
+    view = FeatureView("v", entities=[user], source=src, key_types={"user_id": "int64"})
+    assert view.schema == () and view.key_types == {"user_id": "int64"}
+    assert view.spec()["key_types"] == {"user_id": "int64"}
+    assert from_spec("feature_view", view.spec(), None, {"user": user}) == view
+    # Unknown key types stay out of the spec, so older stored definitions keep their digest.
+    assert "key_types" not in FeatureView("v", entities=[user], source=src).spec()
+    with pytest.raises(InvalidInput, match="names 'uid', which is not a join key; the join"):
+        FeatureView("v", entities=[user], source=src, key_types={"uid": "int64"})
+    with pytest.raises(InvalidInput, match="gives join key 'user_id' the dtype 'float64'"):
+        FeatureView("v", entities=[user], source=src, key_types={"user_id": "float64"})
+    with pytest.raises(InvalidInput, match="must map join keys to dtypes"):
+        FeatureView("v", entities=[user], source=src, key_types=["int64"])  # type: ignore[arg-type]

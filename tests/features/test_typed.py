@@ -16,6 +16,7 @@ import pytest
 
 from kiln.errors import InvalidInput, KilnError
 from kiln.features import (
+    Aggregation,
     DeltaSource,
     Entity,
     FeatureService,
@@ -24,6 +25,7 @@ from kiln.features import (
     ParquetSource,
     PushSource,
     SQLSource,
+    WindowedFeatureView,
 )
 from kiln.features.store import FeatureStore, MaterializeReport
 
@@ -328,3 +330,27 @@ def test_one_failing_view_does_not_stop_the_others(tmp_path: Path) -> None:
         report.raise_for_failures()
     incremental = fs.materialize_incremental(end=NOW + timedelta(seconds=1))
     assert [f.view for f in incremental.failures] == ["b"] and len(incremental) == 2
+
+
+def test_windowed_views_convert_keys_alike(tmp_path: Path) -> None:
+    pq.write_table(_table(amount=pa.array([1.0, 2.0, 4.0])), tmp_path / "tx.parquet")
+    windowed = WindowedFeatureView(
+        "tx",
+        entities=[user],
+        source=ParquetSource(str(tmp_path / "tx.parquet")),
+        aggregations=[Aggregation("amount", "sum", "1d", name="spend")],
+    )
+    fs = FeatureStore()
+    fs.apply([user, windowed])
+    assert fs.get("tx").key_types == {"user_id": "int64"}  # type: ignore[union-attr]
+    assert fs.materialize(end=NOW).ok
+    given = ["2", 2.0, None]
+    assert _online(fs, "user_id", given, "tx:spend") == [4.0, 4.0, None]
+    assert _offline(fs, "user_id", given, "tx:spend") == [4.0, 4.0, None]
+
+
+def test_declared_key_types_must_match_the_source(tmp_path: Path) -> None:
+    pq.write_table(_table(x=pa.array([1.0])), tmp_path / "s.parquet")
+    view = _view(ParquetSource(str(tmp_path / "s.parquet")), key_types={"user_id": "string"})
+    with pytest.raises(InvalidInput, match="join key 'user_id' is declared string, but its source"):
+        FeatureStore().apply([user, view])
