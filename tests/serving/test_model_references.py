@@ -9,13 +9,16 @@ write never leaves the deployment on a deleted model.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 from sklearn.linear_model import LogisticRegression
 
 import kiln
@@ -24,6 +27,7 @@ from kiln.errors import Conflict, NotFound
 from kiln.registry import models
 from kiln.serving import Deployment, deployments
 from kiln.serving._writes import Change, apply_strict
+from kiln.store import references
 from kiln.tracking import TrackingClient
 
 COLUMNS = ["amount", "age", "hour"]
@@ -240,6 +244,25 @@ def test_creates_racing_deletes_never_leave_a_deployment_on_nothing(
         assert sorted(outcome.values()) == ["done", "refused"], outcome
         exists = f"d{version}" in {d.name for d in deployments.list(client=tracking_client)}
         assert exists == (version in _versions(tracking_client, "race")), outcome
+
+
+def test_the_migration_backfills_what_a_deployment_write_holds(client: TrackingClient) -> None:
+    """Migration 0005 computes deployments' references with a frozen copy of the format;
+    for the same stored spec it must give what the deployment's own writes record."""
+    path = Path(kiln.store.__file__).parent / "migrations" / "versions" / "0005_references.py"
+    spec = importlib.util.spec_from_file_location("kiln_migration_0005", path)
+    assert spec is not None and spec.loader is not None
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+
+    deployments.create("api", model="fraud@champion", fallback={"model": "other"}, client=client)
+    deployments.canary("api", model="fraud/3", percent=5, client=client)
+    deployments.create("pinned", model="other/1", client=client)
+    with client.meta.read() as conn:
+        for name, stored in conn.execute(sa.text("SELECT name, spec FROM kiln_deployments")):
+            held = references.held_by(conn, f"deployment:{name}")
+            assert migration._deployment_references(stored) == held
+            assert held  # the comparison is not between two empty sets
 
 
 # -- CLI ------------------------------------------------------------------------------------

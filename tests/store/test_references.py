@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
 import pytest
+import sqlalchemy as sa
 
 from kiln.store import MetadataStore, open_metadata_store, references
 
@@ -102,3 +104,42 @@ def test_a_hold_waits_for_an_open_check_until_the_deleter_commits(
     # The holder went on after the deleter's transaction ended: it must check that its
     # targets exist now, which is what the returned new targets are for.
     assert added == {"t:1"}
+
+
+def test_migration_backfills_the_references_of_stored_deployments(db_url: str) -> None:
+    """A store at 0004 with deployments gets their references when upgraded to 0005."""
+    from alembic import command
+
+    from kiln.store.metadata_store import VERSION_TABLE, _alembic_config
+
+    store = open_metadata_store(db_url)
+    spec = {
+        "model": "fraud@champion",
+        "traffic": {"policy": "canary", "challenger": "fraud/4", "percent": 10.0},
+        "fallback": {"model": "rules", "value": None},
+    }
+    with store._connect(write=True) as conn, conn.begin():
+        cfg = _alembic_config()
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0004")
+        rows = [("api", json.dumps(spec)), ("plain", json.dumps({"model": "churn/latest"}))]
+        for name, text in rows:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO kiln_deployments (name, spec, revision, created_at, "
+                    "updated_at, created_by) VALUES (:n, :s, 1, 0, 0, 'test')"
+                ),
+                {"n": name, "s": text},
+            )
+        version = conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
+        assert version == "0004"
+    store.upgrade()
+    with store.read() as conn:
+        assert references.held_by(conn, "deployment:api") == {
+            "model:fraud",
+            "alias:fraud@champion",
+            "version:fraud/4",
+            "model:rules",
+            "latest:rules",
+        }
+        assert references.held_by(conn, "deployment:plain") == {"model:churn", "latest:churn"}
