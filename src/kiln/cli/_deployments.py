@@ -21,7 +21,16 @@ import typer
 from rich.markup import escape
 
 import kiln
-from kiln.cli._format import JsonOpt, console, dtype_label, emit_json, fmt, report, table
+from kiln.cli._format import (
+    JsonOpt,
+    console,
+    dtype_label,
+    emit_json,
+    fmt,
+    plain,
+    report,
+    table,
+)
 from kiln.errors import InvalidInput, KilnError
 
 if TYPE_CHECKING:
@@ -93,12 +102,6 @@ def _given(**options: Any) -> dict[str, Any]:
         for k, v in options.items()
         if v is not None and v is not False and not (isinstance(v, list | dict) and not v)
     }
-
-
-def _plain(value: Any) -> str | None:
-    if value is None or value == "":
-        return None
-    return escape(str(value))
 
 
 def _pairs(values: list[str] | None, what: str, example: str) -> dict[str, str]:
@@ -237,10 +240,10 @@ def deployments_list(as_json: JsonOpt = False) -> None:
         return
     rows = [
         (
-            _plain(d.name),
-            _plain(d.model),
-            _plain(_traffic_line(d)),
-            _plain(d.service or ", ".join(d.features)),
+            plain(d.name),
+            plain(d.model),
+            plain(_traffic_line(d)),
+            plain(d.service or ", ".join(d.features)),
             d.revision,
         )
         for d in records
@@ -288,7 +291,7 @@ def deployments_show(name: NameArg, as_json: JsonOpt = False) -> None:
         ("tags", ", ".join(f"{k}={v}" for k, v in sorted(d.tags.items())) or None),
         ("revision", d.revision),
     ]
-    rows = [(k, _plain(v) if isinstance(v, str) else v) for k, v in head]
+    rows = [(k, plain(v) if isinstance(v, str) else v) for k, v in head]
     console.print(table(f"deployment {escape(d.name)}", ["field", "value"], rows))
 
 
@@ -344,7 +347,7 @@ def deployments_history(name: NameArg, as_json: JsonOpt = False) -> None:
         emit_json([e.to_dict() for e in events])
         return
     rows = [
-        (e.at, e.revision, e.kind, _plain(_summary(e)), _plain(e.actor), _plain(e.reason))
+        (e.at, e.revision, e.kind, plain(_summary(e)), plain(e.actor), plain(e.reason))
         for e in events
     ]
     columns = ["when", "rev", "event", "detail", "who", "reason"]

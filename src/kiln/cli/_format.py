@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 console = Console()
@@ -69,6 +70,13 @@ def dtype_label(dtype: str | None) -> str:
     if dtype in _KNOWN_DTYPES or (dtype.startswith("datetime64[") and dtype.endswith("]")):
         return dtype
     return f"unknown ({dtype})"
+
+
+def plain(value: Any) -> str | None:
+    """User-supplied text for a Rich table cell: escaped so '[x]' stays literal; '' is None."""
+    if value is None or value == "":
+        return None
+    return escape(str(value))
 
 
 def fmt(value: Any) -> str:

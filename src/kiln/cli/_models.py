@@ -17,6 +17,7 @@ from kiln.cli._format import (
     dtype_label,
     emit_json,
     fmt,
+    plain,
     report,
     status,
     table,
@@ -35,13 +36,6 @@ ReasonOpt = Annotated[
 ]
 
 
-def _plain(value: Any) -> str | None:
-    """User-supplied text goes through Rich markup; escaping keeps '[x]' literal."""
-    if value is None or value == "":
-        return None
-    return escape(str(value))
-
-
 def _size(n: int) -> str:
     if n < 1024:
         return f"{n} B"
@@ -58,7 +52,7 @@ def _target(version: int | None) -> str:
 
 
 def _pairs(mapping: Mapping[str, Any]) -> str | None:
-    return _plain(", ".join(f"{k}={v}" for k, v in sorted(mapping.items())))
+    return plain(", ".join(f"{k}={v}" for k, v in sorted(mapping.items())))
 
 
 def _move_line(event: AliasEvent) -> str:
@@ -88,7 +82,7 @@ def models_list(as_json: JsonOpt = False) -> None:
             r.name,
             r.latest_version,
             ", ".join(f"{a}→{v}" for a, v in r.aliases.items()) or None,
-            _plain(r.description),
+            plain(r.description),
             r.updated_at,
         )
         for r in records
@@ -100,7 +94,7 @@ def models_list(as_json: JsonOpt = False) -> None:
 def _signature_table(title: str, specs: Iterable[ColumnSpec]) -> Table:
     rows = [
         (
-            _plain(c.name) or "(tensor)",
+            plain(c.name) or "(tensor)",
             dtype_label(c.dtype),
             escape(str(list(c.shape))) if c.shape is not None else None,
         )
@@ -124,13 +118,13 @@ def models_show(
         ("id", mv.id),
         ("flavor", mv.flavor),
         ("run", mv.run_id),
-        ("created by", _plain(mv.created_by)),
+        ("created by", plain(mv.created_by)),
         ("created at", mv.created_at),
         ("size", _size(mv.size)),
         ("digest", f"sha256:{mv.digest}"),
         ("aliases", ", ".join(mv.aliases) or None),
         ("git commit", mv.git_commit),
-        ("description", _plain(mv.description)),
+        ("description", plain(mv.description)),
         ("tags", _pairs(mv.tags)),
     ]
     console.print(table(f"model {mv.ref}", ["field", "value"], head))
@@ -139,14 +133,14 @@ def models_show(
     console.print(_signature_table("outputs", mv.signature.outputs))
     env = dict(mv.environment)
     packages = dict(env.pop("packages", None) or {})
-    env_rows = [(_plain(k), _plain(v)) for k, v in sorted(env.items())]
-    env_rows += [(_plain(k), _plain(v)) for k, v in sorted(packages.items())]
+    env_rows = [(plain(k), plain(v)) for k, v in sorted(env.items())]
+    env_rows += [(plain(k), plain(v)) for k, v in sorted(packages.items())]
     if env_rows:
         console.print(table("environment", ["package", "version"], env_rows))
     if mv.metrics:
-        rows = [(_plain(k), v) for k, v in sorted(mv.metrics.items())]
+        rows = [(plain(k), v) for k, v in sorted(mv.metrics.items())]
         console.print(table("metrics snapshot", ["key", "value"], rows))
-    files = [(_plain(f.path), _size(f.size), f.digest[:12]) for f in mv.files]
+    files = [(plain(f.path), _size(f.size), f.digest[:12]) for f in mv.files]
     console.print(table(f"files ({len(files)})", ["path", "size", "sha256"], files))
 
 
@@ -304,8 +298,8 @@ def _alias_history(name: str, alias: str | None, as_json: bool) -> None:
             e.action,
             e.from_version,
             e.to_version,
-            _plain(e.actor),
-            _plain(e.reason),
+            plain(e.actor),
+            plain(e.reason),
         )
         for e in events
     ]
