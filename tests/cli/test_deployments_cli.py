@@ -114,20 +114,20 @@ def test_rollout_commands_and_history(capsys: pytest.CaptureFixture[str]) -> Non
         "--percent",
         "10",
         "--sticky-key",
-        "user_id",
+        "age",
         "--max-p95-ms",
         "20",
         "--min-requests",
         "50",
         "--auto-promote",
     )
-    assert "canary: 10% to fraud/2, sticky on user_id" in out
+    assert "canary: 10% to fraud/2, sticky on age" in out
     guard = kiln.deployments.get("fraud-api").traffic.guard
     assert guard is not None and (guard.max_p95_ms, guard.min_requests) == (20.0, 50)
     assert guard.auto_promote is True
     out = ok(capsys, "deployments", "rollback", "fraud-api", "--reason", "too slow")
     assert "rolled back; single: fraud@champion" in out
-    ok(capsys, "deployments", "ab", "fraud-api", "--model", "fraud/2", "--sticky-key", "user_id")
+    ok(capsys, "deployments", "ab", "fraud-api", "--model", "fraud/2", "--sticky-key", "age")
     ok(capsys, "deployments", "rollback", "fraud-api")
     ok(capsys, "deployments", "shadow", "fraud-api", "--model", "fraud/2")
     ok(capsys, "deployments", "rollback", "fraud-api")

@@ -163,13 +163,13 @@ def test_canary_then_promote_moves_the_alias_the_deployment_follows(
         "fraud-api",
         model="fraud@challenger",
         percent=10,
-        sticky_key="user_id",
+        sticky_key="hour",
         guard=guard,
         client=client,
     )
     assert canary.revision == 2
     assert (canary.traffic.policy, canary.traffic.challenger) == ("canary", "fraud@challenger")
-    assert (canary.traffic.percent, canary.traffic.sticky_key) == (10.0, "user_id")
+    assert (canary.traffic.percent, canary.traffic.sticky_key) == (10.0, "hour")
     assert canary.traffic.guard == guard
     # Ramping the canary is the same verb again.
     ramped = deployments.canary(
@@ -246,8 +246,8 @@ def test_rollback_and_guard_breach_are_recorded(client: TrackingClient) -> None:
 
 def test_ab_shadow_and_blue_green(client: TrackingClient) -> None:
     deployments.create("fraud-api", model="fraud@champion", client=client)
-    ab = deployments.ab("fraud-api", model="fraud/2", sticky_key="user_id", client=client)
-    assert (ab.traffic.policy, ab.traffic.percent, ab.traffic.sticky_key) == ("ab", 50.0, "user_id")
+    ab = deployments.ab("fraud-api", model="fraud/2", sticky_key="hour", client=client)
+    assert (ab.traffic.policy, ab.traffic.percent, ab.traffic.sticky_key) == ("ab", 50.0, "hour")
     with pytest.raises(Conflict, match="running an A/B split of 'fraud/2'; promote it or roll"):
         deployments.canary("fraud-api", model="fraud/2", percent=5, client=client)
     deployments.rollback("fraud-api", client=client)

@@ -10,7 +10,17 @@ import typer
 def serve(
     deployments: Annotated[
         list[str] | None,
-        typer.Argument(help="Deployments to serve (all stored ones when none is named)."),
+        typer.Argument(
+            help="Deployments to serve (all stored ones when none and no --model is named)."
+        ),
+    ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            help="A registry model to serve without a stored deployment (fraud@champion, "
+            "fraud/3), under its model's name; repeatable.",
+        ),
     ] = None,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to bind.")] = 8080,
@@ -26,11 +36,16 @@ def serve(
     ] = False,
     log_level: Annotated[str, typer.Option(help="Server log level.")] = "warning",
 ) -> None:
-    """Serve deployments over the Open Inference Protocol v2, MLflow and Kiln native APIs."""
+    """Serve deployments over the Open Inference Protocol v2, MLflow and Kiln native APIs.
+
+    Prints one line per deployment once the server answers: its URL, or why it cannot be
+    served (the others are served all the same).
+    """
     from kiln.serving import serve as run
 
     run(
         tuple(deployments or ()),
+        models=tuple(model or ()),
         host=host,
         port=port,
         workers=workers,

@@ -6,6 +6,11 @@ change is built off to the side (models loaded in a thread, the signature checke
 the deployment's features) and then swapped in with one assignment: a request already
 routed keeps the objects it started with, so a promotion or rollback drops nothing. A
 version that does not fit the deployment is refused and the previous one keeps serving.
+
+One deployment that cannot be served (its model or version gone, an artifact that fails
+its hash check, a model that does not load here) never stops the others: with nothing
+loaded for it, it is not ready and answers 503 with the reason; the change of state is
+logged once (not every poll), and it is tried again, backing off, until it loads.
 """
 
 from __future__ import annotations
@@ -74,6 +79,27 @@ class Answer:
 
 
 @dataclass
+class _Failure:
+    """Why a deployment could not be (re)built, and when to try the same thing again."""
+
+    reason: str
+    attempt: tuple[Any, ...]  # (revision, champion id, challenger id) that failed
+    retry_at: float
+    delay_s: float
+
+
+def _reason(exc: BaseException) -> str:
+    """One line for a log and a 503: Kiln's own message, else the exception's type too."""
+    text = str(exc) if isinstance(exc, KilnError) else f"{type(exc).__name__}: {exc}"
+    text = " ".join(text.split())
+    return text if len(text) <= 400 else text[:397] + "..."
+
+
+_RETRY_MIN_S = 1.0
+_RETRY_MAX_S = 30.0
+
+
+@dataclass
 class Live:
     """One deployment as this worker serves it now; replaced whole, never edited."""
 
@@ -106,13 +132,20 @@ class Live:
 
 
 class Runtime:
-    """The live deployments of one worker and everything a prediction touches."""
+    """The live deployments of one worker and everything a prediction touches.
+
+    ``names`` are the stored deployments to serve (all of them when None and nothing is
+    ``static``); ``static`` deployments are served as given, never stored (``kiln serve
+    --model``): their model reference is still resolved every poll, so alias moves reach
+    them too.
+    """
 
     def __init__(
         self,
         names: Sequence[str] | None = None,
         *,
         client: TrackingClient,
+        static: Sequence[Deployment] = (),
         feature_store: Any = None,
         predlog: PredictionLog | None = None,
         metrics: ServingMetrics | None = None,
@@ -120,7 +153,8 @@ class Runtime:
         poll_s: float = 0.5,
         threads: int = 4,
     ) -> None:
-        self._names = tuple(names) if names else None
+        self._static = {spec.name: spec for spec in static}
+        self._names = tuple(names) if names else (() if static else None)
         self._client = client
         self._fs = feature_store
         self.predlog = predlog
@@ -133,22 +167,32 @@ class Runtime:
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
         self._breakers: dict[tuple[str, str], str] = {}  # last state put in the gauge
-        self.ready = False
+        self.failures: dict[str, _Failure] = {}  # by deployment name
+        self._poll_error: str | None = None
+        self._started = False
+        self._ready_gauge: dict[str, bool | None] = {}
+
+    @property
+    def ready(self) -> bool:
+        """Started, and serving something unless nothing is there to serve."""
+        return self._started and (bool(self.live) or not self.failures)
+
+    def not_ready(self) -> dict[str, str]:
+        """The deployments this worker should serve and cannot, with the reason."""
+        return {n: f.reason for n, f in self.failures.items() if n not in self.live}
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load every deployment served; a named one that is missing is an error."""
-        specs = await asyncio.to_thread(self._wanted_specs)
-        for spec in specs:
-            self.live[spec.name] = await self._build(spec)
-        self.ready = True
+        """Load every deployment that can be served; the others are reported not ready."""
+        await self.refresh()
+        self._started = True
         self._tasks.append(asyncio.create_task(self._watch(), name="kiln-watch"))
         self._tasks.append(asyncio.create_task(self._judge_loop(), name="kiln-guards"))
 
     async def stop(self) -> None:
         """Graceful: stop watching, let queued predictions finish, flush the log."""
-        self.ready = False
+        self._started = False
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -159,14 +203,15 @@ class Runtime:
         if self.predlog is not None:
             await asyncio.to_thread(self.predlog.close)
 
-    def _wanted_specs(self) -> list[Deployment]:
-        if self._names is None:
-            return list(deployments_api.list(client=self._client))
-        return [deployments_api.get(n, client=self._client) for n in self._names]
-
     def get(self, name: str) -> Live:
         live = self.live.get(name)
         if live is None:
+            failure = self.failures.get(name)
+            if failure is not None:
+                raise Unavailable(
+                    f"deployment {name!r} is not ready: {failure.reason}",
+                    retry_after_s=failure.delay_s,
+                )
             raise NotFound(
                 f"no deployment {name!r} is served here; served: "
                 f"{', '.join(sorted(self.live)) or 'none'}"
@@ -182,8 +227,24 @@ class Runtime:
             challenger = self.pool.resolve(spec.traffic.challenger)
         return champion, challenger
 
-    async def _build(self, spec: Deployment) -> Live:
-        champion_v, challenger_v = await asyncio.to_thread(self._versions, spec)
+    async def _build(
+        self, spec: Deployment, versions: tuple[ModelVersion, ModelVersion | None]
+    ) -> Live:
+        acquired: list[ModelSlot] = []
+        try:
+            return await self._assemble(spec, versions, acquired)
+        except BaseException:
+            for slot in acquired:  # a half-built deployment holds no model
+                self._spawn(self.pool.release(slot, grace_s=0.0))
+            raise
+
+    async def _assemble(
+        self,
+        spec: Deployment,
+        versions: tuple[ModelVersion, ModelVersion | None],
+        acquired: list[ModelSlot],
+    ) -> Live:
+        champion_v, challenger_v = versions
         requirements = None
         if spec.features or spec.service:
             requirements = await asyncio.to_thread(self._requirements, spec)
@@ -193,14 +254,21 @@ class Runtime:
                 plans[version.id] = deployments_api.check_compatible(
                     spec, version, requirements=requirements, client=self._client
                 )
-        champion = await self.pool.acquire(champion_v, spec.batching, spec.breaker)
+
+        async def acquire(version: ModelVersion) -> ModelSlot:
+            slot = await self.pool.acquire(version, spec.batching, spec.breaker)
+            acquired.append(slot)
+            return slot
+
+        champion = await acquire(champion_v)
         challenger = None
         if challenger_v is not None:
-            challenger = await self.pool.acquire(challenger_v, spec.batching, spec.breaker)
+            challenger = await acquire(challenger_v)
         fallback = None
         if spec.fallback is not None and spec.fallback.model is not None:
-            fallback_v = await asyncio.to_thread(self.pool.resolve, spec.fallback.model)
-            fallback = await self.pool.acquire(fallback_v, spec.batching, spec.breaker)
+            fallback = await acquire(
+                await asyncio.to_thread(self.pool.resolve, spec.fallback.model)
+            )
         request: dict[str, ColumnSpec] = {}
         for plan in plans.values():
             for column in plan.request:
@@ -238,37 +306,116 @@ class Runtime:
                 await self.refresh()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # a failed poll must not stop the next one
-                log.exception("refreshing deployments failed; serving what was loaded")
+            except Exception as exc:  # a failed poll must not stop the next one
+                reason = _reason(exc)
+                if reason != self._poll_error:
+                    log.error("checking for deployment changes failed: %s", reason)
+                self._poll_error = reason
+            else:
+                if self._poll_error is not None:
+                    log.warning("checking for deployment changes works again")
+                self._poll_error = None
 
     async def refresh(self) -> None:
-        """Swap in every deployment whose revision or resolved versions changed."""
-        revisions = await asyncio.to_thread(deployments_api.revisions, client=self._client)
+        """Swap in every deployment whose revision or resolved versions changed.
+
+        Each deployment is refreshed on its own: one that cannot be built keeps what it
+        served (or, with nothing loaded, is not ready) and the others carry on.
+        """
+        revisions: dict[str, int] = {}
+        if self._names != ():
+            revisions = await asyncio.to_thread(deployments_api.revisions, client=self._client)
         names = self._names if self._names is not None else tuple(revisions)
+        names = (*names, *self._static)
+        revisions.update((name, spec.revision) for name, spec in self._static.items())
+        for name in [n for n in (*self.live, *self.failures) if n not in names]:
+            self.failures.pop(name, None)  # no longer stored: no longer served
+            self._set_ready(name, None)
+            gone = self.live.pop(name, None)
+            if gone is not None:
+                await self._release(gone)
         for name in names:
-            current = self.live.get(name)
-            if name not in revisions:
+            await self._refresh_one(name, revisions.get(name))
+
+    async def _refresh_one(self, name: str, revision: int | None) -> None:
+        current = self.live.get(name)
+        attempt: tuple[Any, ...] = (revision,)  # what is being tried, for the back-off
+        try:
+            if revision is None:  # named on the command line, and not (or no longer) stored
                 if current is not None:
                     del self.live[name]
                     await self._release(current)
-                continue
-            if current is not None and current.spec.revision == revisions[name]:
+                    current = None
+                raise NotFound(f"deployment {name!r} does not exist")
+            if self._backing_off(name, attempt):
+                return
+            spec = self._static.get(name)
+            if current is not None and current.spec.revision == revision:
                 spec = current.spec
-                champion_v, challenger_v = await asyncio.to_thread(self._versions, spec)
-                key = (spec.revision, champion_v.id, challenger_v.id if challenger_v else None)
-                if key == current.key:
-                    continue
-            else:
+            elif spec is None:
                 spec = await asyncio.to_thread(deployments_api.get, name, client=self._client)
-            try:
-                fresh = await self._build(spec)
-            except (InvalidInput, NotFound) as exc:
-                log.error("deployment %r not updated: %s", name, exc)
-                continue
-            self.live[name] = fresh
-            log.info("deployment %r now serves %s", name, fresh.champion.ref)
-            if current is not None:
-                await self._release(current)
+            versions = await asyncio.to_thread(self._versions, spec)
+            attempt = (spec.revision, versions[0].id, versions[1].id if versions[1] else None)
+            if current is not None and attempt == current.key:
+                self._recovered(name, current)
+                return
+            if self._backing_off(name, attempt):
+                return
+            fresh = await self._build(spec, versions)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._failed(name, attempt, exc, current)
+            return
+        self.live[name] = fresh
+        log.info("deployment %r now serves %s", name, fresh.champion.ref)
+        self._recovered(name, fresh)
+        if current is not None:
+            await self._release(current)
+
+    def _backing_off(self, name: str, attempt: tuple[Any, ...]) -> bool:
+        """Whether ``attempt`` failed a moment ago: a broken artifact is not reloaded
+        every poll, only after a delay that doubles up to :data:`_RETRY_MAX_S`."""
+        failure = self.failures.get(name)
+        return (
+            failure is not None
+            and failure.attempt == attempt
+            and time.monotonic() < failure.retry_at
+        )
+
+    def _failed(
+        self, name: str, attempt: tuple[Any, ...], exc: BaseException, current: Live | None
+    ) -> None:
+        """Record why ``name`` could not be built; log only a change of state or reason."""
+        reason = _reason(exc)
+        previous = self.failures.get(name)
+        same = previous is not None and previous.reason == reason
+        delay = min(previous.delay_s * 2.0, _RETRY_MAX_S) if same and previous else _RETRY_MIN_S
+        self.failures[name] = _Failure(reason, attempt, time.monotonic() + delay, delay)
+        if same:
+            return
+        if current is not None:
+            log.error(
+                "deployment %r keeps serving %s; its change cannot be served: %s",
+                name,
+                current.champion.ref,
+                reason,
+            )
+        else:
+            log.error("deployment %r is not ready: %s", name, reason)
+            self._set_ready(name, False)
+
+    def _recovered(self, name: str, live: Live) -> None:
+        failure = self.failures.pop(name, None)
+        if failure is not None:
+            log.warning("deployment %r is ready: serves %s", name, live.champion.ref)
+        self._set_ready(name, True)
+
+    def _set_ready(self, name: str, ready: bool | None) -> None:
+        """The readiness gauge of ``name`` (None: it is no longer served here)."""
+        if self._ready_gauge.get(name) != ready:
+            self._ready_gauge[name] = ready
+            self.metrics.set_ready(name, ready)
 
     async def _release(self, live: Live) -> None:
         for slot in (live.champion, live.challenger, live.fallback):

@@ -26,7 +26,7 @@ from kiln.core import InvalidInput, KilnError, NotFound
 from kiln.serving._predict_routes import PredictionRoutes
 from kiln.serving._runtime import Runtime, Unavailable
 from kiln.serving.batching import Overloaded, PredictTimeout
-from kiln.serving.protocols import ProtocolError, openapi, v2
+from kiln.serving.protocols import ProtocolError, mlflow, openapi, v2
 
 __all__ = ["create_app"]
 
@@ -82,13 +82,24 @@ def create_app(runtime: Runtime, *, default: str | None = None) -> PredictionRou
         return _json({"live": True})
 
     async def ready_(_: Request) -> Response:
-        return _json({"ready": runtime.ready}, 200 if runtime.ready else 503)
+        """Ready while anything is served; every deployment is listed with its state, so a
+        broken one shows here without taking the healthy ones out of a load balancer."""
+        deployments: dict[str, dict[str, Any]] = {
+            name: {"ready": True, "model": live.champion.ref} for name, live in runtime.live.items()
+        }
+        for name, reason in runtime.not_ready().items():
+            deployments[name] = {"ready": False, "reason": reason}
+        body = {"ready": runtime.ready, "deployments": deployments}
+        return _json(body, 200 if runtime.ready else 503)
 
     async def server_meta(_: Request) -> Response:
         return _json(v2.server_metadata(kiln.__version__))
 
     async def ping(_: Request) -> Response:
         return Response(b"\n", status_code=200 if runtime.ready else 503)
+
+    async def version_(_: Request) -> Response:
+        return Response(kiln.__version__, media_type="text/plain")  # as MLflow's /version
 
     # -- model metadata (Open Inference Protocol v2) -----------------------------------------
 
@@ -108,8 +119,13 @@ def create_app(runtime: Runtime, *, default: str | None = None) -> PredictionRou
         return _json(v2.model_metadata(name, versions, slot.loaded.signature))
 
     async def model_ready(request: Request) -> Response:
-        live = runtime.get(request.path_params["name"])
-        live.slot_for_version(_version(request))
+        name = request.path_params["name"]
+        version = _version(request)
+        reason = runtime.not_ready().get(name)
+        if reason is not None:
+            return _json({"name": name, "ready": False, "reason": reason}, 503)
+        live = runtime.get(name)
+        live.slot_for_version(version)
         return _json({"name": live.spec.name, "ready": True})
 
     # -- operations -------------------------------------------------------------------------
@@ -160,6 +176,7 @@ def create_app(runtime: Runtime, *, default: str | None = None) -> PredictionRou
         route("/v2/models/{name}/versions/{version}/ready", model_ready, ["GET"]),
         route("/ping", ping, ["GET"]),
         route("/health", ping, ["GET"]),
+        route("/version", version_, ["GET"]),
         route("/metrics", metrics, ["GET"]),
         route("/openapi.json", openapi_json, ["GET"]),
     ]
@@ -167,6 +184,10 @@ def create_app(runtime: Runtime, *, default: str | None = None) -> PredictionRou
 
     async def not_found(request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status_code", 404)
+        if request.url.path == "/invocations":  # only POST reaches the prediction routes
+            message = f"{request.method} is not allowed on /invocations; use POST"
+            body = mlflow.error_body(405, message)
+            return Response(body, 405, headers={"allow": "POST"}, media_type=JSON)
         if status == 405:
             return _error(405, f"{request.method} is not allowed on {request.url.path}")
         return _error(404, f"no route {request.url.path}; see /openapi.json")

@@ -15,6 +15,7 @@ metric                                    type       labels / meaning
 ``kiln_serving_breaker_state``            gauge      deployment, version; 0 closed, 1 half-open,
                                                      2 open
 ``kiln_serving_fallbacks_total``          counter    deployment, version; answers by a fallback
+``kiln_serving_deployment_ready``         gauge      deployment; 1 serving, 0 not servable now
 ``kiln_serving_shadow_requests_total``    counter    deployment, version, outcome
 ``kiln_serving_shadow_duration_seconds``  histogram  deployment, version
 ``kiln_serving_prediction_log_rows_total`` counter   deployment; rows handed to the log
@@ -48,6 +49,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -215,6 +217,13 @@ class ServingMetrics:
             multiprocess_mode="livemax",
             registry=own,
         )
+        self._ready = Gauge(
+            "kiln_serving_deployment_ready",
+            "1 while the deployment has a model loaded and answers, 0 while it cannot be served.",
+            ["deployment"],
+            multiprocess_mode="livemin",
+            registry=own,
+        )
         self._fallbacks = Counter(
             "kiln_serving_fallbacks",
             "Answers given by a fallback instead of the model version.",
@@ -331,6 +340,15 @@ class ServingMetrics:
                 f"unknown breaker state {state!r}; known: {', '.join(BREAKER_STATES)}"
             )
         self._breaker.labels(deployment, str(version)).set(code)
+
+    def set_ready(self, deployment: str, ready: bool | None) -> None:
+        """Whether ``deployment`` is served in this process; None drops its series (it is
+        no longer meant to be served)."""
+        if ready is None:
+            with suppress(KeyError):
+                self._ready.remove(deployment)
+            return
+        self._ready.labels(deployment).set(1 if ready else 0)
 
     # -- prediction log --------------------------------------------------------------------
 

@@ -10,7 +10,9 @@
 - :func:`rollback`: the champion alone again; a guard's breach is recorded as such.
 
 A challenger is checked against the deployment's features and request schema before it
-takes traffic. Each verb is one compare-and-set write (see :mod:`kiln.serving.deployments`);
+takes traffic, and a ``sticky_key`` must name a field its requests carry (a request field
+or an entity key): a key no request has would silently make the split random. Each verb
+is one compare-and-set write (see :mod:`kiln.serving.deployments`);
 with ``expected_revision`` a verb does nothing and returns None (``promote``,
 ``rollback``, ``switch_back``) or raises Conflict (the others) when the deployment has
 moved on, so two server workers judging one guard act once.
@@ -18,10 +20,10 @@ moved on, so two server workers judging one guard act once.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import suppress
-from dataclasses import asdict
-from typing import Any, cast
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from kiln.core import Conflict, InvalidInput, NotFound
 from kiln.registry import models
@@ -35,7 +37,7 @@ from kiln.serving._writes import (
     served_edge,
     spec_value,
 )
-from kiln.serving.compatibility import check_compatible
+from kiln.serving.compatibility import InputPlan, check_compatible, input_plan
 from kiln.serving.specs import Deployment, Guard, Policy, Traffic
 from kiln.tracking import TrackingClient
 
@@ -49,44 +51,96 @@ __all__ = [
     "switch_back",
 ]
 
-_POLICY_WORDS = {
-    "canary": "a canary",
-    "ab": "an A/B split",
-    "shadow": "a shadow",
-    "blue_green": "a blue-green switch",
+
+@dataclass(frozen=True)
+class _Rollout:
+    """What differs between the verbs that start a rollout."""
+
+    policy: Policy
+    kind: str  # the history event
+    words: str  # how a message names it
+    percent: str | None  # the allowed range, "(0, 100]" or "(0, 100)"; None: always 100
+
+
+_ROLLOUTS = {
+    r.policy: r
+    for r in (
+        _Rollout("canary", "canary_started", "a canary", "(0, 100]"),
+        _Rollout("ab", "ab_started", "an A/B split", "(0, 100)"),
+        _Rollout("shadow", "shadow_started", "a shadow", None),
+        _Rollout("blue_green", "switched", "a blue-green switch", None),
+    )
 }
 
 
-def _percent(verb: str, value: Any, *, upper_inclusive: bool) -> float:
+@dataclass(frozen=True)
+class _Write:
+    """Who writes, why and against which revision: what every verb hands to the store."""
+
+    reason: str | None
+    actor: str | None
+    expected_revision: int | None
+    client: TrackingClient | None
+
+    def apply(self, name: str, plan: Callable[[Deployment], Change]) -> Deployment | None:
+        """One compare-and-set write; None if ``expected_revision`` no longer matches."""
+        return apply_change(name, plan, **vars(self))
+
+    def apply_strict(self, name: str, plan: Callable[[Deployment], Change]) -> Deployment:
+        """:meth:`apply` where a lost race is a Conflict."""
+        return apply_strict(name, plan, **vars(self))
+
+
+def _percent(rollout: _Rollout, value: Any) -> float:
+    if rollout.percent is None:
+        return 100.0
+    inclusive = rollout.percent.endswith("]")
     ok = not isinstance(value, bool) and isinstance(value, int | float)
-    if ok and (0 < value < 100 or (upper_inclusive and value == 100)):
+    if ok and (0 < value < 100 or (inclusive and value == 100)):
         return float(value)
-    rule = "(0, 100]" if upper_inclusive else "(0, 100)"
     raise InvalidInput(
-        f"The 'percent' parameter of {verb} must be a number in {rule}. Got {value!r}."
+        f"The 'percent' parameter of {rollout.policy} must be a number in {rollout.percent}. "
+        f"Got {value!r}."
     )
+
+
+def _request_fields(current: Deployment, plans: Iterable[InputPlan]) -> set[str]:
+    """Every field a request to ``current`` carries: its request schema and entity keys."""
+    fields = set(current.request or ())
+    for plan in plans:
+        fields.update(plan.entity_keys)
+        fields.update(c.name for c in plan.request if c.name is not None)
+    return fields
+
+
+def _check_sticky_key(current: Deployment, sticky_key: str, plans: list[InputPlan]) -> None:
+    fields = _request_fields(current, plans)
+    if sticky_key not in fields:
+        carried = ", ".join(sorted(fields)) or "no named fields"
+        raise InvalidInput(
+            f"sticky_key {sticky_key!r} is not a field the requests of deployment "
+            f"{current.name!r} carry (its request fields and entity keys: {carried}); "
+            "name one of them"
+        )
 
 
 def _start(
     name: str,
+    policy: Policy,
     *,
-    policy: str,
-    kind: str,
     model: str,
-    percent: float,
+    percent: Any,
     sticky_key: str | None,
     guard: Guard | Mapping[str, Any] | None,
-    reason: str | None,
-    actor: str | None,
-    expected_revision: int | None,
-    client: TrackingClient | None,
+    write: _Write,
 ) -> Deployment:
-    cl = client_of(client)
+    rollout = _ROLLOUTS[policy]
+    cl = client_of(write.client)
     guard_value = spec_value(Guard, "guard", guard)
     traffic = Traffic(
-        policy=cast(Policy, policy),
+        policy=policy,
         challenger=model,
-        percent=percent,
+        percent=_percent(rollout, percent),
         sticky_key=sticky_key,
         guard=guard_value,
     )
@@ -95,7 +149,7 @@ def _start(
         now = current.traffic
         if now.policy not in ("single", policy):
             raise Conflict(
-                f"deployment {name!r} is running {_POLICY_WORDS[now.policy]} of "
+                f"deployment {name!r} is running {_ROLLOUTS[now.policy].words} of "
                 f"{now.challenger!r}; promote it or roll it back first"
             )
         mv = resolve_ref(model, "challenger", cl)
@@ -107,7 +161,12 @@ def _start(
                 f"challenger {model!r} resolves to {mv.ref}, which is already the champion "
                 f"of deployment {name!r} ({current.model!r})"
             )
-        check_compatible(current, mv, client=cl)
+        plans = [check_compatible(current, mv, client=cl)]
+        if sticky_key is not None:
+            if champion is not None:
+                with suppress(InvalidInput, NotFound):
+                    plans.append(input_plan(current, champion, client=cl))
+            _check_sticky_key(current, sticky_key, plans)
         detail = {
             "challenger": model,
             "challenger_version": mv.ref,
@@ -119,11 +178,20 @@ def _start(
             "previous": asdict(now),
         }
         edge = served_edge(mv, name, "challenger", current.revision + 1)
-        return Change(current.evolve(traffic=traffic), kind, detail, (edge,))
+        return Change(current.evolve(traffic=traffic), rollout.kind, detail, (edge,))
 
-    return apply_strict(
-        name, plan, reason=reason, actor=actor, expected_revision=expected_revision, client=cl
-    )
+    return write.apply_strict(name, plan)
+
+
+def _in_rollout(current: Deployment, conflict: str) -> tuple[Traffic, str]:
+    """The rollout ``current`` runs and its challenger; Conflict (``conflict`` says what
+    cannot be done) when it serves its champion alone."""
+    now = current.traffic
+    if now.policy == "single" or now.challenger is None:
+        raise Conflict(
+            f"deployment {current.name!r} serves only its champion {current.model!r}; {conflict}"
+        )
+    return now, now.challenger
 
 
 def canary(
@@ -140,22 +208,20 @@ def canary(
 ) -> Deployment:
     """Send ``percent`` of traffic (0 < percent <= 100) to challenger ``model``.
 
-    Sticky per value of the request field ``sticky_key`` when given. ``guard`` judges the
-    challenger and rolls back (or with ``auto_promote``, promotes) automatically.
+    Sticky per value of the request field ``sticky_key`` when given (a field the
+    deployment's requests carry: its request schema or an entity key). ``guard`` judges
+    the challenger and rolls back (or with ``auto_promote``, promotes) automatically.
     Calling it again during a canary changes the percent, challenger or guard.
     """
+    write = _Write(reason, actor, expected_revision, client)
     return _start(
         name,
-        policy="canary",
-        kind="canary_started",
+        "canary",
         model=model,
-        percent=_percent("canary", percent, upper_inclusive=True),
+        percent=percent,
         sticky_key=sticky_key,
         guard=guard,
-        reason=reason,
-        actor=actor,
-        expected_revision=expected_revision,
-        client=client,
+        write=write,
     )
 
 
@@ -176,18 +242,9 @@ def ab(
             f"An A/B split needs 'sticky_key', the request field whose hash picks the arm; "
             f"got {sticky_key!r}"
         )
+    write = _Write(reason, actor, expected_revision, client)
     return _start(
-        name,
-        policy="ab",
-        kind="ab_started",
-        model=model,
-        percent=_percent("ab", percent, upper_inclusive=False),
-        sticky_key=sticky_key,
-        guard=None,
-        reason=reason,
-        actor=actor,
-        expected_revision=expected_revision,
-        client=client,
+        name, "ab", model=model, percent=percent, sticky_key=sticky_key, guard=None, write=write
     )
 
 
@@ -201,18 +258,9 @@ def shadow(
     client: TrackingClient | None = None,
 ) -> Deployment:
     """Mirror every request to ``model`` off the response path; its answers are only logged."""
+    write = _Write(reason, actor, expected_revision, client)
     return _start(
-        name,
-        policy="shadow",
-        kind="shadow_started",
-        model=model,
-        percent=100.0,
-        sticky_key=None,
-        guard=None,
-        reason=reason,
-        actor=actor,
-        expected_revision=expected_revision,
-        client=client,
+        name, "shadow", model=model, percent=100, sticky_key=None, guard=None, write=write
     )
 
 
@@ -227,18 +275,9 @@ def blue_green(
     client: TrackingClient | None = None,
 ) -> Deployment:
     """Switch all traffic to ``model`` ("green"); :func:`switch_back` returns to "blue"."""
+    write = _Write(reason, actor, expected_revision, client)
     return _start(
-        name,
-        policy="blue_green",
-        kind="switched",
-        model=model,
-        percent=100.0,
-        sticky_key=None,
-        guard=guard,
-        reason=reason,
-        actor=actor,
-        expected_revision=expected_revision,
-        client=client,
+        name, "blue_green", model=model, percent=100, sticky_key=None, guard=guard, write=write
     )
 
 
@@ -271,14 +310,7 @@ def switch_back(
         detail = {"champion": current.model, "challenger": now.challenger}
         return Change(current.evolve(traffic=traffic), "switched_back", detail)
 
-    return apply_change(
-        name,
-        plan,
-        reason=reason,
-        actor=actor,
-        expected_revision=expected_revision,
-        client=client,
-    )
+    return _Write(reason, actor, expected_revision, client).apply(name, plan)
 
 
 def _alias_of(ref: str) -> tuple[str, str] | None:
@@ -310,13 +342,8 @@ def promote(
     cl = client_of(client)
 
     def plan(current: Deployment) -> Change:
-        now = current.traffic
-        if now.policy == "single" or now.challenger is None:
-            raise Conflict(
-                f"deployment {name!r} has no challenger to promote (it serves only "
-                f"{current.model!r})"
-            )
-        mv = resolve_ref(now.challenger, "challenger", cl)
+        now, challenger = _in_rollout(current, "there is no challenger to promote")
+        mv = resolve_ref(challenger, "challenger", cl)
         previous = None
         with suppress(NotFound):
             previous = models.resolve(current.model, client=cl).ref
@@ -341,14 +368,7 @@ def promote(
         edge = served_edge(mv, name, "champion", current.revision + 1)
         return Change(new, "promoted", info, (edge,), alias)
 
-    return apply_change(
-        name,
-        plan,
-        reason=reason,
-        actor=actor,
-        expected_revision=expected_revision,
-        client=cl,
-    )
+    return _Write(reason, actor, expected_revision, cl).apply(name, plan)
 
 
 def rollback(
@@ -372,12 +392,7 @@ def rollback(
     extra = detail_of(detail)
 
     def plan(current: Deployment) -> Change:
-        now = current.traffic
-        if now.policy == "single":
-            raise Conflict(
-                f"deployment {name!r} serves only its champion {current.model!r}; there is "
-                "no rollout to roll back"
-            )
+        now, _ = _in_rollout(current, "there is no rollout to roll back")
         info = {
             **extra,
             "challenger": now.challenger,
@@ -388,11 +403,4 @@ def rollback(
         kind = "guard_breach" if breach else "rolled_back"
         return Change(current.evolve(traffic=Traffic()), kind, info)
 
-    return apply_change(
-        name,
-        plan,
-        reason=reason,
-        actor=actor,
-        expected_revision=expected_revision,
-        client=client,
-    )
+    return _Write(reason, actor, expected_revision, client).apply(name, plan)
