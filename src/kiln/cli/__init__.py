@@ -9,11 +9,18 @@ failure of the environment (an unreachable store, a corrupted artifact, a disk e
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
-import typer
+from kiln.core import IntegrityError, KilnError, StoreUnavailable, lazy_exports
 
-from kiln.cli._app import app
-from kiln.core import IntegrityError, KilnError, StoreUnavailable
+if TYPE_CHECKING:
+    import typer
+
+    from kiln.cli._app import app
+else:
+    # Typer, Rich and the command modules load when a command runs, so `kiln --version`
+    # (a script's first probe) answers without them.
+    __getattr__, __dir__ = lazy_exports(__name__, {"app": "kiln.cli._app"})
 
 __all__ = ["app", "main"]
 
@@ -35,6 +42,15 @@ def _usage(exc: typer.TyperException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
+    if (sys.argv[1:] if argv is None else argv) == ["--version"]:
+        import kiln
+
+        print(f"kiln {kiln.__version__}")
+        return 0
+    import typer
+
+    from kiln.cli._app import app
+
     command = typer.main.get_command(app)
     try:
         result = command.main(args=argv, prog_name="kiln", standalone_mode=False)
