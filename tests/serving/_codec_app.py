@@ -142,9 +142,14 @@ def make_app(deployments: Sequence[Served], *, default: str | None = None) -> St
         except ProtocolError as exc:
             return Response(exc.body(), status_code=exc.status, media_type="application/json")
 
+    def mlflow_error(message: str, status: int) -> Response:
+        return Response(
+            mlflow.error_body(status, message), status_code=status, media_type="application/json"
+        )
+
     async def invocations(request: Request) -> Response:
         if fallback is None:
-            return _error("no default deployment", 404)
+            return mlflow_error("no default deployment", 404)
         d = by_name[fallback]
         try:
             body = await body_of(request)
@@ -154,7 +159,7 @@ def make_app(deployments: Sequence[Served], *, default: str | None = None) -> St
                 media_type="application/json",
             )
         except ProtocolError as exc:
-            return Response(exc.body(), status_code=exc.status, media_type="application/json")
+            return mlflow_error(exc.message, exc.status)
 
     async def predict_native(request: Request) -> Response:
         d = by_name.get(request.path_params["name"])
@@ -186,6 +191,9 @@ def make_app(deployments: Sequence[Served], *, default: str | None = None) -> St
     async def ping(request: Request) -> Response:
         return Response(status_code=200)
 
+    async def version(request: Request) -> Response:
+        return PlainTextResponse("0.1.0")
+
     async def metrics(request: Request) -> Response:
         return PlainTextResponse("# no metrics\n")
 
@@ -205,6 +213,7 @@ def make_app(deployments: Sequence[Served], *, default: str | None = None) -> St
         Route("/invocations", invocations, methods=["POST"]),
         Route("/ping", ping),
         Route("/health", ping),
+        Route("/version", version),
         Route("/deployments/{name}/predict", predict_native, methods=["POST"]),
         Route("/metrics", metrics),
         Route("/openapi.json", openapi_json),

@@ -92,6 +92,7 @@ def test_every_route_is_documented() -> None:
         "/invocations",
         "/ping",
         "/health",
+        "/version",
         "/metrics",
         "/openapi.json",
     ]:
@@ -121,11 +122,19 @@ def test_posts_document_their_errors_and_limit() -> None:
     for path, op in posts:
         assert op["requestBody"]["required"] is True
         assert "At most 5000 bytes" in op["requestBody"]["description"], path
+        shape = "MLflowError" if path == "/invocations" else "Error"
         for status in ("400", "404", "413", "503"):
             schema = op["responses"][status]["content"]["application/json"]["schema"]
-            assert schema == {"$ref": "#/components/schemas/Error"}, (path, status)
+            assert schema == {"$ref": f"#/components/schemas/{shape}"}, (path, status)
         assert "Retry-After" in op["responses"]["503"]["headers"]
-    assert "415" in doc["paths"]["/invocations"]["post"]["responses"]
+    invocations = doc["paths"]["/invocations"]["post"]["responses"]
+    assert invocations["415"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/MLflowError"
+    }
+    mlflow_error = doc["components"]["schemas"]["MLflowError"]
+    assert mlflow_error["required"] == ["error_code", "message"]
+    assert "BAD_REQUEST" in mlflow_error["properties"]["error_code"]["enum"]
+    assert "text/plain" in doc["paths"]["/version"]["get"]["responses"]["200"]["content"]
 
 
 def test_request_schemas_name_the_columns() -> None:

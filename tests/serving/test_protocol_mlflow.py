@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -224,7 +226,10 @@ def test_type_errors_of_typed_columns() -> None:
     def bad(**change: Any) -> str:
         return error({"dataframe_records": [{**base, **change}]}, MIXED).message
 
-    assert "column 'count': 1.5 is not an integer; an int64 column takes integers" in bad(count=1.5)
+    assert "column 'count': row 0: 1.5 is not an integer; an int64 column takes integers" in bad(
+        count=1.5
+    )
+    assert "column 'count': row 0: 3.0" not in bad(count=3.0, flag=1)  # 3.0 is an integer
     assert "column 'count': row 0 is null; an int64 column takes numbers" in bad(count=None)
     assert "row 0 is 3; a string column takes strings" in bad(country=3)
     assert "row 0 is 1; a bool column takes true or false" in bad(flag=1)
@@ -273,3 +278,116 @@ def test_encode_predictions() -> None:
         mlflow.encode_predictions({"label": np.array([1, 0]), "score": np.array([0.9, 0.1])})
     ) == {"predictions": [{"label": 1, "score": 0.9}, {"label": 0, "score": 0.1}]}
     assert orjson.loads(mlflow.encode_predictions([1, 2])) == {"predictions": [1, 2]}
+
+
+# -- errors as MLflow's clients read them --------------------------------------------------
+
+# MLflow's ErrorCode names and the HTTP status it maps each to (mlflow.exceptions).
+MLFLOW_ERROR_STATUS = {
+    "INTERNAL_ERROR": 500,
+    "INVALID_STATE": 500,
+    "DATA_LOSS": 500,
+    "NOT_IMPLEMENTED": 501,
+    "TEMPORARILY_UNAVAILABLE": 503,
+    "DEADLINE_EXCEEDED": 504,
+    "REQUEST_LIMIT_EXCEEDED": 429,
+    "CANCELLED": 499,
+    "RESOURCE_EXHAUSTED": 429,
+    "ABORTED": 409,
+    "RESOURCE_CONFLICT": 409,
+    "ALREADY_EXISTS": 409,
+    "NOT_FOUND": 404,
+    "ENDPOINT_NOT_FOUND": 404,
+    "RESOURCE_DOES_NOT_EXIST": 404,
+    "PERMISSION_DENIED": 403,
+    "CUSTOMER_UNAUTHORIZED": 401,
+    "UNAUTHENTICATED": 401,
+    "BAD_REQUEST": 400,
+    "RESOURCE_ALREADY_EXISTS": 400,
+    "INVALID_PARAMETER_VALUE": 400,
+}
+
+
+def parse_like_mlflow(status: int, text: str) -> tuple[str, str]:
+    """An error answer as MLflow's REST client reads it: its error code and message.
+
+    ``mlflow.utils.rest_utils.verify_rest_response`` raises ``RestException(json)`` for a
+    body that parses as a JSON object (else a generic error without the server's code);
+    ``RestException`` takes ``error_code`` (default INTERNAL_ERROR) through
+    ``ErrorCode.Value`` and prefixes it to ``message``.
+    """
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        raise AssertionError(f"{status}: MLflow cannot parse {text[:200]!r}") from None
+    assert isinstance(doc, dict), text
+    assert set(doc) == {"error_code", "message"}, doc
+    code = doc.get("error_code", "INTERNAL_ERROR")
+    assert code in MLFLOW_ERROR_STATUS, f"{code!r} is no MLflow ErrorCode name"
+    assert isinstance(doc["message"], str) and doc["message"], doc
+    # the code means what the status means: a client error is a 4xx code
+    assert MLFLOW_ERROR_STATUS[code] // 100 == status // 100, (status, code)
+    return code, f"{code}: {doc['message']}"
+
+
+@pytest.mark.parametrize("status", [400, 404, 405, 409, 413, 415, 429, 500, 501, 503, 504])
+def test_error_bodies_parse_as_mlflow_errors(status: int) -> None:
+    code, message = parse_like_mlflow(status, mlflow.error_body(status, "what went wrong").decode())
+    assert code == mlflow.error_code(status)
+    assert message.endswith(": what went wrong")
+    assert mlflow.error_code(400) == "BAD_REQUEST"
+    assert mlflow.error_code(503) == "TEMPORARILY_UNAVAILABLE"
+
+
+def test_content_type_and_charset() -> None:
+    doc = {"inputs": [[1, 2]]}
+    for ok in ("application/json; charset=utf-8", "Application/JSON;charset=UTF-8", JSON):
+        np.testing.assert_array_equal(decode(doc, content_type=ok), [[1.0, 2.0]])
+    err = error(doc, content_type="application/json; charset=latin-1")
+    assert err.status == 415 and "charset 'latin-1' is not supported" in err.message
+    err = error(doc, content_type="application/xml")
+    assert err.status == 415 and "use application/json or text/csv" in err.message
+
+
+def test_live_server_answers_as_mlflow_scoring_server(tmp_path: Path) -> None:
+    """Every /invocations error parses as MLflow's client parses it; /version; headers."""
+    from _harness import register_controlled, serving
+
+    import kiln
+
+    flags = tmp_path / "flags"
+    register_controlled("risk", 2.0, flags)
+    kiln.deployments.create("risk-api", model="risk/1", max_body_bytes=2048)
+    row = {"f0": 1.0, "f1": 2.0, "f2": 3.0, "f3": 4.0}
+    errors: list[tuple[str, str, bytes | dict[str, Any], str, int]] = [
+        ("POST", JSON, b"{not json", "not valid JSON", 400),
+        ("POST", JSON, {"rows": []}, "exactly one of", 400),
+        ("POST", JSON, {"dataframe_records": [{**row, "f9": 1.0}]}, "'f9'", 400),
+        ("POST", JSON, {"dataframe_records": [{**row, "f1": "x"}]}, "float64 column", 400),
+        ("POST", JSON, {"inputs": [[0.5] * 4] * 200}, "limit", 413),
+        ("POST", "text/plain", b"f0\n1\n", "Content-Type 'text/plain'", 415),
+        ("POST", f"{JSON}; charset=latin-1", {"inputs": [row]}, "charset", 415),
+        ("GET", JSON, b"", "GET is not allowed on /invocations", 405),
+    ]
+    with serving(["risk-api"]) as server, server.client() as http:
+        assert http.get("/version").text == kiln.__version__
+        ok = http.post("/invocations", json={"dataframe_records": [row]})
+        assert ok.status_code == 200, ok.text
+        assert ok.json() == {"predictions": [2.0]}
+        assert ok.headers["kiln-model-version"] == "risk/1"
+        for method, content_type, sent, needle, status in errors:
+            content = sent if isinstance(sent, bytes) else orjson.dumps(sent)
+            r = http.request(
+                method, "/invocations", content=content, headers={"content-type": content_type}
+            )
+            assert r.status_code == status, (sent, r.status_code, r.text)
+            code, message = parse_like_mlflow(r.status_code, r.text)
+            assert code == ("BAD_REQUEST" if status != 404 else "RESOURCE_DOES_NOT_EXIST")
+            assert needle in message, (sent, message)
+        (flags / "fail").touch()  # the model fails: a server-side error, still MLflow's shape
+        r = http.post("/invocations", json={"dataframe_records": [row]})
+        assert r.status_code >= 500
+        parse_like_mlflow(r.status_code, r.text)
+        # the Open Inference Protocol keeps its own error shape
+        r = http.post("/v2/models/risk-api/infer", json={"inputs": []})
+        assert r.status_code == 400 and set(r.json()) == {"error"}

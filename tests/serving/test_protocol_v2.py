@@ -12,7 +12,7 @@ import pytest
 from _codec_app import Served, make_app, serve
 
 from kiln.core import InvalidInput
-from kiln.registry.signature import ColumnSpec, Signature, enforce
+from kiln.registry.signature import ColumnSpec, Signature, enforce, input_signature
 from kiln.serving.protocols import ProtocolError, check_size, v2
 
 FLOATS = Signature(
@@ -38,6 +38,22 @@ IMAGE = Signature(
     outputs=(),
     input_kind="tensor",
 )
+
+# mixed int and float columns, as a DataFrame of amounts and counts registers them
+NUMBERS = Signature(
+    inputs=(
+        ColumnSpec(name="amount", dtype="float64"),
+        ColumnSpec(name="count", dtype="int64"),
+        ColumnSpec(name="rate", dtype="float32"),
+    ),
+    outputs=(),
+)
+COUNTS = Signature(
+    inputs=(ColumnSpec(name="a", dtype="int64"), ColumnSpec(name="b", dtype="int64")),
+    outputs=(),
+)
+# a model registered from a numpy example: one int64 tensor of three columns
+NUMPY_INT = input_signature(np.arange(6, dtype=np.int64).reshape(2, 3))
 
 
 def body(inputs: list[dict[str, Any]], **extra: Any) -> bytes:
@@ -69,6 +85,93 @@ def test_one_tensor_of_all_columns_is_a_matrix_in_signature_order() -> None:
     nested = body([tensor("x", [2, 4], "FP64", [[1, 2, 3, 4], [5, 6, 7, 8.5]])])
     np.testing.assert_array_equal(v2.decode_infer_request(nested, FLOATS).inputs, req.inputs)
     assert enforce(FLOATS, req.inputs).matrix is req.inputs  # nothing left to convert
+
+
+def binary_body(name: str, arr: np.ndarray, datatype: str) -> tuple[bytes, int]:
+    """A request with ``arr`` as binary tensor data (Triton's extension)."""
+    head = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": name,
+                    "shape": list(arr.shape),
+                    "datatype": datatype,
+                    "parameters": {"binary_data_size": arr.nbytes},
+                }
+            ]
+        }
+    )
+    return head + arr.tobytes(), len(head)
+
+
+@pytest.mark.parametrize("name", ["input-0", "f0", "f3", "anything"])
+def test_one_n_by_k_tensor_is_taken_whatever_its_name(name: str) -> None:
+    x = np.arange(8, dtype=np.float64).reshape(2, 4) + 0.5
+    req = v2.decode_infer_request(body([tensor(name, [2, 4], "FP64", x.ravel().tolist())]), FLOATS)
+    assert isinstance(req.inputs, np.ndarray)
+    np.testing.assert_array_equal(req.inputs, x)
+    raw, n = binary_body(name, x.astype(np.float32), "FP32")
+    np.testing.assert_array_equal(v2.decode_infer_request(raw, FLOATS, header_length=n).inputs, x)
+    # named as a column, [n, 1] is still that one column; another width is a matrix error
+    err = error(body([tensor("f0", [1, 2], "FP64", [1, 2])]))
+    assert "shape [1, 2] has 2 columns but the model takes 4 (f0, f1, f2, f3)" in err.message
+
+
+@pytest.mark.parametrize("name", ["input-0", "amount"])
+def test_mixed_int_and_float_columns_from_one_fp64_tensor(name: str) -> None:
+    rows = [[1.5, 3.0, 0.25], [2.0, 4.0, 1.0]]
+    json_req = v2.decode_infer_request(body([tensor(name, [2, 3], "FP64", rows)]), NUMBERS)
+    raw, n = binary_body(name, np.array(rows), "FP64")
+    binary_req = v2.decode_infer_request(raw, NUMBERS, header_length=n)
+    for req in (json_req, binary_req):
+        cols = req.inputs
+        assert isinstance(cols, dict) and list(cols) == ["amount", "count", "rate"]
+        assert cols["count"].dtype == np.int64 and cols["count"].tolist() == [3, 4]
+        assert cols["amount"].tolist() == [1.5, 2.0]
+        assert cols["rate"].dtype == np.float32
+        assert len(enforce(NUMBERS, cols)) == 2
+    bad = [[1.5, 3.0, 0.25], [2.0, 3.5, 1.0]]
+    want = f"input {name!r} column 'count': row 1: 3.5 is not an integer; an int64 column"
+    assert want in error(body([tensor(name, [2, 3], "FP64", bad)]), NUMBERS).message
+    raw, n = binary_body(name, np.array(bad), "FP64")
+    assert want in error(raw, NUMBERS, header_length=n).message
+    # integer data feeds the float columns too; fractions never reach the int column
+    ints = v2.decode_infer_request(body([tensor(name, [1, 3], "INT64", [1, 2, 3])]), NUMBERS)
+    assert isinstance(ints.inputs, dict) and ints.inputs["amount"].dtype == np.float64
+
+
+def test_integer_columns_take_integral_floats_and_name_the_bad_value() -> None:
+    req = v2.decode_infer_request(body([tensor("x", [2, 2], "FP64", [1, 2.0, 3, 4])]), COUNTS)
+    assert isinstance(req.inputs, np.ndarray) and req.inputs.dtype == np.int64
+    np.testing.assert_array_equal(req.inputs, [[1, 2], [3, 4]])
+    err = error(body([tensor("x", [2, 2], "FP64", [1, 2, 3, 4.5])]), COUNTS)
+    assert "input 'x': row 1, column 'b': 4.5 is not an integer" in err.message
+    err = error(body([tensor("x", [2, 2], "FP64", [1, 2, 1e19, 4])]), COUNTS)
+    assert "row 1, column 'a': 10000000000000000000 is out of range for int64" in err.message
+    per_column = [tensor("a", [2], "FP32", [1, 2]), tensor("b", [2], "FP64", [3, 4.0])]
+    np.testing.assert_array_equal(
+        v2.decode_infer_request(body(per_column), COUNTS).inputs, [[1, 3], [2, 4]]
+    )
+    raw, n = binary_body("x", np.array([[1.0, np.nan]]), "FP64")
+    assert "row 0, column 'b': nan is not an integer" in error(raw, COUNTS, header_length=n).message
+
+
+def test_models_registered_from_a_numpy_example() -> None:
+    assert NUMPY_INT.input_kind == "tensor"
+    rows = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
+    for name in ("input-0", "input", "x"):
+        out = v2.decode_infer_request(body([tensor(name, [2, 3], "FP64", rows)]), NUMPY_INT)
+        assert isinstance(out.inputs, np.ndarray) and out.inputs.dtype == np.int64
+        np.testing.assert_array_equal(out.inputs, rows)
+    raw, n = binary_body("input-0", np.array(rows, dtype=np.float32), "FP32")
+    np.testing.assert_array_equal(
+        v2.decode_infer_request(raw, NUMPY_INT, header_length=n).inputs, rows
+    )
+    err = error(body([tensor("input-0", [2, 3], "FP64", [1, 2, 3, 4, 5, 6.5])]), NUMPY_INT)
+    assert "input 'input-0': row 1, column 2: 6.5 is not an integer" in err.message
+    floats = input_signature(np.zeros((2, 3)))
+    out = v2.decode_infer_request(body([tensor("input-0", [1, 3], "INT32", [1, 2, 3])]), floats)
+    assert isinstance(out.inputs, np.ndarray) and out.inputs.dtype == np.float64
 
 
 def test_integer_tensors_feed_float_columns() -> None:
@@ -363,12 +466,16 @@ def test_bad_requests_name_the_field(raw: bytes, message: str) -> None:
 def test_column_type_errors_name_the_column() -> None:
     inputs = [
         tensor("amount", [1], "FP32", [1]),
-        tensor("count", [1], "FP32", [1.5]),
+        tensor("count", [1], "BOOL", [True]),
         tensor("country", [1], "BYTES", ["DE"]),
         tensor("flag", [1], "BOOL", [True]),
         tensor("seen", [1], "BYTES", ["2024-01-01"]),
     ]
-    assert "input 'count' has datatype FP32 but column 'count' is int32; send INT32" in str(
+    assert "input 'count' has datatype BOOL but column 'count' is int32; send INT32" in str(
+        error(body(inputs), MIXED)
+    )
+    inputs[1] = tensor("count", [2], "FP32", [2.0, 1.5])
+    assert "input 'count': row 1: 1.5 is not an integer; an int32 column takes integers" in str(
         error(body(inputs), MIXED)
     )
     inputs[1] = tensor("count", [1], "INT64", [2**40])
@@ -490,7 +597,14 @@ def test_single_row_decode_is_fast() -> None:
 def triton() -> Iterator[Any]:
     import tritonclient.http as httpclient
 
-    app = make_app([Served("fraud", FLOATS), Served("mixed", MIXED)])
+    app = make_app(
+        [
+            Served("fraud", FLOATS),
+            Served("mixed", MIXED),
+            Served("numbers", NUMBERS),
+            Served("numpy", NUMPY_INT),
+        ]
+    )
     with serve(app) as url:
         client = httpclient.InferenceServerClient(url=url)
         yield client
@@ -558,3 +672,93 @@ def test_triton_client_sees_our_errors(triton: Any) -> None:
         triton.infer("fraud", inputs=[inp])
     assert info.value.status() == "400"
     assert "has 3 columns but the model takes 4" in info.value.message()
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_triton_client_sends_one_fp64_tensor_to_int_columns(triton: Any, binary: bool) -> None:
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    x = np.array([[1.5, 3.0, 0.25], [2.0, 4.0, 1.0]])
+    for model in ("numbers", "numpy"):
+        inp = httpclient.InferInput("input-0", list(x.shape), "FP64")
+        inp.set_data_from_numpy(x if model == "numbers" else np.round(x), binary_data=binary)
+        result = triton.infer(model, inputs=[inp])
+        want = x.sum(axis=1) if model == "numbers" else np.round(x).sum(axis=1)
+        np.testing.assert_allclose(result.as_numpy("predict"), want)
+    bad = x.copy()
+    bad[1, 1] = 3.5
+    inp = httpclient.InferInput("input-0", list(bad.shape), "FP64")
+    inp.set_data_from_numpy(bad, binary_data=binary)
+    with pytest.raises(InferenceServerException) as info:
+        triton.infer("numbers", inputs=[inp])
+    assert info.value.status() == "400"
+    assert "column 'count': row 1: 3.5 is not an integer" in info.value.message()
+
+
+# -- a live `kiln serve` ------------------------------------------------------------------
+
+
+def test_live_server_takes_one_tensor_for_dataframe_and_numpy_models() -> None:
+    """Triton's client, one FP64 tensor named input-0 (or after the first column)."""
+    import pandas as pd
+    import tritonclient.http as httpclient
+    from _harness import serving
+    from sklearn.linear_model import LinearRegression
+    from tritonclient.utils import InferenceServerException
+
+    import kiln
+
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame(
+        {
+            "amount": rng.standard_normal(40),
+            "count": rng.integers(0, 9, 40).astype(np.int64),
+            "rate": rng.standard_normal(40),
+        }
+    )
+    mixed = LinearRegression().fit(frame, frame["amount"] + 2 * frame["count"])
+    kiln.models.register("mixed", mixed, input_example=frame.head(5))
+    counts = rng.integers(0, 9, (40, 3)).astype(np.int64)
+    from_numpy = LinearRegression().fit(counts, counts @ np.array([1.0, 2.0, 3.0]))
+    kiln.models.register("counts", from_numpy, input_example=counts[:5])
+    kiln.deployments.create("mixed-api", model="mixed/1")
+    kiln.deployments.create("counts-api", model="counts/1")
+    x = np.array([[0.5, 3.0, -1.0], [1.5, 7.0, 2.0]])
+    cases = {
+        "mixed-api": (
+            x,
+            mixed.predict(pd.DataFrame(x, columns=list(frame)).astype({"count": int})),
+        ),
+        "counts-api": (np.round(x), from_numpy.predict(np.round(x).astype(np.int64))),
+    }
+    with serving(["mixed-api", "counts-api"]) as server:
+        client = httpclient.InferenceServerClient(url=server.url.removeprefix("http://"))
+        for deployment, (data, want) in cases.items():
+            for name in ("input-0", "amount", "anything"):
+                for binary in (False, True):
+                    inp = httpclient.InferInput(name, list(data.shape), "FP64")
+                    inp.set_data_from_numpy(data, binary_data=binary)
+                    out = httpclient.InferRequestedOutput("predict", binary_data=binary)
+                    result = client.infer(deployment, inputs=[inp], outputs=[out])
+                    np.testing.assert_allclose(result.as_numpy("predict"), want)
+        for deployment, needle in (
+            ("mixed-api", "input 'input-0' column 'count': row 1: 3.5 is not an integer"),
+            ("counts-api", "input 'input-0': row 1, column 1: 3.5 is not an integer"),
+        ):
+            bad = cases[deployment][0].copy()
+            bad[1, 1] = 3.5
+            inp = httpclient.InferInput("input-0", list(bad.shape), "FP64")
+            inp.set_data_from_numpy(bad, binary_data=True)
+            with pytest.raises(InferenceServerException) as info:
+                client.infer(deployment, inputs=[inp])
+            assert info.value.status() == "400"
+            assert needle in info.value.message()
+        with server.client() as http:
+            r = http.post(
+                "/v2/models/mixed-api/infer",
+                json={"inputs": [tensor("input-0", [2, 3], "FP64", x.ravel().tolist())]},
+            )
+            assert r.status_code == 200, r.text
+            assert r.headers["kiln-model-version"] == "mixed/1"
+        client.close()

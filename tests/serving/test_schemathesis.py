@@ -31,7 +31,8 @@ HOOKS = textwrap.dedent(
 
     @schemathesis.check
     def error_is_json(ctx, response, case):
-        """Every 4xx answer is a JSON object with an "error" string."""
+        """Every 4xx answer is a JSON object with an "error" string (MLflow's
+        {"error_code", "message"} on /invocations)."""
         status = response.status_code
         with open(os.environ["KILN_TEST_STATUSES"], "a") as fh:
             fh.write(f"{status}\\n")
@@ -40,8 +41,11 @@ HOOKS = textwrap.dedent(
                 doc = response.json()
             except Exception as exc:
                 raise AssertionError(f"{status} is not JSON: {response.text[:200]!r}") from exc
-            if not isinstance(doc, dict) or not isinstance(doc.get("error"), str):
-                raise AssertionError(f"{status} has no 'error' string: {response.text[:200]!r}")
+            key = "message" if case.path == "/invocations" else "error"
+            if not isinstance(doc, dict) or not isinstance(doc.get(key), str):
+                raise AssertionError(f"{status} has no {key!r} string: {response.text[:200]!r}")
+            if key == "message" and not isinstance(doc.get("error_code"), str):
+                raise AssertionError(f"{status} has no MLflow error_code: {response.text[:200]!r}")
     '''
 )
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from kiln.serving._runtime import Runtime
+from kiln.serving._runtime import Answer, Runtime
 from kiln.serving.protocols import ProtocolError, check_size, mlflow, native, v2
 
 __all__ = ["PredictionRoutes"]
@@ -63,7 +63,9 @@ class PredictionRoutes:
                 self._count_invalid(name)
             reply = (
                 status,
-                orjson.dumps({"error": message}),
+                mlflow.error_body(status, message)  # MLflow's clients parse its shape
+                if handler == self._invocations
+                else orjson.dumps({"error": message}),
                 JSON,
                 [(k.encode(), v.encode()) for k, v in extra.items()],
             )
@@ -156,9 +158,7 @@ class PredictionRoutes:
         answer = await self.runtime.infer(
             name, decoded.inputs, version=number, key=decoded.id, request_id=decoded.id
         )
-        extra = [(b"kiln-model-version", answer.ref.encode()), (b"kiln-arm", answer.arm.encode())]
-        if answer.fallback:
-            extra.append((b"kiln-fallback", b"true"))
+        extra = _served_headers(answer)
         outputs = np.asarray(answer.outputs)
         if decoded.binary_output:
             payload, head = v2.encode_infer_response_binary(
@@ -187,7 +187,7 @@ class PredictionRoutes:
         content_type = headers.get(b"content-type", JSON).decode("latin-1")
         data = mlflow.decode_invocation(body, content_type, deployment.champion.loaded.signature)
         answer = await self.runtime.infer(name, data)
-        return 200, mlflow.encode_predictions(answer.outputs), JSON, []
+        return 200, mlflow.encode_predictions(answer.outputs), JSON, _served_headers(answer)
 
     # -- Kiln native ---------------------------------------------------------------------------
 
@@ -208,4 +208,12 @@ class PredictionRoutes:
             answer.fallback,
             served if req.return_features else None,
         )
-        return 200, payload, JSON, []
+        return 200, payload, JSON, _served_headers(answer)
+
+
+def _served_headers(answer: Answer) -> list[tuple[bytes, bytes]]:
+    """Which model version (and arm) answered, on every successful prediction."""
+    extra = [(b"kiln-model-version", answer.ref.encode()), (b"kiln-arm", answer.arm.encode())]
+    if answer.fallback:
+        extra.append((b"kiln-fallback", b"true"))
+    return extra

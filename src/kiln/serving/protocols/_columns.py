@@ -158,20 +158,46 @@ def _float_range(dtype: np.dtype[Any]) -> float:
     return float(np.finfo(dtype).max)
 
 
-def check_float_range(arr: np.ndarray, target: np.dtype[Any], where: str) -> None:
+def _at(arr: np.ndarray, flat: int, columns: Sequence[str] | None) -> str:
+    """Where element ``flat`` of ``arr`` is: ``row 3``, ``row 3, column 'count'``."""
+    if arr.ndim == 0:
+        return "value"
+    index = np.unravel_index(flat, arr.shape)
+    where = f"row {int(index[0])}"
+    if arr.ndim == 2:
+        j = int(index[1])
+        shown = repr(columns[j]) if columns is not None and j < len(columns) else str(j)
+        where += f", column {shown}"
+    elif arr.ndim > 2:
+        where += f", element {[int(i) for i in index[1:]]}"
+    return where
+
+
+def _first(arr: np.ndarray, mask: np.ndarray, columns: Sequence[str] | None) -> tuple[str, Any]:
+    """The position and value of the first element where ``mask`` holds."""
+    flat = int(np.argmax(mask.ravel()))
+    return _at(arr, flat, columns), arr.ravel()[flat].item()
+
+
+def check_float_range(
+    arr: np.ndarray, target: np.dtype[Any], where: str, columns: Sequence[str] | None = None
+) -> None:
     """Refuse values a narrower float column would turn into infinity."""
     if target.itemsize >= 8 or not arr.size or arr.dtype.kind not in "fiu":
         return
     limit = _float_range(target)
     hi, lo = arr.max(), arr.min()
     if hi > limit or lo < -limit:  # NaN compares false: missing values pass
-        bad = hi if hi > limit else lo
+        at, bad = _first(arr, np.abs(arr) > limit, columns)
         raise ProtocolError(
-            f"{where}: {bad!r} is out of range for {target.name} (|x| <= {limit:g})"
+            f"{where}: {at}: {bad!r} is out of range for {target.name} (|x| <= {limit:g})"
         )
 
 
-def check_int_range(arr: np.ndarray, target: np.dtype[Any], where: str) -> None:
+def check_int_range(
+    arr: np.ndarray, target: np.dtype[Any], where: str, columns: Sequence[str] | None = None
+) -> None:
+    """Refuse integral values outside ``target``'s range, naming the first one and where."""
     if not arr.size:
         return
     info = np.iinfo(target)
@@ -186,9 +212,10 @@ def check_int_range(arr: np.ndarray, target: np.dtype[Any], where: str) -> None:
     else:
         over, under = bool(hi > info.max), bool(lo < info.min)
     if over or under:
-        bad = hi if over else lo
+        at, bad = _first(arr, arr == (hi if over else lo), columns)
         raise ProtocolError(
-            f"{where}: {int(bad)} is out of range for {target.name} ([{info.min}, {info.max}])"
+            f"{where}: {at}: {int(bad)} is out of range for {target.name} "
+            f"([{info.min}, {info.max}])"
         )
 
 
@@ -254,19 +281,27 @@ def _exact_ints(values: Sequence[Any], target: np.dtype[Any], where: str) -> np.
     return np.array([int(v) for v in values], dtype=target)
 
 
-def cast_numeric(arr: np.ndarray, target: np.dtype[Any], where: str) -> np.ndarray:
-    """A numeric array as ``target`` when no value changes (ints) or overflows (floats)."""
+def cast_numeric(
+    arr: np.ndarray, target: np.dtype[Any], where: str, columns: Sequence[str] | None = None
+) -> np.ndarray:
+    """A numeric array as ``target`` when no value changes (ints) or overflows (floats).
+
+    A refusal names the first bad value and where it is (row, and column of a 2-D array:
+    by name from ``columns`` when given). Numpy does the checking; Python only names.
+    """
     if arr.dtype == target:
         return arr
     if target.kind == "f":
-        check_float_range(arr, target, where)
+        check_float_range(arr, target, where, columns)
         return arr.astype(target)
-    if arr.dtype.kind == "f" and arr.size and not np.array_equal(arr, np.trunc(arr)):
-        bad = next((float(x) for x in arr.ravel() if not float(x).is_integer()), math.nan)
-        raise ProtocolError(
-            f"{where}: {bad!r} is not an integer; {a_column(target.name)} takes integers"
-        )
-    check_int_range(arr, target, where)
+    if arr.dtype.kind == "f" and arr.size:
+        fraction = arr != np.trunc(arr)  # NaN too
+        if fraction.any():
+            at, bad = _first(arr, fraction, columns)
+            raise ProtocolError(
+                f"{where}: {at}: {bad!r} is not an integer; {a_column(target.name)} takes integers"
+            )
+    check_int_range(arr, target, where, columns)
     return arr.astype(target)
 
 

@@ -46,8 +46,8 @@ FLOATS = ("FP16", "FP32", "FP64")
 INTS = ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")
 ACCEPTS: dict[str, tuple[str, ...]] = {
     "float": (*FLOATS, *INTS),
-    "int": INTS,
-    "uint": INTS,
+    "int": (*INTS, *FLOATS),  # float data must be integral: 3.0 is taken, 3.5 refused
+    "uint": (*INTS, *FLOATS),
     "bool": ("BOOL",),
     "text": ("BYTES",),
     "datetime": ("BYTES",),

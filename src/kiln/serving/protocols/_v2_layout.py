@@ -29,8 +29,18 @@ from kiln.serving.protocols._v2_tensors import Tensors
 __all__ = ["as_columns", "as_tensor"]
 
 
-def _convert(arr: np.ndarray, datatype: str, layout: Plan, j: int, where: str) -> np.ndarray:
-    """A decoded tensor (or one column of it) as the dtype of column ``j``."""
+def _convert(
+    arr: np.ndarray,
+    datatype: str,
+    layout: Plan,
+    j: int,
+    where: str,
+    columns: tuple[str, ...] | None = None,
+) -> np.ndarray:
+    """A decoded tensor (or one column of it) as the dtype of column ``j``.
+
+    ``columns`` names the columns of a 2-D ``arr`` for error messages.
+    """
     fam = layout.families[j]
     if datatype not in ACCEPTS[fam]:
         spec = layout.specs[j]
@@ -44,7 +54,7 @@ def _convert(arr: np.ndarray, datatype: str, layout: Plan, j: int, where: str) -
         if fam == "datetime":
             return datetimes(arr.tolist(), layout.specs[j].dtype, where, nullable=False)
         return arr
-    return cast_numeric(arr, dtype, where)
+    return cast_numeric(arr, dtype, where, columns)
 
 
 def _no_rows(where: str) -> ProtocolError:
@@ -79,8 +89,10 @@ def as_columns(tensors: Tensors, signature: Signature) -> np.ndarray | Columns:
     names = layout.names
     heads = tensors.heads
     if len(heads) == 1:
-        name, shape, datatype = heads[0]
-        if len(shape) == 2 and name not in layout.index:
+        name, shape, _ = heads[0]
+        # one [n, k] tensor, whatever its name (clients call it input-0, x, or after the
+        # first column); [n, 1] named as a column is that column
+        if len(shape) == 2 and (shape[1] != 1 or name not in layout.index):
             return _matrix(tensors, layout)
     if layout.uniform is not None and layout.families[0] == "float" and tensors.binary is None:
         fast = _float_columns(tensors, layout)
@@ -179,7 +191,7 @@ def _matrix(tensors: Tensors, layout: Plan) -> np.ndarray | Columns:
         )
     arr = tensors.tensor(0)
     if layout.uniform is not None:
-        return _convert(arr, datatype, layout, 0, where)
+        return _convert(arr, datatype, layout, 0, where, names)
     columns = {
         n: _convert(arr[:, j], datatype, layout, j, f"{where} column {n!r}")
         for j, n in enumerate(names)

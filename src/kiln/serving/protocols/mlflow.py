@@ -12,6 +12,11 @@ A ``text/csv`` body has a header row naming the columns. Columns may come in any
 but must be exactly the model's; values follow the shared column rules (``null`` or an
 empty CSV field is a missing value in a float or string column). The answer is
 ``{"predictions": [...]}``. No pandas on this path: numpy throughout, csv for CSV.
+
+Errors are answered as MLflow's scoring server answers them, so MLflow's REST client
+parses them (``RestException``): ``{"error_code": "BAD_REQUEST", "message": "..."}``,
+the code one of MLflow's ``ErrorCode`` names (see :func:`error_body`). A Content-Type
+other than JSON or CSV, or a charset other than UTF-8, is a 415.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from operator import itemgetter
 from typing import Any
 
 import numpy as np
+import orjson
 
 from kiln.registry.signature import Signature
 from kiln.serving.protocols._columns import (
@@ -40,11 +46,42 @@ from kiln.serving.protocols._columns import (
 )
 from kiln.serving.protocols._json import ProtocolError, dumps, loads
 
-__all__ = ["CONTENT_TYPES", "FORMATS", "decode_invocation", "encode_predictions"]
+__all__ = [
+    "CONTENT_TYPES",
+    "ERROR_CODES",
+    "FORMATS",
+    "decode_invocation",
+    "encode_predictions",
+    "error_body",
+    "error_code",
+]
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 CONTENT_TYPES = ("application/json", "text/csv")
 _SPLIT_KEYS = ("columns", "data", "index")
+
+#: MLflow ``ErrorCode`` names by HTTP status; MLflow maps each back to the same status
+#: class (a 4xx code for a 4xx). Other 4xx are BAD_REQUEST, other 5xx INTERNAL_ERROR.
+ERROR_CODES: dict[int, str] = {
+    400: "BAD_REQUEST",
+    404: "RESOURCE_DOES_NOT_EXIST",
+    409: "RESOURCE_CONFLICT",
+    429: "REQUEST_LIMIT_EXCEEDED",
+    500: "INTERNAL_ERROR",
+    501: "NOT_IMPLEMENTED",
+    503: "TEMPORARILY_UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+def error_code(status: int) -> str:
+    """The MLflow ``ErrorCode`` name for an HTTP error status."""
+    return ERROR_CODES.get(status) or ("BAD_REQUEST" if status < 500 else "INTERNAL_ERROR")
+
+
+def error_body(status: int, message: str) -> bytes:
+    """An ``/invocations`` error as MLflow answers it: ``{"error_code", "message"}``."""
+    return orjson.dumps({"error_code": error_code(status), "message": message})
 
 
 def encode_predictions(predictions: Any) -> bytes:
@@ -65,7 +102,10 @@ def decode_invocation(
     Returns a 2-D array in signature order when every column shares one numeric dtype,
     else a dict of columns in signature order; the tensor for a tensor model.
     """
-    media = (content_type or "").split(";", 1)[0].strip().lower()
+    media, _, params = (content_type or "").partition(";")
+    media = media.strip().lower()
+    if params:
+        _check_charset(params, content_type)
     if media == "text/csv":
         return _csv(body, signature)
     if media != "application/json":
@@ -109,6 +149,20 @@ def decode_invocation(
             )
         return _records(value, layout, key, bools)
     return _tf_serving(key, value, layout, bools)
+
+
+def _check_charset(params: str, content_type: str | None) -> None:
+    """Refuse a charset other than UTF-8 (415), as MLflow's scoring server does."""
+    for param in params.split(";"):
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "charset":
+            charset = value.strip().strip('"').lower()
+            if charset not in ("utf-8", "utf8"):
+                raise ProtocolError(
+                    f"Content-Type {content_type!r}: charset {value.strip()!r} is not "
+                    "supported on /invocations; send UTF-8",
+                    status=415,
+                )
 
 
 # -- formats -------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ of each deployment are listed under its own path (``/v2/models/fraud-api/infer``
 columns, types and ranges. A body valid under the schema is accepted (schemathesis can
 generate both valid and invalid requests from it), with one limit JSON Schema cannot
 state: the schemas describe one-row tensors, because a tensor's element count must
-equal the product of its shape. Every 4xx answer is ``{"error": "..."}``.
+equal the product of its shape. Every 4xx answer is ``{"error": "..."}``, except on
+``/invocations``, which answers errors as MLflow does: ``{"error_code", "message"}``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from kiln.serving.protocols._columns import (
     number_schema,
     value_schema,
 )
-from kiln.serving.protocols.mlflow import FORMATS
+from kiln.serving.protocols.mlflow import ERROR_CODES, FORMATS
 
 __all__ = ["DeploymentInfo", "openapi_document"]
 
@@ -53,12 +54,12 @@ def _json(schema: Mapping[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _error(description: str) -> dict[str, Any]:
-    return _json(_ref("Error"), description)
+def _error(description: str, schema: str = "Error") -> dict[str, Any]:
+    return _json(_ref(schema), description)
 
 
-def _busy() -> dict[str, Any]:
-    out = _error("Overloaded: the request queue is full; retry after Retry-After seconds")
+def _busy(schema: str = "Error") -> dict[str, Any]:
+    out = _error("Overloaded: the request queue is full; retry after Retry-After seconds", schema)
     out["headers"] = {
         "Retry-After": {
             "description": "Seconds to wait before retrying",
@@ -76,12 +77,12 @@ def _body(schema: Mapping[str, Any], limit: int, what: str) -> dict[str, Any]:
     }
 
 
-def _post_errors(limit: int) -> dict[str, Any]:
+def _post_errors(limit: int, schema: str = "Error") -> dict[str, Any]:
     return {
-        "400": _error("Malformed or invalid request; the message names the field"),
-        "404": _error("No such deployment or model version"),
-        "413": _error(f"Request body over the limit ({limit} bytes)"),
-        "503": _busy(),
+        "400": _error("Malformed or invalid request; the message names the field", schema),
+        "404": _error("No such deployment or model version", schema),
+        "413": _error(f"Request body over the limit ({limit} bytes)", schema),
+        "503": _busy(schema),
     }
 
 
@@ -199,24 +200,44 @@ def _v2_inputs(signature: Signature) -> dict[str, Any]:
         "minItems": len(per_column),
         "maxItems": len(per_column),
     }
-    dtypes = {s.dtype for s in specs}
-    if len(dtypes) != 1 or family(specs[0]) in ("text", "datetime"):
+    families = {family(s) for s in specs}
+    if len({s.dtype for s in specs}) == 1 and not families & {"text", "datetime"}:
+        datatypes = _documented_datatypes(specs[0])  # one dtype: its own datatypes
+        items = [_v2_item(specs[0])] * len(specs)
+    elif families <= {"float", "int", "uint"}:
+        # mixed numbers travel as FP64, which holds integers exactly up to 2**53
+        datatypes = ["FP64"]
+        items = [_exact_in_float64(_v2_item(s)) for s in specs]
+    else:
         return by_column
-    spec = specs[0]
-    item = _v2_item(spec)
     k = len(names)
-    data = {"anyOf": [_array(item, k), _array(_array(item, k), 1)]}
+    row = {"type": "array", "prefixItems": items, "items": False, "minItems": k, "maxItems": k}
     matrix = _tensor(
-        {"type": "string", "not": {"enum": names}},
+        {"type": "string", "description": "Any name"},
         {"const": [1, k]},
-        _documented_datatypes(spec),
-        data,
+        datatypes,
+        {"anyOf": [row, _array(row, 1)]},
     )
     one = {
         **_array(matrix, 1),
-        "description": f"One [n, {k}] tensor, columns in the order {', '.join(names)}",
+        "description": f"One [n, {k}] tensor of any name, columns in the order "
+        f"{', '.join(names)}; float data for an integer column must be integral",
     }
     return {"anyOf": [one, by_column]}
+
+
+_FLOAT64_EXACT = 2**53
+
+
+def _exact_in_float64(item: dict[str, Any]) -> dict[str, Any]:
+    """An integer item's bounds narrowed to the integers float64 holds exactly."""
+    if item.get("type") != "integer":
+        return item
+    return {
+        **item,
+        "minimum": max(item["minimum"], -_FLOAT64_EXACT),
+        "maximum": min(item["maximum"], _FLOAT64_EXACT),
+    }
 
 
 def _v2_request(signature: Signature) -> dict[str, Any]:
@@ -281,6 +302,7 @@ def _infer_operation(info: Mapping[str, Any], limit: int, versioned: bool) -> di
             "responses": {
                 "200": {
                     "description": "The output tensor",
+                    "headers": _served_headers(),
                     "content": {
                         "application/json": {"schema": _ref("V2InferResponse")},
                         "application/octet-stream": {
@@ -383,10 +405,26 @@ def _invocations(default: Mapping[str, Any] | None, limit: int) -> dict[str, Any
                 "accepted too.",
             ),
             "responses": {
-                "200": _json(_ref("MLflowResponse"), "The predictions, one per row"),
-                **_post_errors(limit),
-                "415": _error("Content-Type other than application/json or text/csv"),
+                "200": {
+                    **_json(_ref("MLflowResponse"), "The predictions, one per row"),
+                    "headers": _served_headers(),
+                },
+                **_post_errors(limit, "MLflowError"),
+                "415": _error(
+                    "Content-Type other than application/json or text/csv, or a charset "
+                    "other than UTF-8",
+                    "MLflowError",
+                ),
             },
+        }
+    }
+
+
+def _served_headers() -> dict[str, Any]:
+    return {
+        "Kiln-Model-Version": {
+            "description": "The model version that answered (name/version)",
+            "schema": {"type": "string"},
         }
     }
 
@@ -472,6 +510,15 @@ def _components() -> dict[str, Any]:
             "type": "object",
             "required": ["error"],
             "properties": {"error": {"type": "string"}},
+        },
+        "MLflowError": {
+            "type": "object",
+            "description": "An /invocations error, as MLflow's scoring server answers it",
+            "required": ["error_code", "message"],
+            "properties": {
+                "error_code": {"enum": sorted(set(ERROR_CODES.values()))},
+                "message": {"type": "string"},
+            },
         },
         "V2InputParameters": _input_parameters(),
         "V2ServerLive": {
@@ -679,6 +726,17 @@ def openapi_document(
         "503": {"description": "Not ready yet (models loading)"},
     }
     paths["/ping"] = _get(health, "mlflow_ping", "Readiness (MLflow)", alive)
+    paths["/version"] = _get(
+        health,
+        "mlflow_version",
+        "The server's version, as plain text (MLflow answers its own version here)",
+        {
+            "200": {
+                "description": "The Kiln version",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        },
+    )
     paths["/health"] = _get(health, "mlflow_health", "Readiness (MLflow)", alive)
     paths["/metrics"] = _get(
         "Operations",
@@ -707,7 +765,8 @@ def openapi_document(
                 "MLflow scoring protocol and Kiln's native predict endpoint. Request bodies "
                 f"are limited to {limit_all} bytes unless a deployment sets its own limit "
                 "(max_body_bytes); a larger body is refused with 413. Every 4xx answer is "
-                '{"error": "..."} naming the field at fault.'
+                '{"error": "..."} naming the field at fault, except on /invocations, which '
+                'answers errors as MLflow does: {"error_code": "BAD_REQUEST", "message": "..."}.'
             ),
         },
         "tags": [
