@@ -50,34 +50,21 @@ ModelOpt = Annotated[
 ]
 NameArg = Annotated[str, typer.Argument(help="Deployment name.")]
 
+
+def _guard_limit(kind: type, text: str) -> Any:
+    return Annotated[kind | None, typer.Option(help=f"Guard: {text}")]
+
+
 # The guard options of a judged rollout: (parameter, its option, the value when absent).
 _GUARD_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
-    (
-        "max_error_rate",
-        Annotated[float | None, typer.Option(help="Guard: highest error rate (0-1).")],
-        None,
-    ),
-    ("max_p95_ms", Annotated[float | None, typer.Option(help="Guard: highest p95 latency.")], None),
-    (
-        "max_psi",
-        Annotated[float | None, typer.Option(help="Guard: highest PSI against the champion.")],
-        None,
-    ),
-    (
-        "min_requests",
-        Annotated[int | None, typer.Option(help="Guard: requests before judging.")],
-        None,
-    ),
-    (
-        "window_s",
-        Annotated[float | None, typer.Option(help="Guard: seconds passed before auto-promote.")],
-        None,
-    ),
+    ("max_error_rate", _guard_limit(float, "highest error rate (0-1)."), None),
+    ("max_p95_ms", _guard_limit(float, "highest p95 latency."), None),
+    ("max_psi", _guard_limit(float, "highest PSI against the champion."), None),
+    ("min_requests", _guard_limit(int, "requests before judging."), None),
+    ("window_s", _guard_limit(float, "seconds passed before auto-promote."), None),
     (
         "auto_promote",
-        Annotated[
-            bool, typer.Option("--auto-promote", help="Guard: promote once the guard has passed.")
-        ],
+        Annotated[bool, typer.Option("--auto-promote", help="Guard: promote once it has passed.")],
         False,
     ),
     (
