@@ -28,6 +28,8 @@ from kiln.features.online import OnlineStore
 from kiln.features.store import (
     FeatureRequirements,
     FeatureStore,
+    MaterializeFailure,
+    MaterializeReport,
     MaterializeResult,
     OnDemandJob,
     OnlineResponse,
@@ -47,6 +49,8 @@ __all__ = [
     "FeatureStore",
     "FeatureView",
     "Field",
+    "MaterializeFailure",
+    "MaterializeReport",
     "MaterializeResult",
     "OnDemandFeatureView",
     "OnDemandJob",
