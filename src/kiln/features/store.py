@@ -8,7 +8,7 @@ materialization reads) and :mod:`kiln.features.online` (serving reads and writes
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -530,7 +530,11 @@ class FeatureStore:
         batch: list[OnlineRequest] = []
         windows = []
         keys: list[str] = []
-        types = key_types(self.definitions[name] for name in resolved.wanted)  # type: ignore[misc]
+        types = key_types(
+            v
+            for v in map(self.definitions.__getitem__, resolved.wanted)
+            if isinstance(v, FeatureView | WindowedFeatureView)
+        )
         for view_name, pairs in resolved.wanted.items():
             view = self.definitions[view_name]
             assert isinstance(view, FeatureView | WindowedFeatureView)
@@ -622,7 +626,7 @@ def _with_inferred(plan: Plan, inferred: Mapping[str, tuple[Field, ...]]) -> Pla
 
 def _each_view(
     views: Sequence[FeatureView | WindowedFeatureView],
-    work: Any,
+    work: Callable[[FeatureView | WindowedFeatureView], MaterializeResult],
 ) -> MaterializeReport:
     """``work`` for every view; a view that fails is reported, and the rest still run."""
     results: list[MaterializeResult] = []
