@@ -354,3 +354,12 @@ def test_declared_key_types_must_match_the_source(tmp_path: Path) -> None:
     view = _view(ParquetSource(str(tmp_path / "s.parquet")), key_types={"user_id": "string"})
     with pytest.raises(InvalidInput, match="join key 'user_id' is declared string, but its source"):
         FeatureStore().apply([user, view])
+
+
+def test_pushed_keys_are_stored_as_requests_find_them(keyed: FeatureStore) -> None:
+    pushed = {"user_id": ["5", "6"], "event_timestamp": [NOW, NOW], "x": [50.0, 60.0]}
+    assert keyed.push("stats", pushed) == 2
+    assert _online(keyed, "user_id", [5, "6"], "stats:x") == [50.0, 60.0]
+    assert _offline(keyed, "user_id", [5, "6"], "stats:x") == [50.0, 60.0]
+    with pytest.raises(InvalidInput, match=r"entity key 'user_id', row 1: 'x' does not convert"):
+        keyed.push("stats", {**pushed, "user_id": ["5", "x"]})

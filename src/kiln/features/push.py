@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from kiln.core import InvalidInput
+from kiln.features._keys import convert_key
 from kiln.features.definitions import FeatureView, WindowedFeatureView
 
 __all__ = ["as_arrow", "offline_path", "offline_schema", "online_rows", "prepare", "write_offline"]
@@ -150,7 +151,9 @@ def prepare(
         column = table.column(key)
         if column.null_count:
             raise InvalidInput(f"{owner}: join key {key!r} is null in {column.null_count} row(s)")
-        out[key] = column
+        # Stored under the key requests are converted to, so both paths find the rows.
+        dtype = view.key_types.get(key)
+        out[key] = column if dtype is None else convert_key(column, dtype, key)
     event = _utc(table.column(src.timestamp), src.timestamp, owner)
     if event.null_count:
         raise InvalidInput(f"{owner}: event time {src.timestamp!r} is null in some rows")
