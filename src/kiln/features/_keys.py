@@ -83,7 +83,6 @@ def convert_key(
     if pa.types.is_large_string(kind):
         values = values.cast(pa.string())
         kind = values.type
-    anything = pc.is_valid(values)
     if dtype in ("int64", "int32"):
         if pa.types.is_integer(kind):
             if pa.types.is_uint64(kind):
@@ -119,7 +118,7 @@ def convert_key(
     else:
         return values
     # A type that never converts: refuse its first value, unless there is none.
-    _check(values, anything, key, dtype, offset)
+    _check(values, pc.is_valid(values), key, dtype, offset)
     return values.cast(_TARGET.get(dtype, pa.timestamp("us")))
 
 
