@@ -236,6 +236,21 @@ def test_type_errors_of_typed_columns() -> None:
     assert "out of range for int64" in bad(count=2**63)
 
 
+def test_big_integers_among_floats_stay_exact() -> None:
+    ints = Signature(
+        inputs=(ColumnSpec(name="a", dtype="int64"), ColumnSpec(name="b", dtype="int64")),
+        outputs=(),
+    )
+    big = 2**63 - 2
+    for doc in (
+        {"inputs": [[1.0, big]]},
+        {"dataframe_records": [{"a": 1.0, "b": big}]},
+        {"inputs": {"a": [1.0], "b": [big]}},
+    ):
+        out = decode(doc, ints)
+        assert isinstance(out, np.ndarray) and out.tolist() == [[1, big]], doc
+
+
 def test_csv_errors() -> None:
     assert error(b"a,b\n1,2\n", content_type="text/plain").status == 415
     assert error(b"a,b\n1,2\n", content_type="").status == 415

@@ -6,9 +6,11 @@ import timeit
 from collections.abc import Iterator
 from typing import Any
 
+import hypothesis
 import numpy as np
 import orjson
 import pytest
+import schemathesis
 from _codec_app import Served, make_app, serve
 
 from kiln.core import InvalidInput
@@ -154,6 +156,20 @@ def test_integer_columns_take_integral_floats_and_name_the_bad_value() -> None:
     )
     raw, n = binary_body("x", np.array([[1.0, np.nan]]), "FP64")
     assert "row 0, column 'b': nan is not an integer" in error(raw, COUNTS, header_length=n).message
+
+
+def test_big_integers_are_never_rounded_through_floats() -> None:
+    # numpy reads [11620650.0, 2**63 - 2] as float64; the integer is read exactly instead
+    big = 2**63 - 2
+    req = v2.decode_infer_request(body([tensor("x", [1, 2], "INT64", [[11620650.0, big]])]), COUNTS)
+    assert isinstance(req.inputs, np.ndarray) and req.inputs.tolist() == [[11620650, big]]
+    # FP64 data cannot carry every integer from 2**53 on: refused for an integer column
+    err = error(body([tensor("x", [1, 3], "FP64", [0.5, 2**53 + 1, 1])]), NUMBERS)
+    assert "column 'count': row 0: 9007199254740992.0 is a float of 2**53 or more" in err.message
+    exact = v2.decode_infer_request(
+        body([tensor("x", [1, 3], "FP64", [0.5, 2**53 - 1, 1])]), NUMBERS
+    ).inputs
+    assert isinstance(exact, dict) and exact["count"].tolist() == [2**53 - 1]
 
 
 def test_models_registered_from_a_numpy_example() -> None:
@@ -762,3 +778,33 @@ def test_live_server_takes_one_tensor_for_dataframe_and_numpy_models() -> None:
             assert r.status_code == 200, r.text
             assert r.headers["kiln-model-version"] == "mixed/1"
         client.close()
+
+
+# -- the documented one-tensor form for mixed numbers, driven by schemathesis --------------
+
+NUMBERS_SCHEMA = schemathesis.openapi.from_asgi(
+    "/openapi.json", make_app([Served("numbers", NUMBERS), Served("counts", COUNTS)])
+).include(path_regex="/infer$")
+
+
+def test_the_document_offers_one_tensor_for_mixed_numbers() -> None:
+    doc = NUMBERS_SCHEMA.raw_schema
+    inputs = doc["components"]["schemas"]["V2InferRequest_numbers"]["properties"]["inputs"]
+    one, _ = inputs["anyOf"]
+    matrix = one["items"]
+    assert matrix["properties"]["name"] == {"type": "string", "description": "Any name"}
+    assert matrix["properties"]["datatype"] == {"enum": ["FP64"]}
+    row = matrix["properties"]["data"]["anyOf"][0]
+    assert [item["type"] for item in row["prefixItems"]] == ["number", "integer", "number"]
+    assert row["prefixItems"][1]["maximum"] == 2**53 - 1  # FP64 holds every integer below 2**53
+
+
+@NUMBERS_SCHEMA.parametrize()
+@hypothesis.settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=list(hypothesis.HealthCheck),
+    derandomize=True,
+)
+def test_schemathesis_one_tensor_for_mixed_numbers(case: Any) -> None:
+    case.call_and_validate()

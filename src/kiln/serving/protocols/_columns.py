@@ -36,6 +36,7 @@ __all__ = [
     "describe",
     "family",
     "has_bools",
+    "inexact",
     "join",
     "jsonable",
     "number_schema",
@@ -46,6 +47,8 @@ __all__ = [
 
 Columns = dict[str, np.ndarray]
 
+#: float64 holds every integer of magnitude below this, and not all from here on
+FLOAT_EXACT = 2.0**53
 DATETIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?)?$")
 DATETIME_PATTERN = DATETIME_RE.pattern
 _TEXT = ("string", "object", "category")
@@ -259,6 +262,8 @@ def _numeric(values: Sequence[Any], spec: ColumnSpec, where: str, bools: bool) -
         i = _first_bool(values)
         if i is not None:
             raise ProtocolError(f"{where}: row {i} is {describe(values[i])}; {what} takes numbers")
+    if kind == "f" and fam != "float" and inexact(arr):  # big integers among floats
+        return _exact_ints(values, target, where)
     return cast_numeric(arr, target, where)
 
 
@@ -301,8 +306,26 @@ def cast_numeric(
             raise ProtocolError(
                 f"{where}: {at}: {bad!r} is not an integer; {a_column(target.name)} takes integers"
             )
+        check_int_range(arr, target, where, columns)
+        beyond = np.abs(arr) >= FLOAT_EXACT
+        if beyond.any():
+            at, bad = _first(arr, beyond, columns)
+            raise ProtocolError(
+                f"{where}: {at}: {bad!r} is a float of 2**53 or more, which may not be the "
+                "integer sent (floats skip integers there); send it as an integer"
+            )
+        return arr.astype(target)
     check_int_range(arr, target, where, columns)
     return arr.astype(target)
+
+
+def inexact(arr: np.ndarray) -> bool:
+    """Whether a float array holds a value where float64 no longer holds every integer.
+
+    Numpy reads JSON numbers mixing floats and big integers as float64, rounding the
+    integers; a caller holding the JSON values reads them exactly instead.
+    """
+    return arr.dtype.kind == "f" and arr.size > 0 and bool(np.abs(arr).max() >= FLOAT_EXACT)
 
 
 def _bools(values: Sequence[Any], where: str) -> np.ndarray:

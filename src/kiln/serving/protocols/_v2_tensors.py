@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from kiln.serving.protocols._columns import cast_numeric, check_int_range, describe
+from kiln.serving.protocols._columns import cast_numeric, check_int_range, describe, inexact
 from kiln.serving.protocols._json import ProtocolError
 from kiln.serving.protocols._v2_binary import HEADER_LENGTH, BinaryData
 from kiln.serving.protocols._v2_datatypes import DATATYPES, FLOATS, NAMES, datatype_of
@@ -199,6 +199,8 @@ def _numbers(
         return arr if kind == "f" else arr.astype(np.float64)
     target = DATATYPES[datatype]
     if kind == "f":
+        if inexact(arr):  # big integers among floats: numpy rounded them; read them exactly
+            return _nested_ok(_whole(_flatten(data), target, where), shape, count, where)
         arr = cast_numeric(arr, target, f"{where} ({datatype})")
     else:
         check_int_range(arr, target, f"{where} ({datatype})")

@@ -205,7 +205,7 @@ def _v2_inputs(signature: Signature) -> dict[str, Any]:
         datatypes = _documented_datatypes(specs[0])  # one dtype: its own datatypes
         items = [_v2_item(specs[0])] * len(specs)
     elif families <= {"float", "int", "uint"}:
-        # mixed numbers travel as FP64, which holds integers exactly up to 2**53
+        # mixed numbers travel as FP64, which holds integers exactly below 2**53
         datatypes = ["FP64"]
         items = [_exact_in_float64(_v2_item(s)) for s in specs]
     else:
@@ -226,7 +226,7 @@ def _v2_inputs(signature: Signature) -> dict[str, Any]:
     return {"anyOf": [one, by_column]}
 
 
-_FLOAT64_EXACT = 2**53
+_FLOAT64_EXACT = 2**53 - 1
 
 
 def _exact_in_float64(item: dict[str, Any]) -> dict[str, Any]:
