@@ -247,7 +247,7 @@ def test_missing_predict_method_and_unpicklable_models(
         def predict(self, x: Any) -> Any:
             raise RuntimeError("boom")
 
-    with pytest.raises(InvalidInput, match="cannot register model 'broken'.*boom") as caught:
+    with pytest.raises(InvalidInput, match=r"cannot register model 'broken'.*boom") as caught:
         kiln.models.register("broken", Broken(), input_example=numeric(x)[:2])
     assert isinstance(caught.value.__cause__, RuntimeError)
     assert kiln.models.list_models() == []  # nothing half-registered
