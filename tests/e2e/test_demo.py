@@ -22,7 +22,15 @@ from sklearn.metrics import roc_auc_score
 import kiln
 from kiln.cli._demo import DemoSummary, run_demo
 from kiln.cli._demo_features import DEMO_FEATURES, STORE_FEATURES
-from kiln.cli._demo_serving import CANARY_PERCENT, DEPLOYMENT, kiln_serve
+from kiln.cli._demo_serving import (
+    CANARY_PERCENT,
+    DEPLOYMENT,
+    LATENCY_FACTOR,
+    LATENCY_FLOOR_MS,
+    WARM_UP_REQUESTS,
+    canary_guard,
+    kiln_serve,
+)
 from kiln.core import InvalidInput, KilnError, reset_settings
 from kiln.serving.predlog import read_predictions
 
@@ -261,12 +269,17 @@ def test_no_request_failed_and_the_canary_took_its_share(demo: tuple[DemoSummary
     summary, text = demo
     canary = summary.canary
     assert canary.failed == 0
+    assert canary.requests == WARM_UP_REQUESTS + 1_000
     assert f"Failed requests: 0 of {canary.requests:,}" in text
-    # The server's own prediction log: every request answered once, by one of the arms.
+    # The server's own prediction log: every request answered once; the warm-up by the
+    # champion alone, the rest by one of the two arms.
     table = read_predictions(deployment=DEPLOYMENT)
     ids = table["request_id"].to_pylist()
-    assert len(ids) == len(set(ids)) == canary.requests == 1_000
-    arms = table["arm"].to_pylist()
+    assert len(ids) == len(set(ids)) == canary.requests
+    rows = list(zip(ids, table["arm"].to_pylist(), strict=True))
+    warm_up = [arm for rid, arm in rows if rid.startswith("demo-warm-up-")]
+    arms = [arm for rid, arm in rows if not rid.startswith("demo-warm-up-")]
+    assert warm_up == ["champion"] * WARM_UP_REQUESTS
     assert set(arms) == {"champion", "canary"}
     n, k, p = len(arms), arms.count("canary"), CANARY_PERCENT / 100
     sigma = math.sqrt(n * p * (1 - p))
@@ -280,10 +293,19 @@ def test_no_request_failed_and_the_canary_took_its_share(demo: tuple[DemoSummary
 def test_guard_verdict_and_rollout_history(demo: tuple[DemoSummary, str]) -> None:
     summary, text = demo
     canary = summary.canary
+    # The latency limit is the champion's p95 on the same server times the factor.
+    assert canary.champion_p95_ms > 0
+    assert canary.guard == canary_guard(canary.champion_p95_ms)
+    assert canary.guard.max_p95_ms is not None
+    assert canary.guard.max_p95_ms >= LATENCY_FACTOR * canary.champion_p95_ms
+    assert canary.guard.max_psi is None
+    assert f"<= {canary.guard.max_p95_ms:g} ms" in text
+    assert f"champion's {canary.champion_p95_ms:.1f} ms over {WARM_UP_REQUESTS} requests" in text
     # Two healthy models: the guard passes the canary, for the reasons it prints.
     assert canary.verdict == "pass", canary.reasons
     assert any(r.startswith("error rate 0 <= max 0.01") for r in canary.reasons)
-    assert any(re.match(r"p95 latency [\d.]+ ms <= max \d+ ms", r) for r in canary.reasons)
+    limit = f"{canary.guard.max_p95_ms:g}"
+    assert any(re.match(rf"p95 latency [\d.]+ ms <= max {limit} ms", r) for r in canary.reasons)
     assert f"Guard verdict for fraud/2: pass — {'; '.join(canary.reasons)}" in text
     # The demo says why the score shift is not judged, with the shift it measured.
     assert f"its scores already shift by PSI {canary.offline_psi:.2f}" in text
@@ -319,3 +341,11 @@ def test_a_server_that_cannot_start_is_one_error(
         kiln_serve(["no-such-deployment"], log=tmp_path / "serve.log"),
     ):
         pass  # pragma: no cover - never reached
+
+
+def test_canary_latency_limit_follows_the_champion_above_a_floor() -> None:
+    assert canary_guard(2.0).max_p95_ms == LATENCY_FLOOR_MS
+    assert canary_guard(40.0).max_p95_ms == 3 * 40.0 == LATENCY_FACTOR * 40.0
+    assert canary_guard(40.2).max_p95_ms == 121.0  # whole ms, rounded up
+    guard = canary_guard(10.0)
+    assert (guard.max_error_rate, guard.max_psi, guard.min_requests) == (0.01, None, 50)
