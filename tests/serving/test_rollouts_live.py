@@ -150,8 +150,8 @@ def test_blue_green_switches_and_switches_back_within_two_seconds(tmp_path: Path
     kiln.deployments.create("risk-api", model="risk/1")
     out = tmp_path / "load.jsonl"
     with serving(["risk-api"]) as server:
-        load = start_load(server.url + URL, 6.5, out)
-        time.sleep(0.7)
+        load = start_load(server.url + URL, 8.0, out)
+        wait_for(lambda: out.exists() and len(answers(out)) >= 5, 30.0, "the first answers")
         switched = time.time()
         kiln.deployments.blue_green("risk-api", model="risk/2")
         time.sleep(2.6)

@@ -133,6 +133,48 @@ def test_a_change_that_cannot_be_served_keeps_the_version_serving(tmp_path: Path
     assert "Traceback" not in log, log
 
 
+MODULE = """
+import numpy as np
+from kiln.registry import PythonModel
+
+
+class Doubler(PythonModel):
+    def predict(self, model_input):
+        return np.asarray(model_input["f0"], dtype=np.float64) * 2.0
+"""
+
+
+def test_a_model_whose_code_is_missing_here_is_not_ready_until_it_is_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An environment mismatch: the model's class is importable where it was registered
+    and not (yet) in the server's environment."""
+    here, server_path = tmp_path / "registered", tmp_path / "server"
+    here.mkdir()
+    server_path.mkdir()
+    (here / "kiln_doubler.py").write_text(MODULE)
+    monkeypatch.syspath_prepend(str(here))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join([str(server_path), os.environ.get("PYTHONPATH", "")])
+    )
+    from kiln_doubler import Doubler  # type: ignore[import-not-found]
+
+    register_linear("good")
+    kiln.models.register("doubler", Doubler(), input_example=frame(5))
+    kiln.deployments.create("good-api", model="good/1")
+    kiln.deployments.create("doubler-api", model="doubler/1")
+    with serving() as server, server.client() as http:
+        assert predict(http, "good-api").status_code == 200
+        answer = predict(http, "doubler-api")
+        assert answer.status_code == 503
+        assert "kiln_doubler" in answer.json()["error"], answer.text
+        assert http.get("/v2/health/ready").json()["deployments"]["doubler-api"]["ready"] is False
+        (server_path / "kiln_doubler.py").write_text(MODULE)  # the fix: install the code
+        wait_for(lambda: predict(http, "doubler-api").status_code == 200)
+        assert predict(http, "doubler-api").json()["predictions"] == [2.0]
+    assert server.output().count("deployment 'doubler-api' is not ready") == 1
+
+
 def test_serve_prints_one_line_per_deployment_with_its_url() -> None:
     register_linear("fraud")
     kiln.deployments.create("fraud-api", model="fraud/1")
