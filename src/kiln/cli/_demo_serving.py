@@ -372,13 +372,17 @@ class _Served:
     versions: tuple[int, ...]
     latency_ms: np.ndarray
     scores: np.ndarray
-    fallbacks: int
+    fallback: np.ndarray
+    """Per request: a fallback answered, so the model itself failed."""
 
     def stats(self) -> ArmStats:
+        """What the server's guard recorded for this arm, rebuilt from its log."""
         out = ArmStats(seed=7)
-        for ms, score in zip(self.latency_ms.tolist(), self.scores.tolist(), strict=True):
-            out.record(ms, predictions=[score])
-        out.errors = self.fallbacks  # a fallback answered: the model itself did not
+        rows = zip(
+            self.latency_ms.tolist(), self.fallback.tolist(), self.scores.tolist(), strict=True
+        )
+        for ms, failed, score in rows:
+            out.record(ms, error=failed, predictions=[score])
         return out
 
 
@@ -400,7 +404,7 @@ def _served(since: datetime) -> dict[str, _Served]:
             versions=tuple(sorted(set(versions[mask].tolist()))),
             latency_ms=latency[mask],
             scores=scores[mask],
-            fallbacks=int(fallback[mask].sum()),
+            fallback=fallback[mask],
         )
     return out
 
