@@ -521,3 +521,22 @@ def test_kill_9_leaves_only_complete_files(tmp_path: Path) -> None:
         "hive_partitioning = true, union_by_name = true)"
     ).fetchall()
     assert duck == [(per_file,)]
+
+
+def test_public_names_stay_importable_from_the_module() -> None:
+    """The log is split by job into private modules; its users import from one place."""
+    import kiln.serving.predlog as predlog
+
+    assert set(predlog.__all__) == {
+        "PREDICTION_SCHEMA",
+        "BatchInputs",
+        "Prediction",
+        "PredictionLog",
+        "default_root",
+        "read_predictions",
+    }
+    for name in predlog.__all__:
+        assert getattr(predlog, name) is not None, name
+    assert predlog.read_predictions is read_predictions
+    with PredictionLog(flush_interval_s=0.05) as log:
+        assert predlog.default_root() == log.root
