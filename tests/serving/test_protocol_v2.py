@@ -777,6 +777,10 @@ def test_live_server_takes_one_tensor_for_dataframe_and_numpy_models() -> None:
             )
             assert r.status_code == 200, r.text
             assert r.headers["kiln-model-version"] == "mixed/1"
+            request = {"amount": 0.5, "count": 3, "rate": -1.0}
+            r = http.post("/deployments/mixed-api/predict", json={"request": request})
+            assert r.status_code == 200, r.text
+            assert r.headers["kiln-model-version"] == r.json()["model"] == "mixed/1"
         client.close()
 
 

@@ -29,8 +29,8 @@ _REQUEST_KEY_SET = frozenset(_REQUEST_KEYS)
 class InferRequest(NamedTuple):
     """A decoded inference request: ``id`` (or None), the model input, ``parameters``.
 
-    ``inputs`` is a 2-D array in signature order or a dict of columns (see the module
-    docstring). ``parameters`` holds the request's parameters with
+    ``inputs`` is a 2-D array in signature order or a dict of columns (see
+    :mod:`._v2_layout`). ``parameters`` holds the request's parameters with
     ``binary_data_output`` set to whether the output is wanted as binary data, per
     Triton's rule (an output's own ``binary_data`` wins over the request's).
     """
