@@ -132,7 +132,7 @@ def test_ties_on_event_time_go_to_the_latest_created(tmp_path: Path) -> None:
 def test_superseded_rows_are_remembered_per_file_content(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from kiln.features import _sources
+    from kiln.features import _sources, _superseded
 
     monkeypatch.setattr(_sources, "_SETTLED_NS", 0)  # this test's files count as settled
     path = tmp_path / "f.parquet"
@@ -143,7 +143,7 @@ def test_superseded_rows_are_remembered_per_file_content(
     write_parquet(path, tie)
     src = ParquetSource(str(path), created="created")
     spine = spine_of((1, at(1)), (1, at(5)))
-    cached = _sources._superseded._tables
+    cached = _superseded._cache._tables
     before = len(cached)
     assert fetch(spine, view(src), tmp_path) == [1.0, 2.0]
     assert len(cached) == before + 1
@@ -157,14 +157,14 @@ def test_superseded_rows_are_remembered_per_file_content(
 
 
 def test_a_file_written_just_now_is_never_cached(tmp_path: Path) -> None:
-    from kiln.features import _sources
+    from kiln.features import _superseded
 
     path = tmp_path / "f.parquet"
     row = {"user_id": 1, "event_timestamp": at(0), "created": at(0), "x": 1.0}
     src = ParquetSource(write_parquet(path, [row]), created="created")
-    before = len(_sources._superseded._tables)
+    before = len(_superseded._cache._tables)
     assert fetch(spine_of((1, at(1))), view(src), tmp_path) == [1.0]
-    assert len(_sources._superseded._tables) == before
+    assert len(_superseded._cache._tables) == before
     # Rewritten within the file system's clock tick, mtime may not move: not cached, so
     # the duplicate appearing now is seen.
     write_parquet(path, [row, {**row, "created": at(0.5), "x": 5.0}])

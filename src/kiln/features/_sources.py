@@ -19,9 +19,7 @@ import glob
 import itertools
 import json
 import os
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -29,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import pyarrow as pa
 
 from kiln.core import InvalidInput, NotFound
 from kiln.features._types import cast_problem
@@ -371,94 +368,8 @@ def _fingerprint(view: View, states: list[Any]) -> str | None:
     return json.dumps(spec, sort_keys=True, default=str)
 
 
-def _micros(column: str) -> str:
-    """Microseconds since the epoch; the infinities (NULL from ``epoch_us``) at the ends."""
-    top = 2**63 - 1
-    return (
-        f"(CASE WHEN isinf({column}) THEN (CASE WHEN {column} > 'epoch'::TIMESTAMP "
-        f"THEN {top} ELSE -{top} END) ELSE epoch_us({column}) END)"
-    )
-
-
-def _rank(alias: str = "") -> str:
-    """A row's (event_ts, created_ts) as one HUGEINT that orders as the pair does.
-
-    Window functions compare it as fast as a plain timestamp, where a struct costs three
-    times more.
-    """
-    event, created = _micros(f"{alias}{EVENT_TS}"), _micros(f"{alias}{CREATED_TS}")
-    return f"({event}::HUGEINT * {2**64} + ({created}::HUGEINT + {2**63}))"
-
-
 VISIBLE = "__kiln_visible"  # when a row is both past and written: greatest(event, created)
-
-
-class _SupersededCache:
-    """Per content fingerprint, the rows a point-in-time join must not answer with as such.
-
-    The answer at ``t`` is the greatest ``(event_ts, created)`` among rows visible at
-    ``t`` (``greatest(event_ts, created) <= t``); an ASOF join on visibility finds the
-    row that became visible last, which is that answer unless a row with a greater
-    ``(event_ts, created)`` was visible no later, a late backfill or an older version of
-    a row. Such a *superseded* row stands for the entity's best row visible by then, and
-    which one that is depends only on the rows, which the fingerprint pins: a training
-    set built again over unchanged files reuses it. Usually there are a few, or none.
-    """
-
-    _LIMIT = 32  # sources remembered
-    _MAX_ROWS = 100_000  # larger answers are recomputed rather than held in memory
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._tables: OrderedDict[str, pa.Table] = OrderedDict()
-
-    def get(self, con: duckdb.DuckDBPyConnection, rows: Rows) -> pa.Table:
-        key = rows.fingerprint
-        if key is not None:
-            with self._lock:
-                if key in self._tables:
-                    self._tables.move_to_end(key)
-                    return self._tables[key]
-        table = con.sql(_superseded_sql(rows)).to_arrow_table()
-        if key is not None and table.num_rows <= self._MAX_ROWS:
-            with self._lock:
-                self._tables[key] = table
-                while len(self._tables) > self._LIMIT:
-                    self._tables.popitem(last=False)
-        return table
-
-
-def _superseded_sql(rows: Rows) -> str:
-    """Superseded rows as (keys, event_ts, created_ts, VISIBLE), then the best row's
-    ``event_ts`` and features: the best is the greatest rank visible by the row's own
-    visibility time, peers included."""
-    keys = ", ".join(quote(k) for k in rows.keys)
-    best = "".join(f", b.{quote(f)}" for f in rows.features)
-    return (
-        f"WITH r AS (SELECT {keys}, {EVENT_TS}, {CREATED_TS}, "
-        f"greatest({EVENT_TS}, {CREATED_TS}) AS {VISIBLE}, {_rank()} AS __rank "
-        f"FROM ({_usable(rows)})),\n"
-        f"w AS (SELECT *, max(__rank) OVER (PARTITION BY {keys} ORDER BY {VISIBLE} "
-        "RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS __top FROM r),\n"
-        "s AS (SELECT * FROM w WHERE __rank < __top)\n"
-        f"SELECT {', '.join(f's.{quote(k)}' for k in rows.keys)}, s.{EVENT_TS}, "
-        f"s.{CREATED_TS}, s.{VISIBLE}, b.{EVENT_TS} AS __best_ev{best}\n"
-        f"FROM s JOIN ({_usable(rows)}) b ON {_keys_equal(rows, 's', 'b')} "
-        f"AND {_rank('b.')} = s.__top"
-    )
-
-
-_superseded = _SupersededCache()
-
-
-def superseded(con: duckdb.DuckDBPyConnection, rows: Rows) -> str | None:
-    """A registered relation of the rows' superseded rows; None if there are none."""
-    table = _superseded.get(con, rows)
-    if table.num_rows == 0:
-        return None
-    name = fresh_name("superseded")
-    con.register(name, table)
-    return name
+BEST_EV = "__best_ev"  # a superseded row's stand-in: the event time of the best row
 
 
 # -- point-in-time SQL over the CTE ``spine`` (ROW, join keys, T) ----------------------
@@ -510,7 +421,7 @@ def point_in_time(
 
     Without a created column the ASOF join on event time is the answer. With one it
     joins on visibility, ``greatest(event_ts, created)``, after the superseded rows
-    (``replaced``, from :func:`superseded`; None when there are none) have been swapped
+    (``replaced``, from ``kiln.features._superseded``; None when there are none) have been swapped
     for the best rows they stand for, so no spine row needs a second look.
     """
     ev, fs = f"__kiln_{v}_ev", [f"__kiln_{v}_f{j}" for j in range(len(features))]
@@ -530,7 +441,7 @@ def point_in_time(
             )
             visible += (
                 f" ANTI JOIN {quote(replaced)} x ON {same_row}\nUNION ALL\n"
-                f"SELECT {keys}, __best_ev AS {EVENT_TS}, {VISIBLE}{feats} FROM {quote(replaced)}"
+                f"SELECT {keys}, {BEST_EV} AS {EVENT_TS}, {VISIBLE}{feats} FROM {quote(replaced)}"
             )
         q.cte(f"{v}_rows", visible)
         at = VISIBLE

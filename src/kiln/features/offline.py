@@ -70,7 +70,7 @@ import pandas as pd
 import pyarrow as pa
 
 from kiln.core import InvalidInput
-from kiln.features import _sources
+from kiln.features import _sources, _superseded
 from kiln.features._keys import key_types, readable_keys, spine_keys
 from kiln.features._sources import CREATED_TS, EVENT_TS, ROW, T, quote
 from kiln.features.definitions import FeatureView, WindowedFeatureView
@@ -185,7 +185,7 @@ def _compute(plan: _Plan, narrow: pa.Table) -> pa.Table:
         for i, (req, names) in enumerate(zip(plan.requests, plan.names, strict=True)):
             rows = _sources.rows(con, req.view, plan.offline_dir)
             if isinstance(req.view, FeatureView):
-                replaced = _sources.superseded(con, rows) if rows.has_created else None
+                replaced = _superseded.superseded(con, rows) if rows.has_created else None
                 exprs = _sources.point_in_time(
                     q, f"v{i}", rows, req.features, req.view.ttl, chain, replaced
                 )

@@ -1,0 +1,247 @@
+"""A view's superseded rows, found with one sort of (keys, event, created) and linear scans.
+
+A row is *superseded* when another row of its entity has a greater ``(event_ts,
+created)`` and became visible (``greatest(event_ts, created)``) no later than it did: an
+ASOF join on visibility that lands on it must answer with the best row visible by then
+instead (see ``kiln.features.offline``). The direct SQL for that, a running maximum over
+a window per entity, costs three to four times a plain sort of the same rows, and it is
+what the first training set built after new files land pays.
+
+Here DuckDB sorts only (keys, event, created) and numpy does the rest in linear passes:
+in that order a row's rank is its position, so "a greater rank became visible no later"
+is "the smallest visibility time after the row's tie group, within its entity, is at most
+its own" (a suffix minimum); and the best row a superseded row stands for is the
+greatest position among its entity's rows visible by its visibility time (a prefix
+maximum in visibility order, computed only for the entities that have superseded rows).
+Entities are kept apart by offsetting each one's values past the previous entity's, so
+one unsegmented ``accumulate`` serves all of them. The features of the best rows, usually
+a handful, are fetched by a second, filtered query.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from kiln.features._sources import (
+    BEST_EV,
+    CREATED_TS,
+    EVENT_TS,
+    VISIBLE,
+    Rows,
+    fresh_name,
+    quote,
+)
+from kiln.features._sources import _usable as usable
+
+__all__ = ["find", "superseded"]
+
+_POS = "__kiln_pos"
+
+
+class _Cache:
+    """Per content fingerprint, the superseded rows found for it.
+
+    Which rows are superseded, and which row each stands for, depends only on the rows,
+    which the fingerprint pins: a training set built again over unchanged files reuses
+    them. Usually there are a few, or none.
+    """
+
+    _LIMIT = 32  # sources remembered
+    _MAX_ROWS = 100_000  # larger answers are recomputed rather than held in memory
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tables: OrderedDict[str, pa.Table] = OrderedDict()
+
+    def get(self, con: duckdb.DuckDBPyConnection, rows: Rows) -> pa.Table:
+        key = rows.fingerprint
+        if key is not None:
+            with self._lock:
+                if key in self._tables:
+                    self._tables.move_to_end(key)
+                    return self._tables[key]
+        table = find(con, rows)
+        if key is not None and table.num_rows <= self._MAX_ROWS:
+            with self._lock:
+                self._tables[key] = table
+                while len(self._tables) > self._LIMIT:
+                    self._tables.popitem(last=False)
+        return table
+
+
+_cache = _Cache()
+
+
+def superseded(con: duckdb.DuckDBPyConnection, rows: Rows) -> str | None:
+    """A registered relation of the rows' superseded rows; None if there are none."""
+    table = _cache.get(con, rows)
+    if table.num_rows == 0:
+        return None
+    name = fresh_name("superseded")
+    con.register(name, table)
+    return name
+
+
+def find(con: duckdb.DuckDBPyConnection, rows: Rows) -> pa.Table:
+    """Superseded rows as keys, ``event_ts``, ``created_ts``, VISIBLE, BEST_EV, features.
+
+    The features and BEST_EV are the best row's. Rows with a NULL key are left out: no
+    spine row can join them.
+    """
+    keys = ", ".join(quote(k) for k in rows.keys)
+    known = " AND ".join(f"{quote(k)} IS NOT NULL" for k in rows.keys)
+    table = con.sql(
+        f"SELECT {keys}, {EVENT_TS}, {CREATED_TS} FROM ({usable(rows)}) WHERE {known} "
+        f"ORDER BY {keys}, {EVENT_TS}, {CREATED_TS}"
+    ).to_arrow_table()
+    event = _micros(table.column(EVENT_TS))
+    created = _micros(table.column(CREATED_TS))
+    entity = _entity_starts(table, rows.keys)
+    visible = np.maximum(event, created)
+    ranked = _offset_by_entity(entity, visible)
+    positions = _superseded_positions(entity, event, created, ranked)
+    if positions.size == 0:
+        return _assemble(con, rows, table, positions, positions, visible)
+    best = _best_positions(entity, ranked, positions)
+    return _assemble(con, rows, table, positions, best, visible)
+
+
+def _micros(column: pa.ChunkedArray) -> np.ndarray:
+    """Naive timestamps as int64 microseconds; DuckDB's infinities are the int64 extremes."""
+    return np.asarray(column.cast(pa.int64()).to_numpy(), dtype=np.int64)
+
+
+def _entity_starts(table: pa.Table, keys: tuple[str, ...]) -> np.ndarray:
+    """True where a row's keys differ from the previous row's (rows sorted by keys)."""
+    n = table.num_rows
+    starts = np.zeros(n, dtype=bool)
+    if n == 0:
+        return starts
+    starts[0] = True
+    for key in keys:
+        col = table.column(key)
+        if col.num_chunks != 1:
+            col = col.combine_chunks()
+        arr = col.chunk(0) if isinstance(col, pa.ChunkedArray) else col
+        before, after = arr.slice(0, n - 1), arr.slice(1)
+        differs = pc.not_equal(after, before)
+        if pa.types.is_floating(arr.type):
+            # DuckDB joins NaN to NaN, so NaN keys are one entity.
+            both_nan = pc.and_(pc.is_nan(after), pc.is_nan(before))
+            differs = pc.and_(differs, pc.invert(both_nan))
+        starts[1:] |= differs.to_numpy(zero_copy_only=False)
+    return starts
+
+
+def _offset_by_entity(entity: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``values`` shifted so that every entity's lie above all of the previous entity's.
+
+    The order within an entity is kept. Raw microseconds are used when entity count
+    times their span fits in int64, else their dense ranks (one more sort, rare).
+    """
+    n = len(values)
+    if n == 0:
+        return values.copy()
+    segment = np.cumsum(entity, dtype=np.int64) - 1
+    lo, hi = int(values.min()), int(values.max())
+    span = hi - lo + 1
+    if (int(segment[-1]) + 1) * span < 2**62:
+        shifted: np.ndarray = segment * span + (values - lo)
+        return shifted
+    dense = np.unique(values, return_inverse=True)[1].astype(np.int64).reshape(-1)
+    return segment * n + dense
+
+
+def _superseded_positions(
+    entity: np.ndarray, event: np.ndarray, created: np.ndarray, ranked: np.ndarray
+) -> np.ndarray:
+    """Positions of rows that a row of a greater rank, visible no later, supersedes.
+
+    Rows tied on (keys, event, created) share a rank and never supersede each other, so
+    each row looks past its tie group. Through the offsets, a later entity's minimum is
+    always above this entity's values, so no test needs the entity again.
+    """
+    n = len(ranked)
+    if n < 2:
+        return np.zeros(0, dtype=np.int64)
+    tie_start = entity.copy()
+    tie_start[1:] |= (event[1:] != event[:-1]) | (created[1:] != created[:-1])
+    suffix_min = np.minimum.accumulate(ranked[::-1])[::-1]
+    starts = np.flatnonzero(tie_start)
+    group = np.cumsum(tie_start) - 1
+    after = np.append(starts[1:], n)[group]  # first position past the row's tie group
+    inside = after < n
+    later = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+    later[inside] = suffix_min[after[inside]]
+    return np.flatnonzero(later <= ranked)
+
+
+def _best_positions(entity: np.ndarray, ranked: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """For each superseded position, the greatest position of its entity visible by then.
+
+    Only the entities with superseded rows are looked at: their rows in visibility order
+    (position order among equal times), a running maximum of position, and for rows that
+    tie on visibility the maximum at the last of them (a row sees its peers).
+    """
+    segment = np.cumsum(entity) - 1
+    wanted = np.zeros(int(segment[-1]) + 1, dtype=bool)
+    wanted[segment[positions]] = True
+    subset = np.flatnonzero(wanted[segment])
+    order = subset[np.argsort(ranked[subset], kind="stable")]
+    running = np.maximum.accumulate(order)
+    times = ranked[order]
+    last = np.append(times[1:] != times[:-1], True)
+    run = np.cumsum(np.append(True, last[:-1])) - 1
+    best = np.empty(len(ranked), dtype=np.int64)
+    best[order] = running[np.flatnonzero(last)][run]
+    chosen: np.ndarray = best[positions]
+    return chosen
+
+
+def _assemble(
+    con: duckdb.DuckDBPyConnection,
+    rows: Rows,
+    table: pa.Table,
+    positions: np.ndarray,
+    best: np.ndarray,
+    visible: np.ndarray,
+) -> pa.Table:
+    ts = pa.timestamp("us")
+    out = table.take(pa.array(positions, pa.int64()))
+    out = out.append_column(VISIBLE, pa.array(visible[positions], ts))
+    best_rows = table.select([*rows.keys, EVENT_TS, CREATED_TS]).take(pa.array(best, pa.int64()))
+    out = out.append_column(BEST_EV, best_rows.column(EVENT_TS))
+    features = _features_of(con, rows, best_rows)
+    for name in rows.features:
+        out = out.append_column(name, features.column(name))
+    return out
+
+
+def _features_of(con: duckdb.DuckDBPyConnection, rows: Rows, wanted: pa.Table) -> pa.Table:
+    """The features of the rows identified by (keys, event, created), in ``wanted``'s order.
+
+    Rows tied on all three are interchangeable, so the first match of each is taken.
+    """
+    name = fresh_name("best")
+    con.register(name, wanted.append_column(_POS, pa.array(np.arange(wanted.num_rows))))
+    on = " AND ".join(f"u.{quote(c)} = w.{quote(c)}" for c in (*rows.keys, EVENT_TS, CREATED_TS))
+    feats = ", ".join(f"u.{quote(f)}" for f in rows.features)
+    try:
+        found = con.sql(
+            f"SELECT w.{_POS}{', ' if feats else ''}{feats} FROM {quote(name)} w "
+            f"JOIN ({usable(rows)}) u ON {on}"
+        ).to_arrow_table()
+    finally:
+        con.unregister(name)
+    pos = found.column(_POS).to_numpy()
+    first = np.unique(pos, return_index=True)[1]
+    found = found.take(pa.array(first, pa.int64()))
+    order = np.empty(wanted.num_rows, dtype=np.int64)
+    order[found.column(_POS).to_numpy()] = np.arange(found.num_rows)
+    return found.take(pa.array(order, pa.int64()))
