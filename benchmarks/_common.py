@@ -2,18 +2,22 @@
 
 Each benchmark script imports this from its own directory (``python benchmarks/x.py``
 puts ``benchmarks/`` on the path), so the figures in docs/benchmarks.md are computed and
-written the same way everywhere.
+written the same way everywhere. A script only prints unless given ``--write``: every
+figure on that page is written by a run, never typed.
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Stats", "replace_section", "timed", "verdict"]
+__all__ = ["DOCS", "Stats", "add_write_flag", "replace_section", "timed", "verdict"]
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,18 @@ def verdict(value: float, limit: float) -> str:
     if value <= limit:
         return f"yes ({1 - value / limit:.0%} under)"
     return f"**no** ({value / limit:.2f}x the target)"
+
+
+def add_write_flag(parser: argparse.ArgumentParser, section: str) -> None:
+    """``--write`` (docs/benchmarks.md) or ``--write PATH``; without it the script only prints."""
+    parser.add_argument(
+        "--write",
+        nargs="?",
+        const=DOCS,
+        type=Path,
+        metavar="PATH",
+        help=f"replace the {section} section of docs/benchmarks.md (or of PATH) with this run",
+    )
 
 
 def replace_section(path: Path, name: str, section: str) -> None:
