@@ -105,10 +105,10 @@ class PredictionRoutes:
 
     def _count_invalid(self, name: str | None) -> None:
         """A refused request counts for a served deployment only (no label per typo)."""
-        live = self.runtime.live
         if name is None:
-            name = self.default if self.default is not None or len(live) != 1 else next(iter(live))
-        if name is not None and name in live:
+            served = self.runtime.served
+            name = self.default if self.default is not None or len(served) != 1 else served[0]
+        if name is not None and name in self.runtime.live:
             self.runtime.metrics.count_invalid(name)
 
     def _limit(self, name: str | None) -> int:
@@ -174,15 +174,15 @@ class PredictionRoutes:
     async def _invocations(
         self, _name: str | None, _version: str | None, headers: dict[bytes, bytes], body: bytes
     ) -> Reply:
-        live = self.runtime.live
         name = self.default
         if name is None:
-            if len(live) != 1:
+            served = self.runtime.served  # not-ready ones too: the choice must not flip
+            if len(served) != 1:
                 raise ProtocolError(
                     "/invocations needs one deployment: this server has "
-                    f"{', '.join(sorted(live)) or 'none'}; start it with --default NAME"
+                    f"{', '.join(sorted(served)) or 'none'}; start it with --default NAME"
                 )
-            name = next(iter(live))
+            name = served[0]
         deployment = self.runtime.get(name)
         content_type = headers.get(b"content-type", JSON).decode("latin-1")
         data = mlflow.decode_invocation(body, content_type, deployment.champion.loaded.signature)

@@ -171,6 +171,7 @@ class Runtime:
         self._poll_error: str | None = None
         self._started = False
         self._ready_gauge: dict[str, bool | None] = {}
+        self.served: tuple[str, ...] = ()  # every deployment meant to be served, ready or not
 
     @property
     def ready(self) -> bool:
@@ -334,6 +335,7 @@ class Runtime:
             gone = self.live.pop(name, None)
             if gone is not None:
                 await self._release(gone)
+        self.served = names
         for name in names:
             await self._refresh_one(name, revisions.get(name))
 
