@@ -11,7 +11,10 @@ a *tensor* signature takes one tensor of shape ``[n, ...]`` matching its trailin
 dimensions. :func:`decode_infer_request` returns a 2-D array in signature order when
 every column shares one numeric dtype (nothing is split and restacked on the hot path)
 and a dict of columns otherwise. Float columns take FP16/FP32/FP64 and integer data,
-integer columns integer datatypes, bool columns BOOL, string and datetime columns BYTES.
+integer columns integer data and float data of whole numbers (below 2**53), each column
+cast on its own, so one FP64 ``[n, k]`` tensor feeds mixed int and float columns; bool
+columns take BOOL, string and datetime columns BYTES. A value that does not fit is a 400
+naming the column, the row and the value.
 
 Triton's binary tensor extension is read and written too, so ``tritonclient.http`` works
 with its defaults: a request whose JSON is followed by raw tensor bytes says how long
