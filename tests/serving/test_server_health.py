@@ -176,6 +176,8 @@ def test_a_model_whose_code_is_missing_here_is_not_ready_until_it_is_installed(
 
 
 def test_serve_prints_one_line_per_deployment_with_its_url() -> None:
+    with serving() as server:
+        wait_for(lambda: "serving no deployment yet at http://" in server.output(), 10.0)
     register_linear("fraud")
     kiln.deployments.create("fraud-api", model="fraud/1")
     kiln.deployments.create("other-api", model="fraud/1")

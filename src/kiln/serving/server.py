@@ -217,6 +217,8 @@ class _Announcer(threading.Thread):
         self.url = url
         self.interval_s = interval_s
         self._done = threading.Event()
+        # The server is on this machine: never ask it through a proxy from the environment.
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     def stop(self) -> None:
         self._done.set()
@@ -231,7 +233,7 @@ class _Announcer(threading.Thread):
 
     def _readiness(self) -> dict[str, Any] | None:
         try:
-            with urllib.request.urlopen(f"{self.url}/v2/health/ready", timeout=2.0) as r:
+            with self._opener.open(f"{self.url}/v2/health/ready", timeout=2.0) as r:
                 body = r.read()
         except urllib.error.HTTPError as exc:  # 503: up, and nothing can be served
             body = exc.read()
@@ -250,7 +252,7 @@ class _Announcer(threading.Thread):
                 out.append(f"serving {name} ({info.get('model')}) at {self.url}/v2/models/{name}")
             else:
                 out.append(f"not serving {name}: {info.get('reason')}")
-        return out
+        return out or [f"serving no deployment yet at {self.url}; new ones are served when created"]
 
 
 def _exit_cleanly(_signum: int, _frame: object) -> None:
