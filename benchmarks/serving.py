@@ -1,23 +1,33 @@
-"""Serving benchmark: `kiln serve` under load from wrk, beside `mlflow models serve`.
+"""Serving benchmark: `kiln serve` under load from wrk, beside the HTTP floor and MLflow.
 
-    python benchmarks/serving.py [--quick] [--duration 20] [--workers 1]
+    python benchmarks/serving.py [--quick] [--duration 20] [--workers 1 2]
         [--mlflow-python PATH] [--write docs/benchmarks.md]
+    python benchmarks/serving.py --spread 8 [--workers 2] [--write docs/benchmarks.md]
 
 A LightGBM binary classifier (100 trees, 31 leaves, 20 float features, trained on
-generated data) is registered in a temporary Kiln home and deployed; `kiln serve` runs
-as a separate process on 127.0.0.1 and wrk (another process, Lua-scripted bodies) loads
-it for ``--duration`` seconds per point after a warm-up:
+generated data) is registered in a temporary Kiln home and deployed. Every server runs as
+a separate process on 127.0.0.1 and wrk (another process, Lua-scripted bodies) loads it
+for ``--duration`` seconds per point after a warm-up. For each worker count in
+``--workers``, three servers run with that many workers, one after the other:
 
-(1) single-row Open Inference Protocol v2 requests at concurrency 1, 8 and 64, and the
-    same through the MLflow protocol (`/invocations`, `dataframe_split`);
-(2) 100-row requests at concurrency 8 (rows/s);
-(3) the native endpoint, with an online lookup of 8 features per request, at
-    concurrency 8;
-(4) the same-run baselines: in-process `Booster.predict` on 1 row and on 100,000 rows;
-(5) `mlflow models serve` (from the interpreter given by ``--mlflow-python``, which must
-    have mlflow and lightgbm) with the same model and the same `/invocations` loads.
+(1) the HTTP floor (`_http_floor.py`): a bare ASGI app on the same uvicorn stack as
+    `kiln serve` (httptools, uvloop, no access log) that reads and parses the same JSON
+    bodies and answers a fixed prediction, loaded with single-row requests at
+    concurrency 64: what any Python JSON server on this machine can do at best;
+(2) `kiln serve`, prediction log on as in production: single-row Open Inference Protocol
+    v2 requests at concurrency 1, 8 and 64, and the same through the MLflow protocol
+    (`/invocations`, `dataframe_split`); 100-row requests at concurrency 8 (rows/s); the
+    native endpoint with an online lookup of 8 features per request at concurrency 8;
+(3) `mlflow models serve --workers N` (from the interpreter given by ``--mlflow-python``,
+    which must have mlflow and lightgbm) with the same model and the same `/invocations`
+    loads.
 
-Every request's prediction is logged (the prediction log is on, as in production).
+The same-run in-process baselines are `Booster.predict` on 1 row and on 100,000 rows.
+
+``--spread N`` measures instead how much the closest figures move between runs: N short
+runs (``--spread-seconds`` each) of single-row v2 requests against one `kiln serve`
+(prediction log on, and a second one with it off) and the HTTP floor, reporting the
+range and median of each. Figures are printed; ``--write`` puts them in the page.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ import platform
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -281,55 +292,173 @@ def mlflow_version(python: str) -> str:
     return out.stdout.strip()
 
 
+# -- the servers ---------------------------------------------------------------------------
+
+BENCH_DIR = Path(__file__).resolve().parent
+# What uvicorn runs the floor with: the options `kiln serve` gives uvicorn.
+UVICORN_OPTIONS = ["--http", "httptools", "--loop", "uvloop", "--no-access-log"]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One load point: which path, how many connections, which body."""
+
+    key: str
+    label: str
+    path: str
+    concurrency: int
+    rows: int
+    body: bytes | None = None
+    lua: str | None = None
+
+
+@dataclass(frozen=True)
+class Round:
+    """Every server's loads at one worker count, keyed like ``v2-64``."""
+
+    workers: int
+    floor: dict[str, Load]
+    kiln: dict[str, Load]
+    mlflow: dict[str, Load]
+
+
+NATIVE_LUA = (
+    "request = function()\n"
+    "  local body = '{\"entities\": {\"user_id\": ' .. math.random(0, 9999) .. '}}'\n"
+    "  return wrk.format(nil, nil, nil, body)\n"
+    "end"
+)
+
+
+def kiln_command(port: int, workers: int, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "kiln", "serve", "bench", "bench-native", "--port", str(port),
+        "--workers", str(workers), "--default", "bench", *extra,
+    ]  # fmt: skip
+
+
+def floor_command(port: int, workers: int) -> list[str]:
+    return [
+        sys.executable, "-m", "uvicorn", "_http_floor:app", "--app-dir", str(BENCH_DIR),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+        "--lifespan", "off", "--log-level", "warning", *UVICORN_OPTIONS,
+    ]  # fmt: skip
+
+
+def mlflow_command(python: str, model_dir: Path, port: int, workers: int) -> list[str]:
+    mlflow_bin = str(Path(python).parent / "mlflow")
+    return [
+        mlflow_bin, "models", "serve", "-m", str(model_dir), "-h", "127.0.0.1", "-p", str(port),
+        "--workers", str(workers), "--env-manager", "local",
+    ]  # fmt: skip
+
+
+def run_points(url: str, specs: list[Spec], args: argparse.Namespace, tmp: Path) -> dict[str, Load]:
+    return {
+        s.key: point(
+            s.label,
+            f"{url}{s.path}",
+            s.concurrency,
+            s.rows,
+            args.duration,
+            args.warmup,
+            tmp,
+            s.body,
+            s.lua,
+        )
+        for s in specs
+    }
+
+
+def kiln_specs(one: np.ndarray, hundred: np.ndarray) -> list[Spec]:
+    infer = "/v2/models/bench/infer"
+    specs = [Spec(f"v2-{c}", "Kiln v2, 1 row", infer, c, 1, v2_body(one)) for c in (1, 8, 64)]
+    specs.append(Spec("v2-100", "Kiln v2, 100 rows", infer, 8, 100, v2_body(hundred)))
+    specs += [
+        Spec(f"inv-{c}", "Kiln /invocations, 1 row", "/invocations", c, 1, mlflow_body(one))
+        for c in (1, 8, 64)
+    ]
+    specs.append(
+        Spec("inv-100", "Kiln /invocations, 100 rows", "/invocations", 8, 100, mlflow_body(hundred))
+    )
+    specs.append(
+        Spec(
+            "native-8",
+            "Kiln native, 8 online features",
+            "/deployments/bench-native/predict",
+            8,
+            1,
+            lua=NATIVE_LUA,
+        )
+    )
+    return specs
+
+
+def floor_specs(one: np.ndarray) -> list[Spec]:
+    return [
+        Spec("v2-64", "HTTP floor, v2 body", "/v2/models/bench/infer", 64, 1, v2_body(one)),
+        Spec("inv-64", "HTTP floor, /invocations body", "/invocations", 64, 1, mlflow_body(one)),
+    ]
+
+
+def mlflow_specs(one: np.ndarray, hundred: np.ndarray, version: str) -> list[Spec]:
+    specs = [
+        Spec(f"inv-{c}", f"MLflow {version}, 1 row", "/invocations", c, 1, mlflow_body(one))
+        for c in (1, 8, 64)
+    ]
+    specs.append(
+        Spec("inv-100", f"MLflow {version}, 100 rows", "/invocations", 8, 100, mlflow_body(hundred))
+    )
+    return specs
+
+
 # -- report ----------------------------------------------------------------------------------
 
 
-def _row(load: Load, base: Load | None = None) -> str:
-    ratio = f"{load.requests_per_s / base.requests_per_s:.1f}x" if base else ""
+def _times(value: float, base: Load | None) -> str:
+    return f"{value / base.requests_per_s:.2f}x" if base else ""
+
+
+def _row(load: Load, floor: Load | None = None, mlflow: Load | None = None) -> str:
     return (
         f"| {load.label} | {load.concurrency} | {load.requests_per_s:,.0f} | "
         f"{load.rows_per_s:,.0f} | {load.p50_ms:.2f} | {load.p99_ms:.2f} | {load.errors} | "
-        f"{ratio} |"
+        f"{_times(load.requests_per_s, floor)} | {_times(load.requests_per_s, mlflow)} |"
     )
 
 
-def report(
-    kiln_loads: dict[str, Load],
-    mlflow_loads: dict[str, Load],
-    one_row: Stats,
-    bulk_rows_s: float,
-    args: argparse.Namespace,
-    mlflow_ver: str | None,
-    load_avg: tuple[float, float],
-) -> str:
-    v1, v8, v64 = kiln_loads["v2-1"], kiln_loads["v2-8"], kiln_loads["v2-64"]
-    b100, native = kiln_loads["v2-100"], kiln_loads["native-8"]
-    inv64 = kiln_loads["inv-64"]
-    ml64 = mlflow_loads.get("inv-64")
+def _at_least(value: float, target: float) -> str:
+    """Met or not for a floor-type target, with the margin."""
+    if value >= target:
+        return f"yes ({value / target - 1:.0%} over)"
+    return f"**no** ({value / target:.0%} of the target)"
+
+
+def round_section(r: Round, mlflow_ver: str | None) -> list[str]:
+    k = r.kiln
+    each = "one worker each" if r.workers == 1 else f"{r.workers} workers each"
     lines = [
-        "## Serving",
+        f"### {each.capitalize()}",
         "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}, LightGBM {lgb.__version__}, uvicorn "
-        f"{metadata.version('uvicorn')}; load average {load_avg[0]:.1f} before, "
-        f"{load_avg[1]:.1f} after (the load generator shares the machine). Command: "
-        f"`python benchmarks/serving.py --duration {args.duration:g} --workers {args.workers}"
-        f"{' --quick' if args.quick else ''}`. wrk on 127.0.0.1, {args.duration:g} s per point "
-        f"after a {args.warmup:g} s warm-up; `kiln serve --workers {args.workers}` with the "
-        "prediction log on.",
+        f"The HTTP floor, `kiln serve --workers {r.workers}` and "
+        + (f"`mlflow models serve --workers {r.workers}`" if r.mlflow else "no MLflow")
+        + ", one after the other.",
         "",
-        "| load | concurrency | requests/s | rows/s | p50 ms | p99 ms | errors | vs MLflow |",
-        "|---|---|---|---|---|---|---|---|",
+        "| load | concurrency | requests/s | rows/s | p50 ms | p99 ms | errors | vs floor "
+        "| vs MLflow |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for key, load in kiln_loads.items():
-        base = mlflow_loads.get(key.replace("v2", "inv")) if key.startswith("inv") else None
-        lines.append(_row(load, mlflow_loads.get(key) if key.startswith("inv") else base))
-    for load in mlflow_loads.values():
-        lines.append(_row(load))
+    lines += [_row(load) for load in r.floor.values()]
     lines += [
-        "",
-        f"In-process baselines, same run: `Booster.predict` on 1 row {one_row.median * 1e6:.0f} µs "
-        f"median (p99 {one_row.pct(99) * 1e6:.0f} µs); on 100,000 rows {bulk_rows_s:,.0f} rows/s.",
+        _row(load, r.floor.get(key), r.mlflow.get(key) if key.startswith("inv") else None)
+        for key, load in k.items()
+    ]
+    lines += [_row(load) for load in r.mlflow.values()]
+    v8, v64, inv64 = k["v2-8"], k["v2-64"], k["inv-64"]
+    floor64 = r.floor["v2-64"]
+    share = v64.requests_per_s / floor64.requests_per_s
+    errors = sum(x.errors for x in k.values())
+    lines += [
         "",
         "| target | measured | met |",
         "|---|---|---|",
@@ -337,33 +466,197 @@ def report(
         f"{verdict(v8.p99_ms, 5.0)} |",
         f"| single-row p99 at concurrency 64 < 50 ms | {v64.p99_ms:.2f} ms | "
         f"{verdict(v64.p99_ms, 50.0)} |",
+        f"| single-row throughput at concurrency 64 >= 60% of the HTTP floor (same uvicorn "
+        f"stack, {each}) | {share:.0%} ({v64.requests_per_s:,.0f} vs "
+        f"{floor64.requests_per_s:,.0f} req/s) | {_at_least(share, 0.6)} |",
     ]
+    ml64 = r.mlflow.get("inv-64")
     if ml64 is not None:
         ratio = inv64.requests_per_s / ml64.requests_per_s
         lines.append(
             f"| single-row throughput at concurrency 64 >= 10x `mlflow models serve` "
-            f"(MLflow {mlflow_ver}, same `/invocations` load) | {ratio:.1f}x "
+            f"(MLflow {mlflow_ver}, {each}, same `/invocations` load) | {ratio:.1f}x "
             f"({inv64.requests_per_s:,.0f} vs {ml64.requests_per_s:,.0f} req/s) | "
-            f"{'yes' if ratio >= 10 else '**no**'} |"
+            f"{_at_least(ratio, 10.0)} |"
         )
     else:
         lines.append(
             "| throughput vs `mlflow models serve` | not measured (no --mlflow-python) | — |"
         )
+    b100, native = k["v2-100"], k["native-8"]
     lines += [
-        f"| 100-row requests >= 100,000 rows/s | {b100.rows_per_s:,.0f} rows/s "
-        f"({b100.rows_per_s / bulk_rows_s:.0%} of in-process bulk predict) | "
-        f"{'yes' if b100.rows_per_s >= 100_000 else '**no**'} |",
+        f"| 100-row requests >= 100,000 rows/s | {b100.rows_per_s:,.0f} rows/s | "
+        f"{_at_least(b100.rows_per_s, 100_000)} |",
         f"| native with 8 online features, p99 at concurrency 8 < 8 ms | {native.p99_ms:.2f} ms | "
         f"{verdict(native.p99_ms, 8.0)} |",
-        f"| errors | {sum(x.errors for x in kiln_loads.values())} | "
-        f"{'yes' if sum(x.errors for x in kiln_loads.values()) == 0 else '**no**'} |",
-        "",
-        f"Single-row throughput at concurrency 1: {v1.requests_per_s:,.0f} req/s "
-        f"(p99 {v1.p99_ms:.2f} ms).",
+        f"| errors | {errors} | {'yes' if errors == 0 else '**no**'} |",
         "",
     ]
+    return lines
+
+
+def machine(load_avg: tuple[float, float]) -> str:
+    return (
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}, LightGBM {lgb.__version__}, uvicorn "
+        f"{metadata.version('uvicorn')}; load average {load_avg[0]:.1f} before, "
+        f"{load_avg[1]:.1f} after (the load generator shares the machine)."
+    )
+
+
+def command_line() -> str:
+    """How this run was started, for the page (paths shortened to their names)."""
+    words = [w if not os.path.isabs(w) else Path(w).name for w in sys.argv[1:]]
+    return " ".join(["python benchmarks/serving.py", *(w for w in words)])
+
+
+def report(
+    rounds: list[Round],
+    one_row: Stats,
+    bulk_rows_s: float,
+    args: argparse.Namespace,
+    mlflow_ver: str | None,
+    load_avg: tuple[float, float],
+) -> str:
+    lines = [
+        "## Serving",
+        "",
+        f"{machine(load_avg)} Command: `{command_line()}`. wrk on 127.0.0.1, "
+        f"{args.duration:g} s per point after a {args.warmup:g} s warm-up; `kiln serve` with "
+        "the prediction log on. In each comparison every server runs the same number of "
+        "uvicorn workers; the HTTP floor is a bare ASGI app on the same uvicorn stack as "
+        "`kiln serve` (httptools, uvloop) that parses the same JSON body and answers a fixed "
+        "prediction (`benchmarks/_http_floor.py`).",
+        "",
+        f"In-process baselines, same run: `Booster.predict` on 1 row {one_row.median * 1e6:.0f} "
+        f"µs median (p99 {one_row.pct(99) * 1e6:.0f} µs); on 100,000 rows "
+        f"{bulk_rows_s:,.0f} rows/s.",
+        "",
+    ]
+    for r in rounds:
+        lines += round_section(r, mlflow_ver)
     return "\n".join(lines)
+
+
+# -- the run --------------------------------------------------------------------------------
+
+
+def setup(tmp: Path, rng: np.random.Generator) -> tuple[lgb.Booster, np.ndarray]:
+    """Registers and deploys ``bench`` (the 20-feature model) and ``bench-native``."""
+    kiln.configure(home=tmp / "home")
+    booster, x = train(rng)
+    kiln.models.register("bench", booster, input_example=pd.DataFrame(x[:5], columns=NAMES))
+    kiln.models.set_alias("bench", "champion", version=1)
+    features, _ = setup_features(tmp, rng)
+    booster8 = lgb.train(
+        {"objective": "binary", "num_leaves": 31, "verbose": -1},
+        lgb.Dataset(
+            rng.standard_normal((5000, 8)), rng.integers(0, 2, 5000), feature_name=USER_FEATURES
+        ),
+        num_boost_round=100,
+    )
+    example8 = pd.DataFrame(rng.standard_normal((5, 8)), columns=USER_FEATURES)
+    kiln.models.register("bench8", booster8, input_example=example8)
+    kiln.deployments.create("bench", model="bench@champion")
+    kiln.deployments.create("bench-native", model="bench8/1", features=features)
+    return booster, x
+
+
+def serve_round(
+    workers: int,
+    x: np.ndarray,
+    args: argparse.Namespace,
+    tmp: Path,
+    env: dict[str, str],
+    mlflow_model: tuple[Path, str] | None,
+) -> Round:
+    one, hundred = x[:1], x[:100]
+    print(f"-- {workers} worker(s) each", flush=True)
+    port = free_local_port()
+    url = f"http://127.0.0.1:{port}"
+    with process(floor_command(port, workers), f"{url}/", tmp / "floor.log", env):
+        floor = run_points(url, floor_specs(one), args, tmp)
+    port = free_local_port()
+    url = f"http://127.0.0.1:{port}"
+    with process(kiln_command(port, workers), f"{url}/v2/health/ready", tmp / "kiln.log", env):
+        kiln_loads = run_points(url, kiln_specs(one, hundred), args, tmp)
+    mlflow_loads: dict[str, Load] = {}
+    if mlflow_model is not None:
+        model_dir, version = mlflow_model
+        port = free_local_port()
+        url = f"http://127.0.0.1:{port}"
+        command = mlflow_command(args.mlflow_python, model_dir, port, workers)
+        # mlflow starts `uvicorn` by name: its own environment's scripts come first.
+        menv = {**env, "PATH": f"{Path(args.mlflow_python).parent}{os.pathsep}{env['PATH']}"}
+        with process(command, f"{url}/ping", tmp / "mlflow.log", menv):
+            mlflow_loads = run_points(url, mlflow_specs(one, hundred, version), args, tmp)
+    return Round(workers, floor, kiln_loads, mlflow_loads)
+
+
+def prepare_mlflow(python: str, booster: lgb.Booster, tmp: Path) -> tuple[Path, str]:
+    """The same booster saved as an MLflow model by MLflow's own environment."""
+    model_file, model_dir = tmp / "booster.txt", tmp / "mlflow-model"
+    booster.save_model(str(model_file))
+    subprocess.run([python, "-c", _SAVE_MLFLOW, str(model_file), str(model_dir)], check=True)
+    return model_dir, mlflow_version(python)
+
+
+# -- run-to-run spread --------------------------------------------------------------------
+
+
+def spread(
+    workers: int, x: np.ndarray, args: argparse.Namespace, tmp: Path, env: dict[str, str]
+) -> list[str]:
+    """N short runs against three servers up side by side, interleaved, so each run's
+    figures share the machine's state of that moment."""
+    body = v2_body(x[:1])
+    path = "/v2/models/bench/infer"
+    ports = [free_local_port() for _ in range(3)]
+    urls = [f"http://127.0.0.1:{p}" for p in ports]
+    runs: dict[str, list[float]] = {k: [] for k in ("p99", "p99-nolog", "kiln64", "floor64")}
+    seconds = args.spread_seconds
+    with (
+        process(kiln_command(ports[0], workers), f"{urls[0]}/v2/health/ready", tmp / "k.log", env),
+        process(
+            kiln_command(ports[1], workers, "--no-prediction-log"),
+            f"{urls[1]}/v2/health/ready",
+            tmp / "k-nolog.log",
+            env,
+        ),
+        process(floor_command(ports[2], workers), f"{urls[2]}/", tmp / "floor.log", env),
+    ):
+        for url in urls:
+            wrk(f"{url}{path}", body, None, 64, args.warmup, tmp)
+        for i in range(args.spread):
+            print(f"  run {i + 1}/{args.spread}", flush=True)
+            runs["p99"].append(wrk(f"{urls[0]}{path}", body, None, 8, seconds, tmp)[2])
+            runs["p99-nolog"].append(wrk(f"{urls[1]}{path}", body, None, 8, seconds, tmp)[2])
+            runs["kiln64"].append(wrk(f"{urls[0]}{path}", body, None, 64, seconds, tmp)[0])
+            runs["floor64"].append(wrk(f"{urls[2]}{path}", body, None, 64, seconds, tmp)[0])
+    share = [k / f for k, f in zip(runs["kiln64"], runs["floor64"], strict=True)]
+    each = "one worker each" if workers == 1 else f"{workers} workers each"
+
+    def row(what: str, values: list[float], fmt: str) -> str:
+        low, mid, high = min(values), statistics.median(values), max(values)
+        return f"| {what} | {len(values)} | {low:{fmt}} | {mid:{fmt}} | {high:{fmt}} |"
+
+    return [
+        f"### Run-to-run spread, {each}",
+        "",
+        f"{args.spread} runs of {seconds:g} s each (`wrk -t2`), interleaved over three servers "
+        f"up side by side: `kiln serve --workers {workers}` with the prediction log on, the "
+        "same with `--no-prediction-log`, and the HTTP floor. The figures above are one run "
+        "each; this is how far one run moves on this machine.",
+        "",
+        "| measure | runs | lowest | median | highest |",
+        "|---|---|---|---|---|",
+        row("single-row p99 at concurrency 8, ms", runs["p99"], ".2f"),
+        row("the same without the prediction log, ms", runs["p99-nolog"], ".2f"),
+        row("single-row requests/s at concurrency 64", runs["kiln64"], ",.0f"),
+        row("HTTP floor requests/s at concurrency 64", runs["floor64"], ",.0f"),
+        row("Kiln's share of the floor at concurrency 64 (same run)", share, ".0%"),
+        "",
+    ]
 
 
 def main() -> None:
@@ -371,12 +664,18 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 s per point, 1 s warm-up")
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--warmup", type=float, default=3.0)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[1, 2], help="one comparison per count"
+    )
     parser.add_argument("--mlflow-python", help="a Python with mlflow and lightgbm installed")
+    parser.add_argument("--spread", type=int, metavar="N", help="measure the run-to-run spread")
+    parser.add_argument("--spread-seconds", type=float, default=8.0)
     parser.add_argument("--write", type=Path, help="replace the serving section of this file")
     args = parser.parse_args()
     if args.quick:
-        args.duration, args.warmup = 3.0, 1.0
+        args.duration, args.warmup, args.spread_seconds = 3.0, 1.0, 3.0
+    if any(w < 1 for w in args.workers):
+        raise SystemExit(f"--workers must be >= 1; got {args.workers}")
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
     load_before = os.getloadavg()[0]
@@ -385,129 +684,32 @@ def main() -> None:
         tmp = Path(tmp_name)
         env = {**os.environ, "KILN_HOME": str(tmp / "home")}
         os.environ["KILN_HOME"] = env["KILN_HOME"]
-        kiln.configure(home=tmp / "home")
-        booster, x = train(rng)
-        one_row, bulk_rows_s = in_process(booster, x)
-        kiln.models.register("bench", booster, input_example=pd.DataFrame(x[:5], columns=NAMES))
-        kiln.models.set_alias("bench", "champion", version=1)
-        features, _ = setup_features(tmp, rng)
-        booster8 = lgb.train(
-            {"objective": "binary", "num_leaves": 31, "verbose": -1},
-            lgb.Dataset(
-                rng.standard_normal((5000, 8)), rng.integers(0, 2, 5000), feature_name=USER_FEATURES
-            ),
-            num_boost_round=100,
-        )
-        example8 = pd.DataFrame(rng.standard_normal((5, 8)), columns=USER_FEATURES)
-        kiln.models.register("bench8", booster8, input_example=example8)
-        kiln.deployments.create("bench", model="bench@champion")
-        kiln.deployments.create("bench-native", model="bench8/1", features=features)
-
-        port = free_local_port()
-        url = f"http://127.0.0.1:{port}"
-        command = [
-            sys.executable, "-m", "kiln", "serve", "bench", "bench-native",
-            "--port", str(port), "--workers", str(args.workers), "--default", "bench",
-        ]  # fmt: skip
-        one, hundred = x[:1], x[:100]
-        kiln_loads: dict[str, Load] = {}
-        print(f"kiln serve on {url}", flush=True)
-        with process(command, f"{url}/v2/health/ready", tmp / "kiln.log", env):
-            infer = f"{url}/v2/models/bench/infer"
-            for c in (1, 8, 64):
-                kiln_loads[f"v2-{c}"] = point(
-                    "Kiln v2, 1 row", infer, c, 1, args.duration, args.warmup, tmp, v2_body(one)
-                )
-            kiln_loads["v2-100"] = point(
-                "Kiln v2, 100 rows",
-                infer,
-                8,
-                100,
-                args.duration,
-                args.warmup,
-                tmp,
-                v2_body(hundred),
+        booster, x = setup(tmp, rng)
+        if args.spread:
+            lines = [
+                "## Serving: run-to-run spread",
+                "",
+                f"Command: `{command_line()}`.",
+                "",
+            ]
+            for workers in args.workers:
+                lines += spread(workers, x, args, tmp, env)
+            lines[3:3] = [machine((load_before, os.getloadavg()[0])), ""]
+            section, name = "\n".join(lines), "serving-spread"
+        else:
+            one_row, bulk_rows_s = in_process(booster, x)
+            mlflow_model = None
+            if args.mlflow_python:
+                mlflow_model = prepare_mlflow(args.mlflow_python, booster, tmp)
+            rounds = [serve_round(w, x, args, tmp, env, mlflow_model) for w in args.workers]
+            mlflow_ver = mlflow_model[1] if mlflow_model else None
+            section = report(
+                rounds, one_row, bulk_rows_s, args, mlflow_ver, (load_before, os.getloadavg()[0])
             )
-            for c in (1, 8, 64):
-                kiln_loads[f"inv-{c}"] = point(
-                    "Kiln /invocations, 1 row",
-                    f"{url}/invocations",
-                    c,
-                    1,
-                    args.duration,
-                    args.warmup,
-                    tmp,
-                    mlflow_body(one),
-                )
-            kiln_loads["inv-100"] = point(
-                "Kiln /invocations, 100 rows",
-                f"{url}/invocations",
-                8,
-                100,
-                args.duration,
-                args.warmup,
-                tmp,
-                mlflow_body(hundred),
-            )
-            lua = (
-                "request = function()\n"
-                "  local body = '{\"entities\": {\"user_id\": ' .. math.random(0, 9999) .. '}}'\n"
-                "  return wrk.format(nil, nil, nil, body)\n"
-                "end"
-            )
-            kiln_loads["native-8"] = point(
-                "Kiln native, 8 online features", f"{url}/deployments/bench-native/predict",
-                8, 1, args.duration, args.warmup, tmp, lua_body=lua,
-            )  # fmt: skip
-
-        mlflow_loads: dict[str, Load] = {}
-        mlflow_ver = None
-        if args.mlflow_python:
-            mlflow_ver = mlflow_version(args.mlflow_python)
-            model_file, model_dir = tmp / "booster.txt", tmp / "mlflow-model"
-            booster.save_model(str(model_file))
-            subprocess.run(
-                [args.mlflow_python, "-c", _SAVE_MLFLOW, str(model_file), str(model_dir)],
-                check=True,
-            )
-            mlflow_bin = str(Path(args.mlflow_python).parent / "mlflow")
-            mport = free_local_port()
-            murl = f"http://127.0.0.1:{mport}"
-            command = [mlflow_bin, "models", "serve", "-m", str(model_dir), "-h", "127.0.0.1",
-                       "-p", str(mport), "--env-manager", "local"]  # fmt: skip
-            print(f"mlflow models serve on {murl}", flush=True)
-            # mlflow starts `uvicorn` by name: its own environment's scripts come first.
-            menv = {**env, "PATH": f"{Path(args.mlflow_python).parent}{os.pathsep}{env['PATH']}"}
-            with process(command, f"{murl}/ping", tmp / "mlflow.log", menv):
-                for c in (1, 8, 64):
-                    mlflow_loads[f"inv-{c}"] = point(
-                        f"MLflow {mlflow_ver}, 1 row",
-                        f"{murl}/invocations",
-                        c,
-                        1,
-                        args.duration,
-                        args.warmup,
-                        tmp,
-                        mlflow_body(one),
-                    )
-                mlflow_loads["inv-100"] = point(
-                    f"MLflow {mlflow_ver}, 100 rows",
-                    f"{murl}/invocations",
-                    8,
-                    100,
-                    args.duration,
-                    args.warmup,
-                    tmp,
-                    mlflow_body(hundred),
-                )
-
-    section = report(
-        kiln_loads, mlflow_loads, one_row, bulk_rows_s, args, mlflow_ver,
-        (load_before, os.getloadavg()[0]),
-    )  # fmt: skip
+            name = "serving"
     print(section)
     if args.write:
-        replace_section(args.write, "serving", section)
+        replace_section(args.write, name, section)
 
 
 if __name__ == "__main__":
