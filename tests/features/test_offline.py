@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -714,3 +715,32 @@ def test_reserved_column_names_are_rejected(tmp_path: Path) -> None:
     fv = view(ParquetSource(write_parquet(tmp_path / "f.parquet", rows)), "event_ts")
     with pytest.raises(InvalidInput, match="reserved"):
         check_view_source(fv, offline_dir=tmp_path)
+
+
+@pytest.mark.parametrize("chunks", [1, 3])
+def test_results_go_back_to_spine_order_whatever_the_column_type(chunks: int) -> None:
+    """Fixed-width columns are scattered to their rows, others gathered: same result."""
+    from kiln.features import offline
+    from kiln.features._sources import ROW
+
+    rng = np.random.default_rng(3)
+    n = 40
+    some_null = rng.random(n) < 0.3
+    table = pa.table(
+        {
+            "f": pa.array(rng.random(n), mask=some_null),
+            "i": pa.array(rng.integers(-5, 5, n)),
+            "i32": pa.array(rng.integers(-5, 5, n).astype(np.int32), mask=~some_null),
+            "b": pa.array(rng.random(n) < 0.5, mask=some_null),
+            "s": pa.array([None if m else f"v{j}" for j, m in enumerate(some_null)]),
+            "t": pa.array(rng.integers(0, 10**15, n), pa.timestamp("us")),
+            "d": pa.array([None] * n, pa.float64()),
+            ROW: pa.array(rng.permutation(n)),
+        }
+    )
+    cut = np.linspace(0, n, chunks + 1).astype(int).tolist()
+    table = pa.concat_tables([table.slice(a, b - a) for a, b in itertools.pairwise(cut)])
+    got = offline._in_spine_order(table)
+    want = table.drop_columns([ROW]).take(np.argsort(table.column(ROW).to_numpy()))
+    assert got.schema == want.schema
+    assert got.equals(want)

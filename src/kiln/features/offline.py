@@ -222,14 +222,52 @@ def _compute(plan: _Plan, narrow: pa.Table) -> pa.Table:
 def _in_spine_order(table: pa.Table) -> pa.Table:
     """The rows put back in spine order by their row number, which is a permutation.
 
-    Its inverse is one scatter and the reordering one gather per column, both linear,
-    where an ``ORDER BY`` sorts every result row again (about a quarter of a
-    training-set query's time on a 1M-row spine).
+    Each fixed-width column is scattered to its rows' positions (``out[row] = value``)
+    in numpy: writes to random places cost a third of reads from random places (a
+    gather, ``take``), and a tenth of sorting the result again (``ORDER BY``) on a
+    1M-row spine. Other columns (strings...) are gathered.
     """
-    rows = table.column(ROW).to_numpy()
-    order = np.empty(len(rows), dtype=np.int64)
-    order[rows] = np.arange(len(rows), dtype=np.int64)
-    return table.drop_columns([ROW]).take(order)
+    rows = np.asarray(table.column(ROW).to_numpy(), dtype=np.int64)
+    kept = [i for i, name in enumerate(table.column_names) if name != ROW]
+    order: np.ndarray | None = None
+    columns = []
+    for i in kept:
+        column = table.column(i)
+        array = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+        scattered = _scatter(array, rows)
+        if scattered is None:
+            if order is None:
+                order = np.empty(len(rows), dtype=np.int64)
+                order[rows] = np.arange(len(rows), dtype=np.int64)
+            scattered = array.take(pa.array(order))
+        columns.append(scattered)
+    return pa.Table.from_arrays(columns, schema=pa.schema([table.schema.field(i) for i in kept]))
+
+
+_WIDTHS = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def _scatter(array: pa.Array, rows: np.ndarray) -> pa.Array | None:
+    """``array`` with value ``i`` moved to position ``rows[i]``; None if not fixed-width."""
+    kind = array.type
+    if pa.types.is_boolean(kind) or not pa.types.is_primitive(kind):
+        return None
+    width = _WIDTHS.get(kind.bit_width // 8)
+    if width is None or kind.bit_width % 8:
+        return None
+    n = len(array)
+    if n == 0:
+        return array
+    data = array.buffers()[1]
+    values = np.frombuffer(data, dtype=width, count=n, offset=array.offset * (kind.bit_width // 8))
+    out = np.empty(n, dtype=width)
+    out[rows] = values
+    validity = None
+    if array.null_count:
+        valid = np.empty(n, dtype=bool)
+        valid[rows] = array.is_valid().to_numpy(zero_copy_only=False)
+        validity = pa.array(valid).buffers()[1]
+    return pa.Array.from_buffers(kind, n, [validity, pa.py_buffer(out)], array.null_count)
 
 
 def _as_utc(table: pa.Table, names: Sequence[str]) -> pa.Table:
