@@ -422,10 +422,10 @@ def point_in_time(
     Without a created column the ASOF join on event time is the answer. With one it
     joins on visibility, ``greatest(event_ts, created)``, after the superseded rows
     (``replaced``, from ``kiln.features._superseded``; None when there are none) have been swapped
-    for the best rows they stand for, so no spine row needs a second look.
+    for the best rows they stand for, so no spine row needs a second look. TTL is
+    applied in the join's own projection, so no event time is carried to the end.
     """
-    ev, fs = f"__kiln_{v}_ev", [f"__kiln_{v}_f{j}" for j in range(len(features))]
-    cols = ", ".join(f"d.{quote(f)} AS {n}" for f, n in zip(features, fs, strict=True))
+    fs = [f"__kiln_{v}_f{j}" for j in range(len(features))]
     on = _keys_equal(rows, "l", "d")
     if not rows.has_created:
         q.cte(f"{v}_rows", _usable(rows))
@@ -445,17 +445,18 @@ def point_in_time(
             )
         q.cte(f"{v}_rows", visible)
         at = VISIBLE
+    values = [f"d.{quote(f)}" for f in features]
+    if ttl is not None:
+        fresh = f"d.{EVENT_TS} >= l.{T} - {q.param(f'{v}_ttl', ttl)}"
+        values = [f"CASE WHEN {fresh} THEN {value} END" for value in values]
+    cols = ", ".join(f"{value} AS {n}" for value, n in zip(values, fs, strict=True))
     q.cte(
         f"{v}_res",
-        f"SELECT l.*, d.{EVENT_TS} AS {ev}, {cols}\nFROM {chain.name} l ASOF LEFT JOIN "
+        f"SELECT l.*, {cols}\nFROM {chain.name} l ASOF LEFT JOIN "
         f"{v}_rows d\nON {on} AND l.{T} >= d.{at}",
     )
     chain.name = f"{v}_res"
-    values = [f"c.{f}" for f in fs]
-    if ttl is None:
-        return values
-    fresh = f"c.{ev} >= c.{T} - {q.param(f'{v}_ttl', ttl)}"
-    return [f"CASE WHEN {fresh} THEN {value} END" for value in values]
+    return [f"c.{f}" for f in fs]
 
 
 def _aggregate(agg: Aggregation, rows: Rows, window: str) -> str:
