@@ -307,10 +307,13 @@ def _send(
     description: str,
     *,
     version: int | None = None,
-) -> tuple[Counter[int], list[float]]:
-    """Post every body from 8 threads (once the server serves ``version``, if given);
-    failed requests by status, and round-trip ms."""
-    failures = Counter[int]()
+) -> tuple[Counter[str], list[float]]:
+    """Post every body from 8 threads (once the server serves ``version``, if given).
+
+    Returns the failed requests by HTTP status (or the error of a request that got no
+    answer: a server gone mid-traffic is reported like any failure), and round-trip ms.
+    """
+    failures = Counter[str]()
     client_ms: list[float] = []
     with httpx.Client(base_url=url, timeout=10.0) as http:
         if version is not None:
@@ -318,10 +321,14 @@ def _send(
 
         def send(body: dict[str, Any]) -> None:
             start = time.perf_counter()
-            r = http.post(f"/deployments/{DEPLOYMENT}/predict", json=body)
+            try:
+                r = http.post(f"/deployments/{DEPLOYMENT}/predict", json=body)
+            except httpx.TransportError as exc:
+                failures[type(exc).__name__] += 1
+                return
             client_ms.append((time.perf_counter() - start) * 1000.0)
             if r.status_code != 200:
-                failures[r.status_code] += 1
+                failures[str(r.status_code)] += 1
 
         pool = ThreadPoolExecutor(8)
         try:
@@ -358,11 +365,14 @@ def _wait_for_version(http: httpx.Client, version: int, timeout_s: float = 10.0)
     """Until the server lists ``version`` among the deployment's (it polls for changes)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        versions = http.get(f"/v2/models/{DEPLOYMENT}").json().get("versions", [])
+        try:
+            versions = http.get(f"/v2/models/{DEPLOYMENT}").json().get("versions", [])
+        except httpx.TransportError as exc:
+            raise KilnError(f"kiln serve stopped answering at {http.base_url}: {exc}") from None
         if str(version) in versions:
             return
         time.sleep(0.05)
-    raise KilnError(f"the demo server did not pick up the canary within {timeout_s:g} s")
+    raise KilnError(f"kiln serve did not pick up the canary within {timeout_s:g} s")
 
 
 @dataclass(frozen=True)
@@ -414,7 +424,7 @@ def _report(
     *,
     url: str,
     sent: int,
-    failures: Counter[int],
+    failures: Counter[str],
     client_ms: list[float],
     started: datetime,
     revision: int,
