@@ -49,11 +49,12 @@ results need matching up again. Without a created column the join is on
 is both past and written, ``greatest(event_ts, created)``, and the join is on that: its
 match is the row that became visible last, which is the answer unless a row with a
 greater ``(event_ts, created)`` was already visible (a late backfill, or an older version
-of the same event time). Such superseded rows are found once per source content (a
-window over the rows) and swapped for the best row they stand for before the join, so
-every spine row is answered by one ASOF lookup. TTL is applied last and results are
-sorted by spine row number. User data reaches SQL only through registered tables and
-bound parameters; identifiers are quoted.
+of the same event time). Such superseded rows are found once per source content (one
+sort of keys and times, then linear scans: ``kiln.features._superseded``) and swapped for
+the best row they stand for before the join, so every spine row is answered by one ASOF
+lookup. TTL is applied in each join's projection, and results are put back in spine
+order by row number. User data reaches SQL only through registered tables and bound
+parameters; identifiers are quoted.
 """
 
 from __future__ import annotations
