@@ -539,10 +539,12 @@ class Runtime:
             self._report_breaker(spec.name, slot)
         else:
             outcome = "error"  # the breaker is open: the model is not even asked
-        elapsed = time.perf_counter() - start
-        live.stats[arm].record(
-            elapsed * 1000.0, error=outcome != "ok", predictions=_scores(outputs)
-        )
+        if _judged(live):  # the statistics a guard compares; nothing else reads them
+            live.stats[arm].record(
+                (time.perf_counter() - start) * 1000.0,
+                error=outcome != "ok",
+                predictions=_scores(outputs),
+            )
         if outputs is None:
             self.metrics.observe_error(spec.name, slot.ref, outcome)
             outputs, answered_by = await self._fallback(live, data, outcome)
@@ -674,9 +676,7 @@ class Runtime:
     async def judge_once(self) -> None:
         for live in list(self.live.values()):
             traffic = live.spec.traffic
-            if traffic.guard is None or live.challenger is None:
-                continue
-            if traffic.policy not in ("canary", "blue_green"):
+            if traffic.guard is None or not _judged(live):
                 continue
             champion, challenger = live.stats["champion"], live.stats["challenger"]
             if self._board is not None:
@@ -701,6 +701,16 @@ class Runtime:
                     expected_revision=live.spec.revision,
                     client=self._client,
                 )
+
+
+def _judged(live: Live) -> bool:
+    """Whether a guard compares this deployment's arms (a guarded canary or blue-green)."""
+    traffic = live.spec.traffic
+    return (
+        traffic.guard is not None
+        and live.challenger is not None
+        and traffic.policy in ("canary", "blue_green")
+    )
 
 
 def _online_name(source: str, online: Mapping[str, Any]) -> str:

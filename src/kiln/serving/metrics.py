@@ -175,6 +175,7 @@ class ServingMetrics:
         self._batch_series: dict[tuple[str, int | str], Histogram] = {}
         self._queue_series: dict[tuple[str, int | str], Gauge] = {}
         self._invalid_series: dict[str, Counter] = {}
+        self._logged_series: dict[str, Counter] = {}
 
         dv = ("deployment", "version")
         self._requests = Counter(
@@ -354,7 +355,10 @@ class ServingMetrics:
 
     def count_logged(self, deployment: str, rows: int = 1) -> None:
         """Count prediction rows handed to the prediction log."""
-        self._logged.labels(deployment).inc(rows)
+        series = self._logged_series.get(deployment)
+        if series is None:
+            series = self._logged_series[deployment] = self._logged.labels(deployment)
+        series.inc(rows)
 
     def set_log_backlog(self, rows: int) -> None:
         """Rows the prediction log holds in memory, not yet written."""
