@@ -103,12 +103,13 @@ def find(con: duckdb.DuckDBPyConnection, rows: Rows) -> pa.Table:
     event = _micros(table.column(EVENT_TS))
     created = _micros(table.column(CREATED_TS))
     entity = _entity_starts(table, rows.keys)
+    segment = np.cumsum(entity, dtype=np.int64) - 1
     visible = np.maximum(event, created)
-    ranked = _offset_by_entity(entity, visible)
+    ranked = _offset_by_entity(segment, visible)
     positions = _superseded_positions(entity, event, created, ranked)
     if positions.size == 0:
         return _assemble(con, rows, table, positions, positions, visible)
-    best = _best_positions(entity, ranked, positions)
+    best = _best_positions(segment, ranked, positions)
     return _assemble(con, rows, table, positions, best, visible)
 
 
@@ -139,7 +140,7 @@ def _entity_starts(table: pa.Table, keys: tuple[str, ...]) -> np.ndarray:
     return starts
 
 
-def _offset_by_entity(entity: np.ndarray, values: np.ndarray) -> np.ndarray:
+def _offset_by_entity(segment: np.ndarray, values: np.ndarray) -> np.ndarray:
     """``values`` shifted so that every entity's lie above all of the previous entity's.
 
     The order within an entity is kept. Raw microseconds are used when entity count
@@ -148,7 +149,6 @@ def _offset_by_entity(entity: np.ndarray, values: np.ndarray) -> np.ndarray:
     n = len(values)
     if n == 0:
         return values.copy()
-    segment = np.cumsum(entity, dtype=np.int64) - 1
     lo, hi = int(values.min()), int(values.max())
     span = hi - lo + 1
     if (int(segment[-1]) + 1) * span < 2**62:
@@ -173,23 +173,26 @@ def _superseded_positions(
     tie_start = entity.copy()
     tie_start[1:] |= (event[1:] != event[:-1]) | (created[1:] != created[:-1])
     suffix_min = np.minimum.accumulate(ranked[::-1])[::-1]
-    starts = np.flatnonzero(tie_start)
-    group = np.cumsum(tie_start) - 1
-    after = np.append(starts[1:], n)[group]  # first position past the row's tie group
-    inside = after < n
-    later = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
-    later[inside] = suffix_min[after[inside]]
+    later = np.empty(n, dtype=np.int64)  # the smallest value past the row's tie group
+    later[-1] = np.iinfo(np.int64).max
+    if tie_start.all():  # no ties, the usual case: past the group is the next row
+        later[:-1] = suffix_min[1:]
+    else:
+        starts = np.flatnonzero(tie_start)
+        after = np.append(starts[1:], n)[np.cumsum(tie_start) - 1]
+        inside = after < n
+        later[~inside] = np.iinfo(np.int64).max
+        later[inside] = suffix_min[after[inside]]
     return np.flatnonzero(later <= ranked)
 
 
-def _best_positions(entity: np.ndarray, ranked: np.ndarray, positions: np.ndarray) -> np.ndarray:
+def _best_positions(segment: np.ndarray, ranked: np.ndarray, positions: np.ndarray) -> np.ndarray:
     """For each superseded position, the greatest position of its entity visible by then.
 
     Only the entities with superseded rows are looked at: their rows in visibility order
     (position order among equal times), a running maximum of position, and for rows that
     tie on visibility the maximum at the last of them (a row sees its peers).
     """
-    segment = np.cumsum(entity) - 1
     wanted = np.zeros(int(segment[-1]) + 1, dtype=bool)
     wanted[segment[positions]] = True
     subset = np.flatnonzero(wanted[segment])
