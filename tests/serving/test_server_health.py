@@ -133,6 +133,21 @@ def test_a_change_that_cannot_be_served_keeps_the_version_serving(tmp_path: Path
     assert "Traceback" not in log, log
 
 
+def test_a_named_deployment_deleted_while_served_is_not_ready() -> None:
+    register_linear("fraud")
+    kiln.deployments.create("a-api", model="fraud/1")
+    kiln.deployments.create("b-api", model="fraud/1")
+    with serving(["a-api", "b-api"]) as server, server.client() as http:
+        assert predict(http, "b-api").status_code == 200
+        kiln.deployments.delete("b-api")
+        wait_for(lambda: predict(http, "b-api").status_code == 503, 10.0)
+        assert "'b-api' does not exist" in predict(http, "b-api").json()["error"]
+        listed = http.get("/v2/health/ready").json()["deployments"]
+        assert listed["b-api"]["ready"] is False and listed["a-api"]["ready"] is True
+        assert predict(http, "a-api").status_code == 200
+    assert server.output().count("deployment 'b-api' is not ready") == 1
+
+
 MODULE = """
 import numpy as np
 from kiln.registry import PythonModel
