@@ -370,6 +370,7 @@ def _fingerprint(view: View, states: list[Any]) -> str | None:
 
 VISIBLE = "__kiln_visible"  # when a row is both past and written: greatest(event, created)
 BEST_EV = "__best_ev"  # a superseded row's stand-in: the event time of the best row
+BEST_CREATED = "__best_created"  # ... and its created time
 
 
 # -- point-in-time SQL over the CTE ``spine`` (ROW, join keys, T) ----------------------
@@ -421,9 +422,12 @@ def point_in_time(
 
     Without a created column the ASOF join on event time is the answer. With one it
     joins on visibility, ``greatest(event_ts, created)``, after the superseded rows
-    (``replaced``, from ``kiln.features._superseded``; None when there are none) have been swapped
-    for the best rows they stand for, so no spine row needs a second look. TTL is
-    applied in the join's own projection, so no event time is carried to the end.
+    (``replaced``, from ``kiln.features._superseded``; None when there are none) have
+    been swapped for the best rows they stand for, so no spine row needs a second look.
+    One join of the rows against their identities does it: a superseded row is dropped,
+    a best row is kept and copied once per row it stands for, with that row's
+    visibility. TTL is applied in the ASOF join's own projection, so no event time is
+    carried to the end.
     """
     fs = [f"__kiln_{v}_f{j}" for j in range(len(features))]
     on = _keys_equal(rows, "l", "d")
@@ -432,16 +436,33 @@ def point_in_time(
         at = EVENT_TS
     else:
         keys = ", ".join(quote(k) for k in rows.keys)
-        feats = "".join(f", {quote(f)}" for f in features)
-        head = f"SELECT {keys}, {EVENT_TS}, greatest({EVENT_TS}, {CREATED_TS}) AS {VISIBLE}{feats}"
-        visible = f"{head} FROM ({_usable(rows)}) u"
-        if replaced is not None:
-            same_row = " AND ".join(
-                f"u.{quote(c)} = x.{quote(c)}" for c in (*rows.keys, EVENT_TS, CREATED_TS)
+        feats = "".join(f", u.{quote(f)}" for f in features)
+        seen = f"greatest(u.{EVENT_TS}, u.{CREATED_TS})"
+        if replaced is None:
+            visible = (
+                f"SELECT {', '.join(f'u.{quote(k)}' for k in rows.keys)}, u.{EVENT_TS}, "
+                f"{seen} AS {VISIBLE}{feats} FROM ({_usable(rows)}) u"
             )
-            visible += (
-                f" ANTI JOIN {quote(replaced)} x ON {same_row}\nUNION ALL\n"
-                f"SELECT {keys}, {BEST_EV} AS {EVENT_TS}, {VISIBLE}{feats} FROM {quote(replaced)}"
+        else:
+            # Identities: 0 drops a superseded row; 1 copies a best row as the stand-in
+            # of the row it replaces, with that row's visibility; 2 keeps the best row.
+            x = quote(replaced)
+            q.cte(
+                f"{v}_ids",
+                f"SELECT {keys}, {EVENT_TS}, {CREATED_TS}, 0 AS __kind, "
+                f"CAST(NULL AS TIMESTAMP) AS {VISIBLE} FROM {x}\nUNION ALL\n"
+                f"SELECT {keys}, {BEST_EV}, {BEST_CREATED}, 1, {VISIBLE} FROM {x}\n"
+                f"UNION ALL\nSELECT DISTINCT {keys}, {BEST_EV}, {BEST_CREATED}, 2, "
+                f"CAST(NULL AS TIMESTAMP) FROM {x}",
+            )
+            same_row = " AND ".join(
+                f"u.{quote(c)} = i.{quote(c)}" for c in (*rows.keys, EVENT_TS, CREATED_TS)
+            )
+            visible = (
+                f"SELECT {', '.join(f'u.{quote(k)}' for k in rows.keys)}, u.{EVENT_TS}, "
+                f"CASE WHEN i.__kind = 1 THEN i.{VISIBLE} ELSE {seen} END AS {VISIBLE}{feats}\n"
+                f"FROM ({_usable(rows)}) u LEFT JOIN {v}_ids i ON {same_row}\n"
+                "WHERE i.__kind IS DISTINCT FROM 0"
             )
         q.cte(f"{v}_rows", visible)
         at = VISIBLE

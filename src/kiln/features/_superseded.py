@@ -14,8 +14,9 @@ its own" (a suffix minimum); and the best row a superseded row stands for is the
 greatest position among its entity's rows visible by its visibility time (a prefix
 maximum in visibility order, computed only for the entities that have superseded rows).
 Entities are kept apart by offsetting each one's values past the previous entity's, so
-one unsegmented ``accumulate`` serves all of them. The features of the best rows, usually
-a handful, are fetched by a second, filtered query.
+one unsegmented ``accumulate`` serves all of them. Only identities are kept: the join
+reads the best rows' features in the same pass that drops the superseded rows
+(``kiln.features._sources.point_in_time``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from kiln.features._sources import (
+    BEST_CREATED,
     BEST_EV,
     CREATED_TS,
     EVENT_TS,
@@ -40,8 +42,6 @@ from kiln.features._sources import (
 from kiln.features._sources import _usable as usable
 
 __all__ = ["find", "superseded"]
-
-_POS = "__kiln_pos"
 
 
 class _Cache:
@@ -89,10 +89,11 @@ def superseded(con: duckdb.DuckDBPyConnection, rows: Rows) -> str | None:
 
 
 def find(con: duckdb.DuckDBPyConnection, rows: Rows) -> pa.Table:
-    """Superseded rows as keys, ``event_ts``, ``created_ts``, VISIBLE, BEST_EV, features.
+    """Superseded rows as keys, ``event_ts``, ``created_ts``, VISIBLE, BEST_EV, BEST_CREATED.
 
-    The features and BEST_EV are the best row's. Rows with a NULL key are left out: no
-    spine row can join them.
+    BEST_EV and BEST_CREATED identify the best row (with the keys): rows tied on all
+    three are interchangeable. Rows with a NULL key are left out: no spine row can join
+    them.
     """
     keys = ", ".join(quote(k) for k in rows.keys)
     known = " AND ".join(f"{quote(k)} IS NOT NULL" for k in rows.keys)
@@ -107,10 +108,8 @@ def find(con: duckdb.DuckDBPyConnection, rows: Rows) -> pa.Table:
     visible = np.maximum(event, created)
     ranked = _offset_by_entity(segment, visible)
     positions = _superseded_positions(entity, event, created, ranked)
-    if positions.size == 0:
-        return _assemble(con, rows, table, positions, positions, visible)
-    best = _best_positions(segment, ranked, positions)
-    return _assemble(con, rows, table, positions, best, visible)
+    best = _best_positions(segment, ranked, positions) if positions.size else positions
+    return _assemble(rows, table, positions, best, visible)
 
 
 def _micros(column: pa.ChunkedArray) -> np.ndarray:
@@ -208,43 +207,11 @@ def _best_positions(segment: np.ndarray, ranked: np.ndarray, positions: np.ndarr
 
 
 def _assemble(
-    con: duckdb.DuckDBPyConnection,
-    rows: Rows,
-    table: pa.Table,
-    positions: np.ndarray,
-    best: np.ndarray,
-    visible: np.ndarray,
+    rows: Rows, table: pa.Table, positions: np.ndarray, best: np.ndarray, visible: np.ndarray
 ) -> pa.Table:
-    ts = pa.timestamp("us")
     out = table.take(pa.array(positions, pa.int64()))
-    out = out.append_column(VISIBLE, pa.array(visible[positions], ts))
-    best_rows = table.select([*rows.keys, EVENT_TS, CREATED_TS]).take(pa.array(best, pa.int64()))
-    out = out.append_column(BEST_EV, best_rows.column(EVENT_TS))
-    features = _features_of(con, rows, best_rows)
-    for name in rows.features:
-        out = out.append_column(name, features.column(name))
-    return out
-
-
-def _features_of(con: duckdb.DuckDBPyConnection, rows: Rows, wanted: pa.Table) -> pa.Table:
-    """The features of the rows identified by (keys, event, created), in ``wanted``'s order.
-
-    Rows tied on all three are interchangeable, so the first match of each is taken.
-    """
-    name = fresh_name("best")
-    con.register(name, wanted.append_column(_POS, pa.array(np.arange(wanted.num_rows))))
-    on = " AND ".join(f"u.{quote(c)} = w.{quote(c)}" for c in (*rows.keys, EVENT_TS, CREATED_TS))
-    feats = ", ".join(f"u.{quote(f)}" for f in rows.features)
-    try:
-        found = con.sql(
-            f"SELECT w.{_POS}{', ' if feats else ''}{feats} FROM {quote(name)} w "
-            f"JOIN ({usable(rows)}) u ON {on}"
-        ).to_arrow_table()
-    finally:
-        con.unregister(name)
-    pos = found.column(_POS).to_numpy()
-    first = np.unique(pos, return_index=True)[1]
-    found = found.take(pa.array(first, pa.int64()))
-    order = np.empty(wanted.num_rows, dtype=np.int64)
-    order[found.column(_POS).to_numpy()] = np.arange(found.num_rows)
-    return found.take(pa.array(order, pa.int64()))
+    out = out.append_column(VISIBLE, pa.array(visible[positions], pa.timestamp("us")))
+    out = out.append_column(BEST_EV, table.column(EVENT_TS).take(pa.array(best, pa.int64())))
+    return out.append_column(
+        BEST_CREATED, table.column(CREATED_TS).take(pa.array(best, pa.int64()))
+    )
