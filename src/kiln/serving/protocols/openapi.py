@@ -256,7 +256,23 @@ def _components() -> dict[str, Any]:
         "V2ServerReady": {
             "type": "object",
             "required": ["ready"],
-            "properties": {"ready": {"type": "boolean"}},
+            "properties": {
+                "ready": {"type": "boolean"},
+                "deployments": {
+                    "type": "object",
+                    "description": "Each served deployment's state: ready with the model it "
+                    "serves, or not ready with the reason",
+                    "additionalProperties": {
+                        "type": "object",
+                        "required": ["ready"],
+                        "properties": {
+                            "ready": {"type": "boolean"},
+                            "model": {"type": "string"},
+                            "reason": {"type": "string"},
+                        },
+                    },
+                },
+            },
         },
         "V2ModelReady": {
             "type": "object",
