@@ -686,15 +686,9 @@ def main() -> None:
         os.environ["KILN_HOME"] = env["KILN_HOME"]
         booster, x = setup(tmp, rng)
         if args.spread:
-            lines = [
-                "## Serving: run-to-run spread",
-                "",
-                f"Command: `{command_line()}`.",
-                "",
-            ]
-            for workers in args.workers:
-                lines += spread(workers, x, args, tmp, env)
-            lines[3:3] = [machine((load_before, os.getloadavg()[0])), ""]
+            body = [line for w in args.workers for line in spread(w, x, args, tmp, env)]
+            head = f"{machine((load_before, os.getloadavg()[0]))} Command: `{command_line()}`."
+            lines = ["## Serving: run-to-run spread", "", head, "", *body]
             section, name = "\n".join(lines), "serving-spread"
         else:
             one_row, bulk_rows_s = in_process(booster, x)
