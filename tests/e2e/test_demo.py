@@ -345,7 +345,7 @@ def test_a_server_that_cannot_start_is_one_error(
 
 def test_canary_latency_limit_follows_the_champion_above_a_floor() -> None:
     assert canary_guard(2.0).max_p95_ms == LATENCY_FLOOR_MS
-    assert canary_guard(40.0).max_p95_ms == 3 * 40.0 == LATENCY_FACTOR * 40.0
-    assert canary_guard(40.2).max_p95_ms == 121.0  # whole ms, rounded up
+    assert canary_guard(100.0).max_p95_ms == 3 * 100.0 == LATENCY_FACTOR * 100.0
+    assert canary_guard(100.2).max_p95_ms == 301.0  # whole ms, rounded up
     guard = canary_guard(10.0)
     assert (guard.max_error_rate, guard.max_psi, guard.min_requests) == (0.01, None, 50)

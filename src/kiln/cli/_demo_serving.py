@@ -51,10 +51,12 @@ DEPLOYMENT = "fraud-api"
 CANARY_PERCENT = 10.0
 WARM_UP_REQUESTS = 200
 LATENCY_FACTOR = 3.0
-LATENCY_FLOOR_MS = 50.0
+LATENCY_FLOOR_MS = 250.0
 """The canary's p95 may be :data:`LATENCY_FACTOR` times the champion's, measured on the same
-server just before the canary starts, and never less than this: the comparison is of the
-two models under the same load, and a few ms of noise on an idle machine never fails it."""
+server just before the canary starts, and never less than this objective, one a fraud API
+would set: the comparison is of the two models under the same load, and a scheduling stall
+of some tens of ms on a shared laptop (a p95 over about a hundred requests is one slow
+request in twenty) is not the model's doing."""
 READY_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
 _SETTINGS_ENV = {
