@@ -26,7 +26,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-Reply = tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]  # status, body, type, headers
+Headers = tuple[tuple[bytes, bytes], ...]
+Reply = tuple[int, bytes, bytes, Headers]  # status, body, type, headers
 Failure = Callable[[BaseException], tuple[int, str, dict[str, str]]]
 
 JSON = b"application/json"
@@ -67,7 +68,7 @@ class PredictionRoutes:
                 if handler == self._invocations
                 else orjson.dumps({"error": message}),
                 JSON,
-                [(k.encode(), v.encode()) for k, v in extra.items()],
+                tuple((k.encode(), v.encode()) for k, v in extra.items()),
             )
         status, payload, media, more = reply
         await send(
@@ -76,7 +77,7 @@ class PredictionRoutes:
                 "status": status,
                 "headers": [
                     (b"content-type", media),
-                    (b"content-length", str(len(payload)).encode()),
+                    (b"content-length", b"%d" % len(payload)),
                     *more,
                 ],
             }
@@ -150,7 +151,7 @@ class PredictionRoutes:
                 raise ProtocolError(f"model version must be a positive integer; got {version!r}")
             number = int(version)
         live = self.runtime.get(name)
-        slot, _ = live.slot_for_version(number)
+        slot = live.champion if number is None else live.slot_for_version(number)[0]
         header = headers.get(b"inference-header-content-length")
         decoded = v2.decode_infer_request(
             body, slot.loaded.signature, header_length=header.decode() if header else None
@@ -164,7 +165,7 @@ class PredictionRoutes:
             payload, head = v2.encode_infer_response_binary(
                 name, str(answer.version), answer.request_id, outputs
             )
-            extra.append((b"inference-header-content-length", str(head).encode()))
+            extra = (*extra, (b"inference-header-content-length", b"%d" % head))
             return 200, payload, b"application/octet-stream", extra
         payload = v2.encode_infer_response(name, str(answer.version), answer.request_id, outputs)
         return 200, payload, JSON, extra
@@ -211,9 +212,17 @@ class PredictionRoutes:
         return 200, payload, JSON, _served_headers(answer)
 
 
-def _served_headers(answer: Answer) -> list[tuple[bytes, bytes]]:
+_SERVED: dict[tuple[str, str, bool], Headers] = {}  # made once per version and arm
+
+
+def _served_headers(answer: Answer) -> Headers:
     """Which model version (and arm) answered, on every successful prediction."""
-    extra = [(b"kiln-model-version", answer.ref.encode()), (b"kiln-arm", answer.arm.encode())]
-    if answer.fallback:
-        extra.append((b"kiln-fallback", b"true"))
+    key = (answer.ref, answer.arm, answer.fallback)
+    extra = _SERVED.get(key)
+    if extra is None:
+        extra = ((b"kiln-model-version", key[0].encode()), (b"kiln-arm", key[1].encode()))
+        if answer.fallback:
+            extra = (*extra, (b"kiln-fallback", b"true"))
+        if len(_SERVED) < 4096:  # versions come and go; the table never grows unbounded
+            _SERVED[key] = extra
     return extra

@@ -24,7 +24,7 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -66,9 +66,8 @@ class Unavailable(KilnError):
         self.retry_after_s = retry_after_s
 
 
-@dataclass(frozen=True)
-class Answer:
-    """One request's predictions and who made them."""
+class Answer(NamedTuple):
+    """One request's predictions and who made them (a tuple: one is made per request)."""
 
     outputs: np.ndarray | list[Any]
     ref: str  # the model version that answered, e.g. "fraud/3"
@@ -114,6 +113,15 @@ class Live:
     key: tuple[int, str, str | None]  # revision, champion id, challenger id
     started: float = field(default_factory=time.time)
     stats: dict[str, ArmStats] = field(default_factory=dict)
+    judged: bool = field(init=False)  # a guard compares the arms: per-arm stats are kept
+
+    def __post_init__(self) -> None:
+        traffic = self.spec.traffic
+        self.judged = (
+            traffic.guard is not None
+            and self.challenger is not None
+            and traffic.policy in ("canary", "blue_green")
+        )
 
     def slot_for_version(self, version: int | None) -> tuple[ModelSlot, Arm]:
         """The slot answering a request that names ``version`` (or follows the policy)."""
@@ -539,7 +547,7 @@ class Runtime:
             self._report_breaker(spec.name, slot)
         else:
             outcome = "error"  # the breaker is open: the model is not even asked
-        if _judged(live):  # the statistics a guard compares; nothing else reads them
+        if live.judged:  # the statistics a guard compares; nothing else reads them
             live.stats[arm].record(
                 (time.perf_counter() - start) * 1000.0,
                 error=outcome != "ok",
@@ -559,7 +567,7 @@ class Runtime:
             fallback=fallback,
             request_id=rid,
         )
-        await self._log(spec.name, answer, features, data, seconds, shadow=False)
+        await self._log(live, slot, answer, features, data, seconds, shadow=False)
         return answer
 
     async def _fallback(
@@ -610,11 +618,12 @@ class Runtime:
         self.metrics.observe_shadow(live.spec.name, slot.ref, "ok" if ok else "error", seconds)
         if outputs is not None:
             answer = Answer(outputs, slot.ref, slot.version.version, "shadow", False, request_id)
-            await self._log(live.spec.name, answer, features, data, seconds, shadow=True)
+            await self._log(live, slot, answer, features, data, seconds, shadow=True)
 
     async def _log(
         self,
-        deployment: str,
+        live: Live,
+        slot: ModelSlot,
         answer: Answer,
         features: Mapping[str, Any] | None,
         data: np.ndarray | Mapping[str, np.ndarray],
@@ -630,7 +639,8 @@ class Runtime:
         """
         if self.predlog is None:
             return
-        inputs = _logged_inputs(self.live.get(deployment), answer.ref, features, data)
+        deployment = live.spec.name
+        inputs = _logged_inputs(live, slot, answer.ref, features, data)
         try:
             rows = await self.predlog.append_batch_async(
                 deployment=deployment,
@@ -676,7 +686,7 @@ class Runtime:
     async def judge_once(self) -> None:
         for live in list(self.live.values()):
             traffic = live.spec.traffic
-            if traffic.guard is None or not _judged(live):
+            if traffic.guard is None or not live.judged:
                 continue
             champion, challenger = live.stats["champion"], live.stats["challenger"]
             if self._board is not None:
@@ -701,16 +711,6 @@ class Runtime:
                     expected_revision=live.spec.revision,
                     client=self._client,
                 )
-
-
-def _judged(live: Live) -> bool:
-    """Whether a guard compares this deployment's arms (a guarded canary or blue-green)."""
-    traffic = live.spec.traffic
-    return (
-        traffic.guard is not None
-        and live.challenger is not None
-        and traffic.policy in ("canary", "blue_green")
-    )
 
 
 def _online_name(source: str, online: Mapping[str, Any]) -> str:
@@ -763,7 +763,8 @@ def _scores(outputs: Any) -> np.ndarray | None:
 
 
 def _logged_inputs(
-    live: Live | None,
+    live: Live,
+    routed: ModelSlot,
     ref: str,
     features: Mapping[str, Any] | None,
     data: np.ndarray | Mapping[str, np.ndarray],
@@ -777,11 +778,12 @@ def _logged_inputs(
     width = matrix.shape[1]
     if features is not None and len(features) == width:
         return tuple(features), matrix  # the native path: the plan's names, in order
-    if live is not None:
-        # v2 and MLflow: the matrix is in the signature order of the model that answered
-        # (the routed one for a fallback's answer: the champion's, or the challenger's).
-        slots = (live.champion, live.challenger, live.fallback)
-        for slot in (*(s for s in slots if s is not None and s.ref == ref), live.champion):
-            if len(slot.layout.names) == width:
-                return slot.layout.names, matrix
+    # v2 and MLflow: the matrix is in the signature order of the model that answered
+    # (the routed one for a fallback's answer: the champion's, or the challenger's).
+    if routed.ref == ref and len(routed.layout.names) == width:
+        return routed.layout.names, matrix  # the routed model answered: the common case
+    slots = (live.champion, live.challenger, live.fallback)
+    for slot in (*(s for s in slots if s is not None and s.ref == ref), live.champion):
+        if len(slot.layout.names) == width:
+            return slot.layout.names, matrix
     return tuple(f"input_{j}" for j in range(width)), matrix

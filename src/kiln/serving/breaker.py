@@ -72,11 +72,15 @@ class CircuitBreaker:
     def state(self) -> State:
         """``"closed"``, ``"open"`` or ``"half_open"`` (an open breaker whose
         ``open_s`` has passed reads as half-open)."""
+        state = self._state
+        if state != "open":  # only an open breaker changes state with time
+            return state
         changes: list[tuple[State, State]] = []
         with self._lock:
             self._advance(self._clock(), changes)
             state = self._state
-        self._notify(changes)
+        if changes:
+            self._notify(changes)
         return state
 
     @property
@@ -100,6 +104,9 @@ class CircuitBreaker:
     def allow(self) -> bool:
         """Whether a call may go to the model now; a half-open breaker lets at most
         ``half_open_probes`` calls through until they are reported."""
+        state = self._state
+        if state == "closed":  # the common case: nothing to advance or count
+            return True
         changes: list[tuple[State, State]] = []
         with self._lock:
             now = self._clock()
@@ -115,14 +122,16 @@ class CircuitBreaker:
                 if allowed:
                     self._probes += 1
                     self._probe_at = now
-        self._notify(changes)
+        if changes:
+            self._notify(changes)
         return allowed
 
     def record_success(self) -> None:
         changes: list[tuple[State, State]] = []
         with self._lock:
             now = self._clock()
-            self._advance(now, changes)
+            if self._state != "closed":  # a closed breaker has nothing to advance
+                self._advance(now, changes)
             if self._state == "closed":
                 self._consecutive = 0
                 self._count(now, failed=False)
@@ -131,7 +140,8 @@ class CircuitBreaker:
                 self._successes += 1
                 if self._successes >= self.spec.half_open_probes:
                     self._close(changes)
-        self._notify(changes)
+        if changes:
+            self._notify(changes)
 
     def record_failure(self) -> None:
         changes: list[tuple[State, State]] = []
@@ -149,7 +159,8 @@ class CircuitBreaker:
                     self._open(now, changes)
             elif self._state == "half_open":
                 self._open(now, changes)
-        self._notify(changes)
+        if changes:
+            self._notify(changes)
 
     def __repr__(self) -> str:
         return f"CircuitBreaker(state={self._state!r}, spec={self.spec!r})"

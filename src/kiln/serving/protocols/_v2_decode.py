@@ -17,7 +17,7 @@ from kiln.serving.protocols._columns import Columns, describe, has_bools, join
 from kiln.serving.protocols._json import ProtocolError, loads
 from kiln.serving.protocols._v2_binary import HEADER_LENGTH, split_body
 from kiln.serving.protocols._v2_datatypes import output_names
-from kiln.serving.protocols._v2_layout import as_columns, as_tensor
+from kiln.serving.protocols._v2_layout import as_columns, as_tensor, plain_matrix
 from kiln.serving.protocols._v2_tensors import Tensors, parameters
 
 __all__ = ["InferRequest", "decode_infer_request"]
@@ -105,12 +105,16 @@ def decode_infer_request(
         )
     if not isinstance(raw, list) or not raw:
         raise ProtocolError(f"'inputs' must be a non-empty list of tensors; got {describe(raw)}")
-    tensors = Tensors(raw, binary, has_bools(json_part))
-    if signature.input_kind == "tensor":
-        data: np.ndarray | Columns = as_tensor(tensors, signature)
-    else:
-        data = as_columns(tensors, signature)
-    tensors.finish()
+    data: np.ndarray | Columns | None = None
+    if binary is None:
+        data = plain_matrix(raw, signature, json_part)
+    if data is None:
+        tensors = Tensors(raw, binary, has_bools(json_part))
+        if signature.input_kind == "tensor":
+            data = as_tensor(tensors, signature)
+        else:
+            data = as_columns(tensors, signature)
+        tensors.finish()
     return InferRequest(request_id, data, params)
 
 

@@ -18,6 +18,7 @@ from kiln.serving.protocols._columns import (
     Plan,
     cast_numeric,
     datetimes,
+    has_bools,
     join,
     plan,
     stack,
@@ -26,7 +27,9 @@ from kiln.serving.protocols._json import ProtocolError
 from kiln.serving.protocols._v2_datatypes import ACCEPTS, FLOATS, datatype_of
 from kiln.serving.protocols._v2_tensors import Tensors
 
-__all__ = ["as_columns", "as_tensor"]
+__all__ = ["as_columns", "as_tensor", "plain_matrix"]
+
+_PLAIN_KEYS = frozenset(("name", "shape", "datatype", "data"))
 
 
 def _convert(
@@ -132,6 +135,45 @@ def as_columns(tensors: Tensors, signature: Signature) -> np.ndarray | Columns:
             + ", ".join(f"{k}={v}" for k, v in rows.items())
         )
     return stack(columns, layout)
+
+
+def plain_matrix(raw: list[Any], signature: Signature, body: bytes) -> np.ndarray | None:
+    """The request most clients send, one flat ``[n, k]`` float tensor for a model of k
+    float columns, decoded without the per-tensor bookkeeping of :class:`Tensors`.
+
+    The result is what :func:`as_columns` gives for it; None sends every other request,
+    and every mistake (which the general path names), down that path.
+    """
+    if len(raw) != 1 or signature.input_kind == "tensor":
+        return None
+    item = raw[0]
+    if type(item) is not dict or item.keys() != _PLAIN_KEYS:
+        return None
+    shape, data, datatype = item["shape"], item["data"], item["datatype"]
+    if type(shape) is not list or len(shape) != 2 or type(data) is not list:
+        return None
+    layout = plan(signature, signature.inputs)
+    if layout.uniform is None or layout.families[0] != "float" or datatype not in FLOATS:
+        return None
+    rows, width = shape
+    if (
+        type(rows) is not int
+        or type(width) is not int
+        or rows < 1
+        or width != len(layout.names)
+        or len(data) != rows * width
+        or type(item["name"]) is not str
+        or (width == 1 and item["name"] in layout.index)  # [n, 1] named as its column
+        or has_bools(body)  # numpy would take true as 1.0; the general path refuses it
+    ):
+        return None
+    arr = np.asarray(data)
+    if arr.dtype.kind != "f" or arr.ndim != 1:
+        return None
+    try:
+        return cast_numeric(arr.reshape(rows, width), layout.uniform, "inputs")
+    except ProtocolError:  # out of range: the general path names the column
+        return None
 
 
 def _float_columns(tensors: Tensors, layout: Plan) -> np.ndarray | None:
