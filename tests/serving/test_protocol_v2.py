@@ -595,6 +595,48 @@ def test_metadata() -> None:
     assert server == {"name": "kiln", "version": "1.2.3", "extensions": ["binary_tensor_data"]}
 
 
+@pytest.mark.parametrize(
+    ("signature", "shape", "datatype", "data"),
+    [
+        (FLOATS, [2, 4], "FP64", [1.5, 2, 3, 4, 5, 6, 7, 8]),
+        (FLOATS, [1, 4], "FP32", [0.1, 0.2, 0.3, 0.4]),
+        (FLOATS, [1, 4], "FP64", [1, 2, 3, 4]),  # integers feed float columns
+        (FLOATS, [1, 4], "FP64", [1.5, True, 3, 4]),  # a boolean is no number
+        (FLOATS, [1, 4], "FP64", [1.5, None, 3, 4]),  # nor is a null
+        (FLOATS, [1, 4], "FP64", [1.5, 2.5, 3.5]),  # too few values
+        (FLOATS, [0, 4], "FP64", []),  # no rows
+        (FLOATS, [1, 3], "FP64", [1.5, 2.5, 3.5]),  # too few columns
+        (F32, [1, 2], "FP64", [1e39, 1.5]),  # out of range, named by column
+        (F32, [1, 2], "FP64", [0.5, 1.5]),
+        (NUMBERS, [1, 3], "FP64", [1.5, 2.0, 0.25]),  # mixed columns: general path
+        (FLOATS, [1, 4], "BYTES", ["a", "b", "c", "d"]),
+    ],
+)
+def test_a_plain_matrix_decodes_as_the_general_path_does(
+    signature: Signature, shape: list[int], datatype: str, data: list[Any]
+) -> None:
+    """The common request (one flat [n, k] tensor, no parameters) has a quicker decoder;
+    the same tensor with (empty) parameters takes the general one: both must agree."""
+
+    def decode(**extra: Any) -> Any:
+        raw = body([tensor("input-0", shape, datatype, data, **extra)])
+        try:
+            return v2.decode_infer_request(raw, signature).inputs
+        except ProtocolError as exc:
+            return str(exc)
+
+    plain, general = decode(), decode(parameters={})
+    if isinstance(general, str):
+        assert plain == general
+    elif isinstance(general, np.ndarray):
+        assert isinstance(plain, np.ndarray) and plain.dtype == general.dtype
+        np.testing.assert_array_equal(plain, general)
+    else:
+        assert plain.keys() == general.keys()
+        for name in general:
+            np.testing.assert_array_equal(plain[name], general[name])
+
+
 def test_single_row_decode_is_fast() -> None:
     """Target: well under 30 us for one row of 20 floats (asserted with slack for CI noise)."""
     sig = Signature(
