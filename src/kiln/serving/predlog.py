@@ -266,7 +266,15 @@ class PredictionLog:
             deployment, model, version, arm, request_id, inputs, outputs, latency_ms, at,
             fallback, shadow, copy,
         )  # fmt: skip
-        return 0 if item is None else await self._put_async([item])
+        if item is None:
+            return 0
+        items = [item]
+        n = item[1][6]
+        if n:
+            with self._lock:  # room is the common case: no coroutine to wait in
+                if self._put_if_room_locked(items, n):
+                    return n
+        return await self._put_async(items)
 
     def append(self, record: Prediction) -> None:
         """Buffer one prediction; blocks while ``max_buffered_rows`` are waiting."""
