@@ -90,7 +90,7 @@ _WAITING, _TAKEN, _ABANDONED, _REMOVED = range(4)
 
 
 class _Request:
-    __slots__ = ("fut", "n", "rows", "shape", "state", "t0")
+    __slots__ = ("deadline", "fut", "n", "rows", "shape", "state", "t0", "timeout_s")
 
     def __init__(
         self, rows: Rows, n: int, shape: object, fut: asyncio.Future[Array], t0: float
@@ -101,6 +101,8 @@ class _Request:
         self.fut = fut
         self.t0 = t0
         self.state = _WAITING
+        self.deadline = math.inf
+        self.timeout_s = 0.0
 
 
 _Outcome: TypeAlias = tuple[list[Array] | BaseException, float]
@@ -169,6 +171,10 @@ class Batcher:
         self._scheduled = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
+        # Requests with a timeout, oldest first, and the one timer that expires them.
+        self._watched: deque[_Request] = deque()
+        self._expiry: asyncio.TimerHandle | None = None
+        self._expiry_at = math.inf
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
         self._drained: asyncio.Event | None = None
@@ -208,26 +214,20 @@ class Batcher:
                 retry_after_s=self.retry_after_s(),
             )
         fut: asyncio.Future[Array] = loop.create_future()
-        req = _Request(rows, n, shape, fut, loop.time())
+        now = loop.time()
+        req = _Request(rows, n, shape, fut, now)
         self._pending.append(req)
         self._pending_rows += n
         if not self._scheduled and self._in_flight < self._max_in_flight:
             self._scheduled = True
             loop.call_soon(self._dispatch)
-        if timeout_s is None:
-            try:
-                return await fut
-            except asyncio.CancelledError:
-                self._give_up(req)
-                raise
-        handle = loop.call_later(timeout_s, self._expire, req, timeout_s)
+        if timeout_s is not None:
+            self._watch(loop, req, now + timeout_s, timeout_s)
         try:
             return await fut
         except asyncio.CancelledError:
             self._give_up(req)
             raise
-        finally:
-            handle.cancel()
 
     def retry_after_s(self) -> float:
         """Seconds a rejected caller should wait: the time to predict the queued rows."""
@@ -244,6 +244,8 @@ class Batcher:
             await self._drained.wait()
         if self._timer is not None:
             self._timer.cancel()
+        if self._expiry is not None:
+            self._expiry.cancel()
         if self._own_executor:
             self._executor.shutdown(wait=False)
 
@@ -253,6 +255,42 @@ class Batcher:
         if req.state == _WAITING:
             req.state = _ABANDONED
             self._dropped += 1
+
+    def _watch(
+        self, loop: asyncio.AbstractEventLoop, req: _Request, deadline: float, timeout_s: float
+    ) -> None:
+        """Expire ``req`` at ``deadline`` with one timer for the batcher, not one per
+        request (a timer costs more than the rest of a request's batching): requests
+        answered in time leave the front of the queue as later ones arrive."""
+        req.deadline, req.timeout_s = deadline, timeout_s
+        watched = self._watched
+        while watched and watched[0].fut.done():
+            watched.popleft()
+        watched.append(req)
+        if deadline < self._expiry_at:
+            if self._expiry is not None:
+                self._expiry.cancel()
+            self._expiry, self._expiry_at = loop.call_at(deadline, self._expire_due), deadline
+
+    def _expire_due(self) -> None:
+        """Fail the requests whose deadline passed; arm the timer for the next one."""
+        self._expiry, self._expiry_at = None, math.inf
+        loop = self._loop
+        if loop is None:
+            return
+        now = loop.time() + 0.001  # timers fire to the millisecond, maybe a little early
+        left: deque[_Request] = deque()
+        for req in self._watched:
+            if req.fut.done():
+                continue
+            if req.deadline <= now:
+                self._expire(req, req.timeout_s)
+            else:
+                left.append(req)
+        self._watched = left
+        if left:
+            at = min(r.deadline for r in left)
+            self._expiry, self._expiry_at = loop.call_at(at, self._expire_due), at
 
     def _expire(self, req: _Request, timeout_s: float) -> None:
         if not req.fut.done():
