@@ -204,6 +204,8 @@ def _split(value: Any, layout: Plan, bools: bool) -> np.ndarray | Columns:
 
 def _order(columns: list[str], layout: Plan, where: str) -> list[int]:
     """For each model column, its position in ``columns`` (which must be exactly them)."""
+    if tuple(columns) == layout.names and len(layout.index) == len(columns):
+        return list(range(len(columns)))  # distinct, in the model's order: the common case
     seen: dict[str, int] = {}
     for i, c in enumerate(columns):
         if c in seen:
