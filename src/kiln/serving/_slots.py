@@ -48,7 +48,7 @@ class ModelSlot:
         self.breaker = CircuitBreaker(breaker)
         # Python-function models may do anything (I/O included) and so may stall at any
         # call: they always run in a worker thread, never on the event loop.
-        inline = 0.0 if loaded.version.flavor == "pyfunc" else 0.1
+        inline = 0.0 if loaded.version.flavor == "pyfunc" else 1.0
         self.batcher = Batcher(
             self._predict,
             batching,
