@@ -443,3 +443,62 @@ def test_on_batch_reports_rows_and_seconds_and_a_failing_hook_is_only_logged(
     assert [n for n, _ in reports] == [3, 1]
     assert all(s > 0 for _, s in reports)
     assert "on_batch hook of model 'fraud' failed" in caplog.text
+
+
+def test_on_answer_sees_each_answered_batch_whole_with_its_callers_tags() -> None:
+    seen: list[Any] = []
+    batcher = Batcher(Model(), Batching(max_batch_size=64))
+    batcher.on_answer = seen.append
+
+    async def main() -> None:
+        outs = await asyncio.gather(
+            batcher.submit(rows(1, 2), tag="a"), batcher.submit(rows(3), tag="b")
+        )
+        np.testing.assert_allclose(np.concatenate(outs), [6.0, 12.0, 18.0])
+        await batcher.close()
+
+    run(main())
+    [batch] = seen
+    assert batch.tags == ["a", "b"]
+    assert batch.counts == [2, 1]
+    np.testing.assert_allclose(batch.inputs, rows(1, 2, 3))
+    np.testing.assert_allclose(batch.outputs, [6.0, 12.0, 18.0])
+    assert all(t <= batch.at for t in batch.submitted)
+
+
+def test_on_answer_skips_failed_batches_and_batches_with_a_caller_gone() -> None:
+    seen: list[Any] = []
+    model = Model(hold=True)
+    batcher = Batcher(model, Batching(), inline_under_ms=0)
+    batcher.on_answer = seen.append
+
+    async def main() -> None:
+        slow = spawn([batcher.submit(rows(1), timeout_s=0.02, tag="late")])
+        patient = spawn([batcher.submit(rows(2), tag="patient")])
+        with pytest.raises(PredictTimeout):
+            await slow[0]
+        model.release.set()
+        await patient[0]  # answered, but its batch also held the caller that timed out
+        model.fail = RuntimeError("model down")
+        with pytest.raises(RuntimeError):
+            await batcher.submit(rows(3), tag="failed")
+        await batcher.close()
+
+    run(main())
+    assert seen == []
+
+
+def test_a_failing_on_answer_hook_is_only_logged(caplog: pytest.LogCaptureFixture) -> None:
+    batcher = Batcher(Model(), Batching(), name="fraud")
+
+    def hook(_: Any) -> None:
+        raise ValueError("log is down")
+
+    batcher.on_answer = hook
+
+    async def main() -> None:
+        np.testing.assert_allclose(await batcher.submit(rows(4), tag=1), [24.0])
+        await batcher.close()
+
+    run(main())
+    assert "on_answer hook of model 'fraud' failed" in caplog.text

@@ -11,6 +11,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -540,3 +541,76 @@ def test_public_names_stay_importable_from_the_module() -> None:
     assert predlog.read_predictions is read_predictions
     with PredictionLog(flush_interval_s=0.05) as log:
         assert predlog.default_root() == log.root
+
+
+def requests(log: PredictionLog, first: int, counts: list[int], **kw: Any) -> int | None:
+    """Requests ``first``, ``first + 1``... answered together, ``counts`` rows each."""
+    total = sum(counts)
+    values: dict[str, Any] = {
+        "deployment": "fraud-api",
+        "model": "fraud/3",
+        "version": 3,
+        "request_ids": [f"b{first + i:03d}" for i in range(len(counts))],
+        "arms": ["champion"] * len(counts),
+        "shadows": [False] * len(counts),
+        "counts": counts,
+        "inputs": (("amount", "age"), np.arange(total * 2, dtype=np.float64).reshape(total, 2)),
+        "outputs": np.arange(total) / 100,
+        "latency_ms": np.arange(len(counts), dtype=np.float64) + 0.5,
+        "at": T0,
+    }
+    values.update(kw)
+    return log.try_append_requests(**values)
+
+
+def test_requests_answered_together_are_one_entry_and_read_back_per_request(
+    tmp_path: Path,
+) -> None:
+    with PredictionLog(tmp_path, flush_rows=1_000, flush_interval_s=0.05) as log:
+        assert requests(log, 0, [1, 3, 1], shadows=[False, True, False]) == 5
+        assert requests(log, 3, [1], arms=["canary"]) == 1
+        matrix = np.array([[100.0, 200.0]])
+        assert batch(log, "single", (("amount", "age"), matrix), np.array([0.5])) == 1
+    assert log.rows_written == 7
+    assert len(parquet_files(tmp_path)) == 1  # one file: one key, whatever the entry kinds
+
+    table = sorted_rows(read_predictions(tmp_path))
+    assert table["request_id"].to_pylist() == [
+        "b000", "b001", "b001", "b001", "b002", "b003", "single",
+    ]  # fmt: skip
+    assert table["row"].to_pylist() == [0, 0, 1, 2, 0, 0, 0]
+    assert table["shadow"].to_pylist() == [False, True, True, True, False, False, False]
+    assert table["arm"].to_pylist() == ["champion"] * 5 + ["canary", "champion"]
+    assert table["latency_ms"].to_pylist()[:6] == [0.5, 1.5, 1.5, 1.5, 2.5, 0.5]
+    assert table["fallback"].to_pylist() == [False] * 7
+    assert set(table["at"].to_pylist()) == {T0}
+    features = table["features"].combine_chunks()
+    assert features.field("amount").to_pylist() == [0.0, 2.0, 4.0, 6.0, 8.0, 0.0, 100.0]
+    assert table["output"].to_pylist() == [0.0, 0.01, 0.02, 0.03, 0.04, 0.0, 0.5]
+
+
+def test_requests_answered_together_never_wait_for_room(tmp_path: Path) -> None:
+    log = SlowLog(tmp_path, flush_rows=1_000, flush_interval_s=10, max_buffered_rows=4)
+    assert requests(log, 0, [2, 2]) == 4
+    assert requests(log, 2, [1]) is None  # full: the caller falls back to awaiting room
+    log.flush()
+    assert requests(log, 2, [1]) == 1
+    log.close()
+    assert sorted(read_predictions(tmp_path)["request_id"].to_pylist()) == [
+        "b000", "b000", "b001", "b001", "b002",
+    ]  # fmt: skip
+
+
+def test_requests_answered_together_are_checked_at_append(tmp_path: Path) -> None:
+    with PredictionLog(tmp_path) as log:
+        with pytest.raises(InvalidInput, match="do not add up to the 4 rows"):
+            requests(
+                log, 0, [1, 2], inputs=(("amount", "age"), np.zeros((4, 2))), outputs=np.zeros(4)
+            )
+        with pytest.raises(InvalidInput, match="of one length"):
+            requests(log, 0, [1, 1], arms=["champion"])
+        with pytest.raises(InvalidInput, match="one or more each"):
+            requests(
+                log, 0, [2, 0], inputs=(("amount", "age"), np.zeros((2, 2))), outputs=np.zeros(2)
+            )
+    assert log.rows_appended == 0

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
+import pandas as pd
 import pytest
 from _harness import FEATURES, HERE, frame, register_controlled, register_linear, serving
 
@@ -191,6 +194,10 @@ def test_an_open_breaker_serves_the_fallback_and_closes_again(tmp_path: Path) ->
         time.sleep(0.7)
         healed = [http.post(url, json={"request": ROW}).json() for _ in range(3)]
         assert all(not d["fallback"] and d["predictions"] == [3.0] for d in healed)
+    # Fallback answers are logged as such; the model's own answers as the model's.
+    logged = read_predictions(deployment="risk-api")
+    answered_by = logged.column("fallback").to_pylist()
+    assert (answered_by.count(True), answered_by.count(False)) == (6, 4)
 
 
 def test_every_answer_is_in_the_prediction_log(fraud: None) -> None:
@@ -209,6 +216,46 @@ def test_every_answer_is_in_the_prediction_log(fraud: None) -> None:
     # predict_proba: one double column per class, summing to 1 on each row.
     total = logged.column("output_0").to_numpy() + logged.column("output_1").to_numpy()
     np.testing.assert_allclose(total, np.ones(n))
+
+
+def test_concurrent_answers_are_logged_once_each_with_their_own_values(fraud: None) -> None:
+    """Requests answered in one batch are logged in one piece: still one row each."""
+    n, clients = 400, 16
+    url = "/v2/models/fraud-api/infer"
+
+    def body(i: int) -> dict[str, Any]:
+        data = [float(i), 2.0, -1.0, 0.5]
+        return {
+            "id": f"c{i}",
+            "inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": data}],
+        }
+
+    with serving(["fraud-api"]) as server:
+
+        def send(i: int) -> str:
+            with server.client() as http:
+                r = http.post(url, json=body(i))
+                assert r.status_code == 200, r.text
+                return str(r.headers["kiln-model-version"])
+
+        with ThreadPoolExecutor(clients) as pool:
+            versions = set(pool.map(send, range(n)))
+        with server.client() as http:
+            metrics = http.get("/metrics").text
+    assert versions == {"fraud/1"}
+    sizes = dict(re.findall(r"kiln_serving_batch_size_(sum|count)\{[^}]*\} (\S+)", metrics))
+    assert float(sizes["sum"]) == n and float(sizes["count"]) < n  # several per batch
+    logged = read_predictions(deployment="fraud-api")
+    assert logged.num_rows == n
+    assert set(logged.column("fallback").to_pylist()) == {False}
+    assert set(logged.column("model").to_pylist()) == {"fraud/1"}
+    assert all(0.0 <= ms < 60_000 for ms in logged.column("latency_ms").to_pylist())
+    f0 = [f["f0"] for f in logged.column("features").to_pylist()]
+    assert sorted(f0) == [float(i) for i in range(n)]
+    # Each row's output is its own input's answer, not a neighbour's in the batch.
+    inputs = pd.DataFrame({"f0": f0, "f1": 2.0, "f2": -1.0, "f3": 0.5})
+    want = kiln.models.load("fraud/1").predict(inputs)[:, 1]
+    np.testing.assert_allclose(logged.column("output_1").to_numpy(), want, rtol=1e-12)
 
 
 def test_without_a_fallback_a_failing_model_is_a_503_with_retry_after(tmp_path: Path) -> None:

@@ -164,6 +164,61 @@ class EntryChecker:
         )
         return key, entry
 
+    def requests(
+        self,
+        deployment: str,
+        model: str,
+        version: int,
+        request_ids: Sequence[str],
+        arms: Sequence[str],
+        shadows: Sequence[bool],
+        counts: Sequence[int],
+        inputs: BatchInputs,
+        outputs: np.ndarray,
+        latency_ms: np.ndarray,
+        at: datetime | int,
+    ) -> Item | None:
+        """Checks and keys several requests answered together, as one entry.
+
+        ``inputs`` and ``outputs`` hold the requests' rows one request after the other
+        (``counts`` rows each); the other sequences hold one value per request. The
+        arrays are checked once, as :meth:`batch` checks one request's.
+        """
+        n = len(request_ids)
+        if not (len(arms) == len(shadows) == len(counts) == len(latency_ms) == n) or not n:
+            raise _refused(
+                str(request_ids[0]) if n else "",
+                "request ids, arms, shadow flags, row counts and latencies must be "
+                "non-empty and of one length",
+            )
+        item = self.batch(
+            deployment, model, version, str(arms[0]), str(request_ids[0]), inputs, outputs,
+            0.0, at, False, False, False,
+        )  # fmt: skip
+        if item is None:
+            return None
+        key, one = item
+        sizes = np.asarray(counts, dtype=np.int64)
+        if int(sizes.sum()) != one[6] or (sizes < 1).any():
+            raise _refused(
+                str(request_ids[0]),
+                f"the requests' row counts {list(counts)} do not add up to the {one[6]} rows "
+                "given, one or more each",
+            )
+        entry: Entry = (
+            tuple(str(r) for r in request_ids),
+            tuple(str(a) for a in arms),
+            np.asarray(latency_ms, dtype=np.float64),
+            one[3],
+            False,
+            np.asarray(shadows, dtype=np.bool_),
+            one[6],
+            one[7],
+            one[8],
+            sizes,
+        )
+        return key, entry
+
     def record(self, r: Prediction) -> Item:
         """One :class:`Prediction` as a one-row request (values typed by Arrow when written)."""
         if not isinstance(r.features, Mapping):

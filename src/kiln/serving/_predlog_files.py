@@ -8,6 +8,7 @@ no other file has, so readers never see a half-written file.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,8 +31,10 @@ OutKey: TypeAlias = tuple[str, str, int]
 # Where a request's rows go: one file per key per write.
 Key: TypeAlias = tuple[str, int, str, int, InKey, OutKey]  # deployment, hour, model, version, ...
 # One buffered request: request_id, arm, latency_ms, at (µs), fallback, shadow, rows,
-# inputs (the matrix, or a tuple of columns in name order), outputs.
-Entry: TypeAlias = tuple[str, str, float, int, bool, bool, int, Any, np.ndarray]
+# inputs (the matrix, or a tuple of columns in name order), outputs. Requests answered
+# together are one entry of ten: request ids, arms, latencies and shadow flags hold one
+# value per request (a tuple or an array), and a tenth item their row counts.
+Entry: TypeAlias = tuple[Any, ...]
 
 _CONCAT_SLICE = 512  # arrays per np.concatenate call: lets other threads take the GIL between
 
@@ -39,11 +42,10 @@ _CONCAT_SLICE = 512  # arrays per np.concatenate call: lets other threads take t
 def build_table(key: Key, entries: Sequence[Entry]) -> pa.Table:
     """One file's table: per-request values repeated, arrays concatenated, no row loop."""
     _, _, model, version, in_key, out_key = key
-    ids, arms, latencies, ats, fallbacks, shadows, counts_t, inputs, outputs = zip(
-        *entries, strict=True
+    ids, arms, latency_v, at_v, fallback_v, shadow_v, counts, inputs, outputs = _per_request(
+        entries
     )
-    n_requests = len(entries)
-    counts = np.array(counts_t, dtype=np.int64)
+    n_requests = len(ids)
     total = int(counts.sum())
     take: np.ndarray | None = None  # request index of each row; None when one row each
     if total == n_requests:
@@ -56,7 +58,7 @@ def build_table(key: Key, entries: Sequence[Entry]) -> pa.Table:
     def per_request(values: np.ndarray) -> np.ndarray:
         return values if take is None else values[take]
 
-    def per_request_text(values: tuple[str, ...]) -> pa.Array:
+    def per_request_text(values: Sequence[str]) -> pa.Array:
         arr = pa.array(values, type=pa.string())
         return arr if take is None else arr.take(pa.array(take))
 
@@ -68,10 +70,10 @@ def build_table(key: Key, entries: Sequence[Entry]) -> pa.Table:
         text_constant,
         pa.array(np.full(total, version, dtype=np.int64)),
         per_request_text(arms),
-        pa.array(per_request(np.array(latencies, dtype=np.float64))),
-        pa.array(per_request(np.array(ats, dtype=np.int64)), type=pa.timestamp("us", tz="UTC")),
-        pa.array(per_request(np.array(fallbacks, dtype=np.bool_))),
-        pa.array(per_request(np.array(shadows, dtype=np.bool_))),
+        pa.array(per_request(latency_v)),
+        pa.array(per_request(at_v), type=pa.timestamp("us", tz="UTC")),
+        pa.array(per_request(fallback_v)),
+        pa.array(per_request(shadow_v)),
     ]
     layout, names, _ = in_key
     if names:
@@ -92,6 +94,52 @@ def build_table(key: Key, entries: Sequence[Entry]) -> pa.Table:
         fields.append(pa.field(label, column.type))
         arrays.append(column)
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+_PerRequest: TypeAlias = tuple[
+    Sequence[str], Sequence[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+    np.ndarray, list[Any], list[np.ndarray],
+]  # fmt: skip
+
+
+def _per_request(entries: Sequence[Entry]) -> _PerRequest:
+    """Each request's values as columns, whether entries hold one request or several.
+
+    The writer runs this while the event loop waits for the GIL, so it is a handful of
+    C-level passes over the entries (a transposition, chains, concatenations), never
+    arrays built entry by entry.
+    """
+    if all(len(e) == 9 for e in entries):  # one request each: columns in one transposition
+        ids, arms, latencies, ats, fallbacks, shadows, counts, inputs, outputs = zip(
+            *entries, strict=True
+        )
+        return (
+            ids, arms, np.array(latencies, dtype=np.float64), np.array(ats, dtype=np.int64),
+            np.array(fallbacks, dtype=np.bool_), np.array(shadows, dtype=np.bool_),
+            np.array(counts, dtype=np.int64), list(inputs), list(outputs),
+        )  # fmt: skip
+    groups = [e if len(e) == 10 else _as_group(e) for e in entries]
+    requests = np.array([len(g[0]) for g in groups], dtype=np.int64)
+    return (
+        list(itertools.chain.from_iterable(g[0] for g in groups)),
+        list(itertools.chain.from_iterable(g[1] for g in groups)),
+        np.concatenate([g[2] for g in groups]),
+        np.repeat(np.array([g[3] for g in groups], dtype=np.int64), requests),
+        np.repeat(np.array([g[4] for g in groups], dtype=np.bool_), requests),
+        np.concatenate([g[5] for g in groups]),
+        np.concatenate([g[9] for g in groups]),
+        [g[7] for g in groups],
+        [g[8] for g in groups],
+    )
+
+
+def _as_group(entry: Entry) -> Entry:
+    """A one-request entry in the form of requests answered together."""
+    rid, arm, latency, at, fallback, shadow, rows, data, out = entry
+    return (
+        (rid,), (arm,), np.array([latency], dtype=np.float64), at, fallback,
+        np.array([shadow], dtype=np.bool_), rows, data, out, np.array([rows], dtype=np.int64),
+    )  # fmt: skip
 
 
 def _matrix_columns(matrix: np.ndarray) -> list[pa.Array]:

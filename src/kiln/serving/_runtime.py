@@ -33,7 +33,7 @@ from kiln.registry import ColumnSpec, ModelVersion
 from kiln.serving import deployments as deployments_api
 from kiln.serving._slots import ModelSlot, SlotPool
 from kiln.serving._stats import StatsBoard
-from kiln.serving.batching import Overloaded, PredictTimeout
+from kiln.serving.batching import Answered, Overloaded, PredictTimeout
 from kiln.serving.compatibility import InputPlan
 from kiln.serving.guards import ArmStats, judge
 from kiln.serving.metrics import Outcome, ServingMetrics
@@ -56,6 +56,25 @@ def new_request_id() -> str:
     The prefix holds the worker's process id, so a response tells which worker answered.
     """
     return f"{_PREFIX}{next(_ids):x}"
+
+
+class _Served:
+    """A request as the prediction log names it, handed to the batcher with its rows.
+
+    When its batch is answered the whole batch is logged in one piece (one check, one
+    buffered entry, one count) and ``logged`` says so; a request whose batch could not
+    be logged that way (no room in the log's buffer, several deployments in one batch)
+    logs itself after its answer, as a fallback's answer always does.
+    """
+
+    __slots__ = ("arm", "deployment", "logged", "request_id", "shadow")
+
+    def __init__(self, deployment: str, request_id: str, arm: str, shadow: bool) -> None:
+        self.deployment = deployment
+        self.request_id = request_id
+        self.arm = arm
+        self.shadow = shadow
+        self.logged = False
 
 
 class Unavailable(KilnError):
@@ -170,7 +189,12 @@ class Runtime:
         self._board = board
         self._poll_s = poll_s
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="kiln-predict")
-        self.pool = SlotPool(client, self._executor, self._observe_batch)
+        self.pool = SlotPool(
+            client,
+            self._executor,
+            self._observe_batch,
+            self._log_answered if predlog is not None else None,
+        )
         self.live: dict[str, Live] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
@@ -530,9 +554,12 @@ class Runtime:
         answered_by: ModelSlot | None = slot
         fallback = False
         outcome: Outcome = "ok"
+        served = _Served(spec.name, rid, label, False) if self.predlog is not None else None
         if slot.breaker.allow():
             try:
-                outputs = await slot.batcher.submit(data, timeout_s=spec.timeout_ms / 1000.0)
+                outputs = await slot.batcher.submit(
+                    data, timeout_s=spec.timeout_ms / 1000.0, tag=served
+                )
                 slot.breaker.record_success()
             except Overloaded:
                 self.metrics.observe_request(spec.name, slot.ref, label, "overloaded", 0.0)
@@ -567,7 +594,8 @@ class Runtime:
             fallback=fallback,
             request_id=rid,
         )
-        await self._log(live, slot, answer, features, data, seconds, shadow=False)
+        if served is None or not served.logged or fallback:
+            await self._log(live, slot, answer, features, data, seconds, shadow=False)
         return answer
 
     async def _fallback(
@@ -607,8 +635,15 @@ class Runtime:
         assert slot is not None
         start = time.perf_counter()
         ok, outputs = True, None
+        served = (
+            _Served(live.spec.name, request_id, "shadow", True)
+            if self.predlog is not None
+            else None
+        )
         try:
-            outputs = await slot.batcher.submit(data, timeout_s=live.spec.timeout_ms / 1000.0)
+            outputs = await slot.batcher.submit(
+                data, timeout_s=live.spec.timeout_ms / 1000.0, tag=served
+            )
         except Exception:
             ok = False
         seconds = time.perf_counter() - start
@@ -616,7 +651,7 @@ class Runtime:
             seconds * 1000.0, error=not ok, predictions=_scores(outputs)
         )
         self.metrics.observe_shadow(live.spec.name, slot.ref, "ok" if ok else "error", seconds)
-        if outputs is not None:
+        if outputs is not None and (served is None or not served.logged):
             answer = Answer(outputs, slot.ref, slot.version.version, "shadow", False, request_id)
             await self._log(live, slot, answer, features, data, seconds, shadow=True)
 
@@ -659,6 +694,44 @@ class Runtime:
             log.error("%s: request %s not logged: %s", deployment, answer.request_id, exc)
             return
         self.metrics.count_logged(deployment, rows)
+
+    def _log_answered(self, slot: ModelSlot, batch: Answered) -> None:
+        """Log a batch answered for one deployment in one piece (see ``_Served``)."""
+        predlog = self.predlog
+        tags = batch.tags
+        first = tags[0]
+        if predlog is None or type(first) is not _Served:
+            return
+        deployment = first.deployment
+        if any(type(t) is not _Served or t.deployment != deployment for t in tags):
+            return
+        live = self.live.get(deployment)
+        if live is None:
+            return
+        served: list[_Served] = tags
+        try:
+            rows = predlog.try_append_requests(
+                deployment=deployment,
+                model=slot.ref,
+                version=slot.version.version,
+                request_ids=[t.request_id for t in served],
+                arms=[t.arm for t in served],
+                shadows=[t.shadow for t in served],
+                counts=batch.counts,
+                inputs=_logged_inputs(live, slot, slot.ref, None, batch.inputs),
+                outputs=np.asarray(batch.outputs),
+                latency_ms=(batch.at - np.asarray(batch.submitted)) * 1000.0,
+                at=time.time_ns() // 1000,
+            )
+        except InvalidInput as exc:  # refused as each request would be: said once
+            log.error("%s: %d requests not logged: %s", deployment, len(tags), exc)
+            rows = 0
+        if rows is None:  # no room: each request awaits room on its own
+            return
+        for t in served:
+            t.logged = True
+        if rows:
+            self.metrics.count_logged(deployment, rows)
 
     def _report_breaker(self, deployment: str, slot: ModelSlot) -> None:
         """Sets the breaker gauge when the state changed, not on every request."""

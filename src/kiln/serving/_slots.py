@@ -8,6 +8,7 @@ and shares one batch queue, as the issue asks ("dynamic batching per model").
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -17,7 +18,7 @@ import numpy as np
 
 from kiln.registry import LoadedModel, ModelVersion, models
 from kiln.serving._inputs import InputLayout
-from kiln.serving.batching import Batcher
+from kiln.serving.batching import Answered, Batcher
 from kiln.serving.breaker import CircuitBreaker
 from kiln.serving.specs import Batching, Breaker
 from kiln.tracking import TrackingClient
@@ -93,10 +94,12 @@ class SlotPool:
         client: TrackingClient,
         executor: Executor,
         on_batch: Callable[[str, int, float], None] | None = None,
+        on_answer: Callable[[ModelSlot, Answered], None] | None = None,
     ) -> None:
         self._client = client
         self._executor = executor
         self._on_batch = on_batch
+        self._on_answer = on_answer
         self._slots: dict[str, ModelSlot] = {}
         self._loading: dict[str, asyncio.Future[ModelSlot]] = {}
 
@@ -125,6 +128,9 @@ class SlotPool:
                         (lambda n, s: hook(ref, n, s)) if hook is not None else None,
                         accepts_nan=nan_ok,
                     )
+                    answered = self._on_answer
+                    if answered is not None:
+                        slot.batcher.on_answer = functools.partial(answered, slot)
                     self._slots[version.id] = slot
                     pending.set_result(slot)
                 except BaseException as exc:

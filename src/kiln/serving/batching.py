@@ -52,6 +52,14 @@ Errors
      └── PredictTimeout   (also a TimeoutError) ``timeout_s`` passed before the answer
 
 An exception raised by ``predict`` is raised to every caller of that batch unchanged.
+
+Answered batches
+----------------
+``on_answer``, when set, sees every batch whose callers all still wait for it, once,
+before they are answered: the callers' ``tag`` objects (what :meth:`Batcher.submit` was
+given), their row counts and submit times (``loop.time()``), the joined input and the
+whole output. The server logs a batch's predictions there in one piece instead of one
+request at a time.
 """
 
 from __future__ import annotations
@@ -71,7 +79,7 @@ import numpy.typing as npt
 from kiln.core import InvalidInput, KilnError
 from kiln.serving.specs import Batching
 
-__all__ = ["Batcher", "Overloaded", "PredictTimeout", "Rows"]
+__all__ = ["Answered", "Batcher", "Overloaded", "PredictTimeout", "Rows"]
 
 _log = logging.getLogger(__name__)
 
@@ -96,22 +104,46 @@ _WAITING, _TAKEN, _ABANDONED, _REMOVED = range(4)
 
 
 class _Request:
-    __slots__ = ("deadline", "fut", "n", "rows", "shape", "state", "t0", "timeout_s")
+    __slots__ = ("deadline", "fut", "n", "rows", "shape", "state", "t0", "tag", "timeout_s")
 
     def __init__(
-        self, rows: Rows, n: int, shape: object, fut: asyncio.Future[Array], t0: float
+        self, rows: Rows, n: int, shape: object, fut: asyncio.Future[Array], t0: float, tag: Any
     ) -> None:
         self.rows = rows
         self.n = n
         self.shape = shape
         self.fut = fut
         self.t0 = t0
+        self.tag = tag
         self.state = _WAITING
         self.deadline = math.inf
         self.timeout_s = 0.0
 
 
-_Outcome: TypeAlias = tuple[list[Array] | BaseException, float]
+# The callers' parts (or the error), the predict's seconds, the joined input and output.
+_Outcome: TypeAlias = tuple[list[Array] | BaseException, float, Any, Any]
+
+
+class Answered:
+    """One batch as ``on_answer`` sees it (see the module docstring)."""
+
+    __slots__ = ("at", "counts", "inputs", "outputs", "submitted", "tags")
+
+    def __init__(
+        self,
+        tags: list[Any],
+        counts: list[int],
+        submitted: list[float],
+        at: float,
+        inputs: Rows,
+        outputs: Array,
+    ) -> None:
+        self.tags = tags
+        self.counts = counts
+        self.submitted = submitted  # loop.time() of each submit
+        self.at = at  # loop.time() when the batch was answered
+        self.inputs = inputs
+        self.outputs = outputs
 
 
 class Batcher:
@@ -159,6 +191,7 @@ class Batcher:
         self._label = f"model {name!r}" if name else "the model"
         self.spec = spec
         self.on_batch = on_batch
+        self.on_answer: Callable[[Answered], None] | None = None
         self._predict = predict
         self._max_rows = spec.max_batch_size
         self._max_wait = spec.max_wait_ms / 1000.0
@@ -200,13 +233,13 @@ class Batcher:
         """Predict calls running now."""
         return self._in_flight
 
-    async def submit(self, rows: Rows, *, timeout_s: float | None = None) -> Array:
+    async def submit(self, rows: Rows, *, timeout_s: float | None = None, tag: Any = None) -> Array:
         """Predict ``rows`` as part of a batch and return this request's output rows.
 
         Raises :class:`Overloaded` at once when ``max_queue`` requests already wait or
         the batcher is closing, :class:`PredictTimeout` when ``timeout_s`` passes first
         (the batch still runs; this caller's part is dropped), and whatever ``predict``
-        raised for the batch.
+        raised for the batch. ``tag`` is handed to ``on_answer`` with the batch.
         """
         n, shape = _describe(rows)
         if timeout_s is not None and not 0.0 < timeout_s < math.inf:
@@ -221,7 +254,7 @@ class Batcher:
             )
         fut: asyncio.Future[Array] = loop.create_future()
         now = loop.time()
-        req = _Request(rows, n, shape, fut, now)
+        req = _Request(rows, n, shape, fut, now, tag)
         self._pending.append(req)
         self._pending_rows += n
         if not self._scheduled and self._in_flight < self._max_in_flight:
@@ -386,7 +419,7 @@ class Batcher:
             cf = self._executor.submit(self._work, batch)
         except Exception as exc:  # executor shut down
             self._in_flight -= 1
-            self._finish(batch, (exc, 0.0))
+            self._finish(batch, (exc, 0.0, None, None))
             return
 
         def done(cf: concurrent.futures.Future[_Outcome]) -> None:
@@ -399,9 +432,10 @@ class Batcher:
         t0 = time.perf_counter()
         try:
             if len(batch) == 1:
-                out = np.asarray(self._predict(batch[0].rows))
+                joined = batch[0].rows
+                out = np.asarray(self._predict(joined))
                 _check_rows(self._label, out, batch[0].n)
-                return [out], time.perf_counter() - t0
+                return [out], time.perf_counter() - t0, joined, out
             joined = _join([r.rows for r in batch])
             total = sum(r.n for r in batch)
             out = np.asarray(self._predict(joined))
@@ -411,16 +445,16 @@ class Batcher:
             for r in batch:
                 parts.append(out[start : start + r.n])
                 start += r.n
-            return parts, time.perf_counter() - t0
+            return parts, time.perf_counter() - t0, joined, out
         except Exception as exc:
-            return exc, time.perf_counter() - t0
+            return exc, time.perf_counter() - t0, None, None
 
     def _done(self, batch: list[_Request], cf: concurrent.futures.Future[_Outcome]) -> None:
         self._in_flight -= 1
         try:
             outcome = cf.result()
         except BaseException as exc:  # the executor itself failed the call
-            outcome = (exc, 0.0)
+            outcome = (exc, 0.0, None, None)
         self._finish(batch, outcome)
         if self._pending and not self._scheduled:
             self._dispatch()
@@ -428,12 +462,14 @@ class Batcher:
             self._check_drained()
 
     def _finish(self, batch: list[_Request], outcome: _Outcome) -> None:
-        result, seconds = outcome
+        result, seconds, joined, out = outcome
         if isinstance(result, BaseException):
             for req in batch:
                 if not req.fut.done():
                     req.fut.set_exception(result)
         else:
+            if self.on_answer is not None and not any(r.fut.done() for r in batch):
+                self._answered(batch, joined, out)
             for req, part in zip(batch, result, strict=True):
                 if not req.fut.done():
                     req.fut.set_result(part)
@@ -449,6 +485,21 @@ class Batcher:
                 self.on_batch(rows, seconds)
             except Exception:
                 _log.exception("on_batch hook of %s failed", self._label)
+
+    def _answered(self, batch: list[_Request], joined: Rows, out: Array) -> None:
+        assert self.on_answer is not None and self._loop is not None
+        answered = Answered(
+            [r.tag for r in batch],
+            [r.n for r in batch],
+            [r.t0 for r in batch],
+            self._loop.time(),
+            joined,
+            out,
+        )
+        try:
+            self.on_answer(answered)
+        except Exception:
+            _log.exception("on_answer hook of %s failed", self._label)
 
     def _check_drained(self) -> None:
         drained = self._drained

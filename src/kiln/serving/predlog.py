@@ -1,7 +1,8 @@
 """The prediction log: every answer the server gives, appended to Parquet with no loss.
 
-A :class:`PredictionLog` buffers answers in memory, one entry per request holding
-references to its numpy arrays, and a background thread writes them out every
+A :class:`PredictionLog` buffers answers in memory, one entry per request (or per group
+of requests answered together) holding references to its numpy arrays, and a background
+thread writes them out every
 ``flush_interval_s`` seconds, or as soon as ``flush_rows`` rows are waiting. Each write
 makes one Parquet file per deployment, hour, model version and input layout, so every file
 has exactly one schema::
@@ -20,8 +21,13 @@ Appending is columnar: :meth:`PredictionLog.append_batch` (and
 :meth:`~PredictionLog.append_batch_async`) takes one request's inputs and outputs as
 numpy arrays and does O(1) Python work per request, whatever its row count; the writer
 builds each file from whole arrays (``np.concatenate``, ``pa.array``) and never loops over
-rows in Python. :meth:`PredictionLog.append` and friends (one :class:`Prediction` per row,
-plain Python values) remain for other callers and are built on the same path.
+rows in Python. :meth:`PredictionLog.try_append_requests` takes the requests of one
+model call at once (the server's batches: the joined arrays, and a request id, arm,
+shadow flag, row count and latency per request): one check and one entry for the batch,
+and it never waits, so the event loop calls it as the batch is answered and falls back to
+the per-request path only when the buffer is full. :meth:`PredictionLog.append` and
+friends (one :class:`Prediction` per row, plain Python values) remain for other callers
+and are built on the same path.
 
 This module buffers and runs the writer thread; checking appended requests, building and
 publishing files, and reading them back live in ``_predlog_entries``, ``_predlog_files``
@@ -269,12 +275,45 @@ class PredictionLog:
         if item is None:
             return 0
         items = [item]
-        n = item[1][6]
+        n: int = item[1][6]
         if n:
             with self._lock:  # room is the common case: no coroutine to wait in
                 if self._put_if_room_locked(items, n):
                     return n
         return await self._put_async(items)
+
+    def try_append_requests(
+        self,
+        *,
+        deployment: str,
+        model: str,
+        version: int,
+        request_ids: Sequence[str],
+        arms: Sequence[str],
+        shadows: Sequence[bool],
+        counts: Sequence[int],
+        inputs: BatchInputs,
+        outputs: np.ndarray,
+        latency_ms: np.ndarray,
+        at: datetime | int,
+    ) -> int | None:
+        """Buffer several requests answered together (one model call) as one entry.
+
+        ``inputs`` and ``outputs`` hold their rows one request after the other, ``counts``
+        rows each; ``request_ids``, ``arms``, ``shadows`` and ``latency_ms`` one value per
+        request. Never waits: returns the rows buffered, or None when the buffer has no
+        room, so an event loop can fall back to :meth:`append_batch_async`, which awaits
+        room. The arrays are kept by reference, as :meth:`append_batch` keeps them.
+        """
+        item = self._checker.requests(
+            deployment, model, version, request_ids, arms, shadows, counts, inputs, outputs,
+            latency_ms, at,
+        )  # fmt: skip
+        if item is None:
+            return 0
+        n: int = item[1][6]
+        with self._lock:
+            return n if self._put_if_room_locked([item], n) else None
 
     def append(self, record: Prediction) -> None:
         """Buffer one prediction; blocks while ``max_buffered_rows`` are waiting."""
