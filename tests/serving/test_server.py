@@ -249,7 +249,10 @@ def test_concurrent_answers_are_logged_once_each_with_their_own_values(fraud: No
     assert logged.num_rows == n
     assert set(logged.column("fallback").to_pylist()) == {False}
     assert set(logged.column("model").to_pylist()) == {"fraud/1"}
-    assert all(0.0 <= ms < 60_000 for ms in logged.column("latency_ms").to_pylist())
+    latencies = logged.column("latency_ms").to_pylist()
+    assert all(0.0 <= ms < 60_000 for ms in latencies)
+    # Timed finer than an event loop's millisecond clock: not whole milliseconds.
+    assert sum(ms != round(ms) for ms in latencies) > n // 2
     f0 = [f["f0"] for f in logged.column("features").to_pylist()]
     assert sorted(f0) == [float(i) for i in range(n)]
     # Each row's output is its own input's answer, not a neighbour's in the batch.

@@ -57,9 +57,9 @@ Answered batches
 ----------------
 ``on_answer``, when set, sees every batch whose callers all still wait for it, once,
 before they are answered: the callers' ``tag`` objects (what :meth:`Batcher.submit` was
-given), their row counts and submit times (``loop.time()``), the joined input and the
-whole output. The server logs a batch's predictions there in one piece instead of one
-request at a time.
+given), their row counts and submit times (``time.perf_counter()``: an event loop's
+clock may tick by the millisecond), the joined input and the whole output. The server
+logs a batch's predictions there in one piece instead of one request at a time.
 """
 
 from __future__ import annotations
@@ -104,7 +104,9 @@ _WAITING, _TAKEN, _ABANDONED, _REMOVED = range(4)
 
 
 class _Request:
-    __slots__ = ("deadline", "fut", "n", "rows", "shape", "state", "t0", "tag", "timeout_s")
+    __slots__ = (
+        "deadline", "fut", "n", "rows", "shape", "state", "submitted", "t0", "tag", "timeout_s",
+    )  # fmt: skip
 
     def __init__(
         self, rows: Rows, n: int, shape: object, fut: asyncio.Future[Array], t0: float, tag: Any
@@ -113,7 +115,8 @@ class _Request:
         self.n = n
         self.shape = shape
         self.fut = fut
-        self.t0 = t0
+        self.t0 = t0  # loop time, for the batching deadlines
+        self.submitted = time.perf_counter()  # for the latency on_answer reports
         self.tag = tag
         self.state = _WAITING
         self.deadline = math.inf
@@ -140,8 +143,8 @@ class Answered:
     ) -> None:
         self.tags = tags
         self.counts = counts
-        self.submitted = submitted  # loop.time() of each submit
-        self.at = at  # loop.time() when the batch was answered
+        self.submitted = submitted  # time.perf_counter() at each submit
+        self.at = at  # time.perf_counter() when the batch was answered
         self.inputs = inputs
         self.outputs = outputs
 
@@ -487,12 +490,12 @@ class Batcher:
                 _log.exception("on_batch hook of %s failed", self._label)
 
     def _answered(self, batch: list[_Request], joined: Rows, out: Array) -> None:
-        assert self.on_answer is not None and self._loop is not None
+        assert self.on_answer is not None
         answered = Answered(
             [r.tag for r in batch],
             [r.n for r in batch],
-            [r.t0 for r in batch],
-            self._loop.time(),
+            [r.submitted for r in batch],
+            time.perf_counter(),
             joined,
             out,
         )
