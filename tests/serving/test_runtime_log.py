@@ -1,0 +1,88 @@
+"""The runtime's prediction logging in-process: batches in one piece, requests on their own
+when the log's buffer is full, and nothing lost either way."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from _harness import register_linear
+
+import kiln
+from kiln.serving._runtime import Runtime
+from kiln.serving.predlog import PredictionLog, read_predictions
+from kiln.tracking import default_client
+
+
+class SlowLog(PredictionLog):
+    """Writes slowly, so a small buffer fills while requests keep coming."""
+
+    def _write_file(self, directory: Path, name: str, table: pa.Table) -> bool:
+        time.sleep(0.02)
+        return super()._write_file(directory, name, table)
+
+
+def serve_and_log(log: PredictionLog, requests: int, clients: int) -> None:
+    async def main() -> None:
+        runtime = Runtime(["fraud-api"], client=default_client(), predlog=log)
+        await runtime.start()
+        try:
+
+            async def client(c: int) -> None:
+                for i in range(c, requests, clients):
+                    row = np.array([[float(i), 2.0, -1.0, 0.5]])
+                    answer = await runtime.infer("fraud-api", row, request_id=f"q{i:04d}")
+                    assert answer.request_id == f"q{i:04d}" and not answer.fallback
+
+            await asyncio.gather(*(client(c) for c in range(clients)))
+        finally:
+            await runtime.stop()
+
+    asyncio.run(main())
+    log.close()
+
+
+def test_a_full_buffer_sends_requests_to_wait_for_room_and_none_is_lost(tmp_path: Path) -> None:
+    register_linear("fraud")
+    kiln.deployments.create("fraud-api", model="fraud/1")
+    log = SlowLog(tmp_path / "log", flush_rows=4, flush_interval_s=0.01, max_buffered_rows=8)
+    refused: list[bool] = []
+    batch_append = log.try_append_requests
+
+    def watched(**kw: object) -> int | None:
+        rows = batch_append(**kw)  # type: ignore[arg-type]
+        refused.append(rows is None)
+        return rows
+
+    log.try_append_requests = watched  # type: ignore[method-assign]
+    serve_and_log(log, requests=300, clients=16)
+    assert any(refused)  # the buffer was full at times: those requests waited on their own
+
+    logged = read_predictions(tmp_path / "log", deployment="fraud-api")
+    assert sorted(logged.column("request_id").to_pylist()) == [f"q{i:04d}" for i in range(300)]
+    f0 = sorted(f["f0"] for f in logged.column("features").to_pylist())
+    assert f0 == [float(i) for i in range(300)]
+
+
+def test_batches_are_logged_in_one_piece_with_each_request_its_own_row(tmp_path: Path) -> None:
+    register_linear("fraud")
+    kiln.deployments.create("fraud-api", model="fraud/1")
+    log = PredictionLog(tmp_path / "log", flush_rows=10_000, flush_interval_s=5)
+    appended: list[int] = []
+    batch_append = log.try_append_requests
+
+    def counted(**kw: object) -> int | None:
+        appended.append(len(kw["request_ids"]))  # type: ignore[arg-type]
+        return batch_append(**kw)  # type: ignore[arg-type]
+
+    log.try_append_requests = counted  # type: ignore[method-assign]
+    serve_and_log(log, requests=200, clients=16)
+
+    assert sum(appended) == 200 and max(appended) > 1  # several requests per entry
+    logged = read_predictions(tmp_path / "log", deployment="fraud-api")
+    assert logged.num_rows == 200
+    assert sorted(logged.column("request_id").to_pylist()) == [f"q{i:04d}" for i in range(200)]
+    assert set(logged.column("arm").to_pylist()) == {"champion"}
