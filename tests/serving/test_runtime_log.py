@@ -86,3 +86,35 @@ def test_batches_are_logged_in_one_piece_with_each_request_its_own_row(tmp_path:
     assert logged.num_rows == 200
     assert sorted(logged.column("request_id").to_pylist()) == [f"q{i:04d}" for i in range(200)]
     assert set(logged.column("arm").to_pylist()) == {"champion"}
+
+
+def test_a_batch_shared_by_two_deployments_is_logged_request_by_request(tmp_path: Path) -> None:
+    """One model version serves both, so their requests share batches; each request is
+    still logged under its own deployment."""
+    register_linear("fraud")
+    kiln.deployments.create("fraud-api", model="fraud/1")
+    kiln.deployments.create("fraud-eu", model="fraud/1")
+    log = PredictionLog(tmp_path / "log", flush_rows=10_000, flush_interval_s=5)
+
+    async def main() -> None:
+        runtime = Runtime(["fraud-api", "fraud-eu"], client=default_client(), predlog=log)
+        await runtime.start()
+        try:
+            rows = np.array([[1.0, 2.0, -1.0, 0.5]])
+            await asyncio.gather(
+                *(
+                    runtime.infer(name, rows, request_id=f"{name}-{i}")
+                    for i in range(50)
+                    for name in ("fraud-api", "fraud-eu")
+                )
+            )
+        finally:
+            await runtime.stop()
+
+    asyncio.run(main())
+    log.close()
+    for name in ("fraud-api", "fraud-eu"):
+        logged = read_predictions(tmp_path / "log", deployment=name)
+        assert sorted(logged.column("request_id").to_pylist()) == sorted(
+            f"{name}-{i}" for i in range(50)
+        )
