@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from _harness import register_linear
+import pytest
+from _harness import frame, register_linear
 
 import kiln
+from kiln.registry import PythonModel
 from kiln.serving._runtime import Runtime
 from kiln.serving.predlog import PredictionLog, read_predictions
 from kiln.tracking import default_client
@@ -118,3 +121,43 @@ def test_a_batch_shared_by_two_deployments_is_logged_request_by_request(tmp_path
         assert sorted(logged.column("request_id").to_pylist()) == sorted(
             f"{name}-{i}" for i in range(50)
         )
+
+
+class Unloggable(PythonModel):
+    """Answers with objects the prediction log cannot store (no JSON form)."""
+
+    def predict(self, model_input: Any) -> Any:
+        out = np.empty(len(model_input), dtype=object)
+        out[:] = [Opaque() for _ in range(len(model_input))]
+        return out
+
+
+class Opaque:
+    """A value with no JSON form."""
+
+
+def test_a_batch_the_log_refuses_is_answered_and_reported_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    kiln.models.register("odd", Unloggable(), input_example=frame(5))
+    kiln.deployments.create("odd-api", model="odd/1")
+    log = PredictionLog(tmp_path / "log", flush_rows=10_000, flush_interval_s=5)
+
+    async def main() -> None:
+        runtime = Runtime(["odd-api"], client=default_client(), predlog=log)
+        await runtime.start()
+        try:
+            rows = frame(1).to_numpy()
+            answers = await asyncio.gather(
+                *(runtime.infer("odd-api", rows, request_id=f"o{i}") for i in range(20))
+            )
+            assert all(isinstance(a.outputs[0], Opaque) and not a.fallback for a in answers)
+        finally:
+            await runtime.stop()
+
+    asyncio.run(main())
+    log.close()
+    assert log.rows_appended == 0
+    refusals = [r.getMessage() for r in caplog.records if "not logged" in r.getMessage()]
+    assert refusals and all("JSON-serializable" in m for m in refusals)
+    assert len(refusals) < 20  # once per batch, not once per request

@@ -594,7 +594,7 @@ class Runtime:
             fallback=fallback,
             request_id=rid,
         )
-        if served is None or not served.logged or fallback:
+        if served is None or not served.logged:  # a fallback's answer is never logged yet
             await self._log(live, slot, answer, features, data, seconds, shadow=False)
         return answer
 
