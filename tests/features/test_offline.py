@@ -11,6 +11,7 @@ import deltalake
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -26,6 +27,8 @@ from kiln.features import (
     SQLSource,
     WindowedFeatureView,
 )
+from kiln.features._sources import ROW
+from kiln.features._spine_order import in_spine_order
 from kiln.features.offline import (
     ViewRequest,
     check_view_source,
@@ -720,9 +723,6 @@ def test_reserved_column_names_are_rejected(tmp_path: Path) -> None:
 @pytest.mark.parametrize("chunks", [1, 3])
 def test_results_go_back_to_spine_order_whatever_the_column_type(chunks: int) -> None:
     """Fixed-width columns are scattered to their rows, others gathered: same result."""
-    from kiln.features import offline
-    from kiln.features._sources import ROW
-
     rng = np.random.default_rng(3)
     n = 40
     some_null = rng.random(n) < 0.3
@@ -740,7 +740,44 @@ def test_results_go_back_to_spine_order_whatever_the_column_type(chunks: int) ->
     )
     cut = np.linspace(0, n, chunks + 1).astype(int).tolist()
     table = pa.concat_tables([table.slice(a, b - a) for a, b in itertools.pairwise(cut)])
-    got = offline._in_spine_order(table)
+    got = in_spine_order(table, ROW, {})
     want = table.drop_columns([ROW]).take(np.argsort(table.column(ROW).to_numpy()))
     assert got.schema == want.schema
     assert got.equals(want)
+
+
+@pytest.mark.parametrize("chunks", [1, 3])
+def test_a_fresh_flag_nulls_its_columns_in_spine_order(chunks: int) -> None:
+    """Columns named in ``fresh`` are null where their flag is false or NULL; others not."""
+    rng = np.random.default_rng(4)
+    n = 50
+    own_null = rng.random(n) < 0.2
+    flag = pa.array(rng.random(n) < 0.6, mask=rng.random(n) < 0.2)
+    table = pa.table(
+        {
+            "a": pa.array(rng.random(n), mask=own_null),
+            "b": pa.array(rng.random(n), mask=own_null),
+            "c": pa.array(rng.random(n)),
+            "s": pa.array([f"v{j}" for j in range(n)]),
+            "other": pa.array(rng.random(n)),
+            "__fresh": flag,
+            ROW: pa.array(rng.permutation(n)),
+        }
+    )
+    cut = np.linspace(0, n, chunks + 1).astype(int).tolist()
+    table = pa.concat_tables([table.slice(a, b - a) for a, b in itertools.pairwise(cut)])
+    named = dict.fromkeys(["a", "b", "c", "s"], "__fresh")
+    got = in_spine_order(table, ROW, named)
+
+    keep = pc.fill_null(table.column("__fresh"), False).combine_chunks()
+    order = np.argsort(table.column(ROW).to_numpy())
+    want = {}
+    for name in ["a", "b", "c", "s", "other"]:
+        column = table.column(name).combine_chunks()
+        if name in named:
+            column = pc.if_else(keep, column, pa.scalar(None, column.type))
+        want[name] = column.take(pa.array(order))
+    assert got.column_names == list(want)
+    for name, column in want.items():
+        assert got.column(name).combine_chunks().equals(column), name
+    assert got.column("other").null_count == 0

@@ -417,8 +417,8 @@ def point_in_time(
     ttl: timedelta | None,
     chain: Chain,
     replaced: str | None = None,
-) -> list[str]:
-    """CTEs answering one FeatureView onto ``chain``; returns output expressions over ``c``.
+) -> tuple[list[str], str | None]:
+    """CTEs answering one FeatureView onto ``chain``: output expressions over ``c``, fresh.
 
     Without a created column the ASOF join on event time is the answer. With one it
     joins on visibility, ``greatest(event_ts, created)``, after the superseded rows
@@ -426,8 +426,10 @@ def point_in_time(
     been swapped for the best rows they stand for, so no spine row needs a second look.
     One join of the rows against their identities does it: a superseded row is dropped,
     a best row is kept and copied once per row it stands for, with that row's
-    visibility. TTL is applied in the ASOF join's own projection, so no event time is
-    carried to the end.
+    visibility. With a TTL, the ASOF join's projection adds one boolean, whether the
+    match is recent enough (``fresh``, returned; NULL without a match), which the caller
+    applies to every feature of the view: one comparison per row, not one per feature,
+    and no event time carried to the end.
     """
     fs = [f"__kiln_{v}_f{j}" for j in range(len(features))]
     on = _keys_equal(rows, "l", "d")
@@ -466,18 +468,18 @@ def point_in_time(
             )
         q.cte(f"{v}_rows", visible)
         at = VISIBLE
-    values = [f"d.{quote(f)}" for f in features]
+    cols = [f"d.{quote(f)} AS {n}" for f, n in zip(features, fs, strict=True)]
+    fresh = None
     if ttl is not None:
-        fresh = f"d.{EVENT_TS} >= l.{T} - {q.param(f'{v}_ttl', ttl)}"
-        values = [f"CASE WHEN {fresh} THEN {value} END" for value in values]
-    cols = ", ".join(f"{value} AS {n}" for value, n in zip(values, fs, strict=True))
+        fresh = f"__kiln_{v}_fresh"
+        cols.append(f"d.{EVENT_TS} >= l.{T} - {q.param(f'{v}_ttl', ttl)} AS {fresh}")
     q.cte(
         f"{v}_res",
-        f"SELECT l.*, {cols}\nFROM {chain.name} l ASOF LEFT JOIN "
+        f"SELECT l.*, {', '.join(cols)}\nFROM {chain.name} l ASOF LEFT JOIN "
         f"{v}_rows d\nON {on} AND l.{T} >= d.{at}",
     )
     chain.name = f"{v}_res"
-    return [f"c.{f}" for f in fs]
+    return [f"c.{f}" for f in fs], None if fresh is None else f"c.{fresh}"
 
 
 def _aggregate(agg: Aggregation, rows: Rows, window: str) -> str:

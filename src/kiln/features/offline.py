@@ -52,9 +52,10 @@ greater ``(event_ts, created)`` was already visible (a late backfill, or an olde
 of the same event time). Such superseded rows are found once per source content (one
 sort of keys and times, then linear scans: ``kiln.features._superseded``) and swapped for
 the best row they stand for before the join, so every spine row is answered by one ASOF
-lookup. TTL is applied in each join's projection, and results are put back in spine
-order by row number. User data reaches SQL only through registered tables and bound
-parameters; identifiers are quoted.
+lookup. Each join's projection says whether its match is within the TTL (one boolean
+per view), and results are put back in spine order by row number, nulling what is too
+old on the way (``kiln.features._spine_order``). User data reaches SQL only through
+registered tables and bound parameters; identifiers are quoted.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ from kiln.core import InvalidInput
 from kiln.features import _sources, _superseded
 from kiln.features._keys import key_types, readable_keys, spine_keys
 from kiln.features._sources import CREATED_TS, EVENT_TS, ROW, T, quote
+from kiln.features._spine_order import in_spine_order
 from kiln.features.definitions import FeatureView, WindowedFeatureView
 
 __all__ = [
@@ -181,15 +183,20 @@ def _compute(plan: _Plan, narrow: pa.Table) -> pa.Table:
         q.cte("spine", f"SELECT {ROW}, {keys}{ts_expr} AS {T} FROM {quote(spine_name)}")
         outputs: list[str] = []
         stamps: list[str] = []
+        fresh: dict[str, str] = {}  # output column -> the column saying where it is fresh
         chain = _sources.Chain("spine")
         windows: list[str] = []
         for i, (req, names) in enumerate(zip(plan.requests, plan.names, strict=True)):
             rows = _sources.rows(con, req.view, plan.offline_dir)
             if isinstance(req.view, FeatureView):
                 replaced = _superseded.superseded(con, rows) if rows.has_created else None
-                exprs = _sources.point_in_time(
+                exprs, recent = _sources.point_in_time(
                     q, f"v{i}", rows, req.features, req.view.ttl, chain, replaced
                 )
+                if recent is not None:
+                    flag = f"__kiln_fresh_{i}"
+                    outputs.append(f"{recent} AS {flag}")
+                    fresh.update(dict.fromkeys(names, flag))
                 dtypes = {f.name: f.dtype for f in req.view.schema}
                 stamps += [
                     n for f, n in zip(req.features, names, strict=True) if dtypes[f] == "timestamp"
@@ -217,58 +224,7 @@ def _compute(plan: _Plan, narrow: pa.Table) -> pa.Table:
             ) from exc
     finally:
         con.close()
-    return _as_utc(_in_spine_order(table), stamps)
-
-
-def _in_spine_order(table: pa.Table) -> pa.Table:
-    """The rows put back in spine order by their row number, which is a permutation.
-
-    Each fixed-width column is scattered to its rows' positions (``out[row] = value``)
-    in numpy: writes to random places cost a third of reads from random places (a
-    gather, ``take``), and a tenth of sorting the result again (``ORDER BY``) on a
-    1M-row spine. Other columns (strings...) are gathered.
-    """
-    rows = np.asarray(table.column(ROW).to_numpy(), dtype=np.int64)
-    kept = [i for i, name in enumerate(table.column_names) if name != ROW]
-    order: np.ndarray | None = None
-    columns = []
-    for i in kept:
-        column = table.column(i)
-        array = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
-        scattered = _scatter(array, rows)
-        if scattered is None:
-            if order is None:
-                order = np.empty(len(rows), dtype=np.int64)
-                order[rows] = np.arange(len(rows), dtype=np.int64)
-            scattered = array.take(pa.array(order))
-        columns.append(scattered)
-    return pa.Table.from_arrays(columns, schema=pa.schema([table.schema.field(i) for i in kept]))
-
-
-_WIDTHS = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
-
-
-def _scatter(array: pa.Array, rows: np.ndarray) -> pa.Array | None:
-    """``array`` with value ``i`` moved to position ``rows[i]``; None if not fixed-width."""
-    kind = array.type
-    if pa.types.is_boolean(kind) or not pa.types.is_primitive(kind):
-        return None
-    width = _WIDTHS.get(kind.bit_width // 8)
-    if width is None or kind.bit_width % 8:
-        return None
-    n = len(array)
-    if n == 0:
-        return array
-    data = array.buffers()[1]
-    values = np.frombuffer(data, dtype=width, count=n, offset=array.offset * (kind.bit_width // 8))
-    out = np.empty(n, dtype=width)
-    out[rows] = values
-    validity = None
-    if array.null_count:
-        valid = np.empty(n, dtype=bool)
-        valid[rows] = array.is_valid().to_numpy(zero_copy_only=False)
-        validity = pa.array(valid).buffers()[1]
-    return pa.Array.from_buffers(kind, n, [validity, pa.py_buffer(out)], array.null_count)
+    return _as_utc(in_spine_order(table, ROW, fresh), stamps)
 
 
 def _as_utc(table: pa.Table, names: Sequence[str]) -> pa.Table:
