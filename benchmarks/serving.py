@@ -20,14 +20,20 @@ for ``--duration`` seconds per point after a warm-up. For each worker count in
     native endpoint with an online lookup of 8 features per request at concurrency 8;
 (3) `mlflow models serve --workers N` (from the interpreter given by ``--mlflow-python``,
     which must have mlflow and lightgbm) with the same model and the same `/invocations`
-    loads.
+    loads;
+(4) the batching ceiling (`_batching_ceiling.py`): the same uvicorn stack and the same
+    booster, doing only what a batching server cannot skip (parse, queue, one
+    `Booster.predict` per event-loop turn, answer), single-row v2 requests at concurrency
+    64: what batching and the model cost on this machine whoever serves them, so that
+    Kiln's distance from the floor splits into that and what its own features cost.
 
 The same-run in-process baselines are `Booster.predict` on 1 row and on 100,000 rows.
 
 ``--spread N`` measures instead how much the closest figures move between runs: N short
 runs (``--spread-seconds`` each) of single-row v2 requests against one `kiln serve`
-(prediction log on, and a second one with it off) and the HTTP floor, reporting the
-range and median of each. Figures are printed; ``--write`` puts them in the page.
+(prediction log on, and a second one with it off), the batching ceiling and the HTTP
+floor, reporting the range and median of each. Figures are printed; ``--write`` puts
+them in the page.
 """
 
 from __future__ import annotations
@@ -318,6 +324,7 @@ class Round:
 
     workers: int
     floor: dict[str, Load]
+    ceiling: dict[str, Load]
     kiln: dict[str, Load]
     mlflow: dict[str, Load]
 
@@ -340,6 +347,14 @@ def kiln_command(port: int, workers: int, *extra: str) -> list[str]:
 def floor_command(port: int, workers: int) -> list[str]:
     return [
         sys.executable, "-m", "uvicorn", "_http_floor:app", "--app-dir", str(BENCH_DIR),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+        "--lifespan", "off", "--log-level", "warning", *UVICORN_OPTIONS,
+    ]  # fmt: skip
+
+
+def ceiling_command(port: int, workers: int) -> list[str]:
+    return [
+        sys.executable, "-m", "uvicorn", "_batching_ceiling:app", "--app-dir", str(BENCH_DIR),
         "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
         "--lifespan", "off", "--log-level", "warning", *UVICORN_OPTIONS,
     ]  # fmt: skip
@@ -401,6 +416,12 @@ def floor_specs(one: np.ndarray) -> list[Spec]:
     ]
 
 
+def ceiling_specs(one: np.ndarray) -> list[Spec]:
+    return [
+        Spec("v2-64", "batching ceiling, v2 body", "/v2/models/bench/infer", 64, 1, v2_body(one))
+    ]
+
+
 def mlflow_specs(one: np.ndarray, hundred: np.ndarray, version: str) -> list[Spec]:
     specs = [
         Spec(f"inv-{c}", f"MLflow {version}, 1 row", "/invocations", c, 1, mlflow_body(one))
@@ -440,7 +461,7 @@ def round_section(r: Round, mlflow_ver: str | None) -> list[str]:
     lines = [
         f"### {each.capitalize()}",
         "",
-        f"The HTTP floor, `kiln serve --workers {r.workers}` and "
+        f"The HTTP floor, the batching ceiling, `kiln serve --workers {r.workers}` and "
         + (f"`mlflow models serve --workers {r.workers}`" if r.mlflow else "no MLflow")
         + ", one after the other.",
         "",
@@ -449,6 +470,7 @@ def round_section(r: Round, mlflow_ver: str | None) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [_row(load) for load in r.floor.values()]
+    lines += [_row(load, r.floor.get(key)) for key, load in r.ceiling.items()]
     lines += [
         _row(load, r.floor.get(key), r.mlflow.get(key) if key.startswith("inv") else None)
         for key, load in k.items()
@@ -492,6 +514,20 @@ def round_section(r: Round, mlflow_ver: str | None) -> list[str]:
         f"| errors | {errors} | {'yes' if errors == 0 else '**no**'} |",
         "",
     ]
+    ceiling64 = r.ceiling.get("v2-64")
+    if ceiling64 is not None:
+        lines += [
+            f"Where the distance to the floor goes: the batching ceiling "
+            f"(`benchmarks/_batching_ceiling.py`: parse, queue, one `Booster.predict` per "
+            f"event-loop turn, answer; nothing else) reached "
+            f"{ceiling64.requests_per_s / floor64.requests_per_s:.0%} of the floor at "
+            f"concurrency 64 ({ceiling64.requests_per_s:,.0f} req/s), and Kiln "
+            f"{v64.requests_per_s / ceiling64.requests_per_s:.0%} of the ceiling: the first "
+            "is what batching and the model cost on this machine whoever serves them, the "
+            "second what Kiln's validation, metrics, prediction log, breakers and timeouts "
+            "cost.",
+            "",
+        ]
     return lines
 
 
@@ -578,6 +614,10 @@ def serve_round(
         floor = run_points(url, floor_specs(one), args, tmp)
     port = free_local_port()
     url = f"http://127.0.0.1:{port}"
+    with process(ceiling_command(port, workers), f"{url}/", tmp / "ceiling.log", env):
+        ceiling = run_points(url, ceiling_specs(one), args, tmp)
+    port = free_local_port()
+    url = f"http://127.0.0.1:{port}"
     with process(kiln_command(port, workers), f"{url}/v2/health/ready", tmp / "kiln.log", env):
         kiln_loads = run_points(url, kiln_specs(one, hundred), args, tmp)
     mlflow_loads: dict[str, Load] = {}
@@ -590,7 +630,7 @@ def serve_round(
         menv = {**env, "PATH": f"{Path(args.mlflow_python).parent}{os.pathsep}{env['PATH']}"}
         with process(command, f"{url}/ping", tmp / "mlflow.log", menv):
             mlflow_loads = run_points(url, mlflow_specs(one, hundred, version), args, tmp)
-    return Round(workers, floor, kiln_loads, mlflow_loads)
+    return Round(workers, floor, ceiling, kiln_loads, mlflow_loads)
 
 
 def prepare_mlflow(python: str, booster: lgb.Booster, tmp: Path) -> tuple[Path, str]:
@@ -611,9 +651,11 @@ def spread(
     figures share the machine's state of that moment."""
     body = v2_body(x[:1])
     path = "/v2/models/bench/infer"
-    ports = [free_local_port() for _ in range(3)]
+    ports = [free_local_port() for _ in range(4)]
     urls = [f"http://127.0.0.1:{p}" for p in ports]
-    runs: dict[str, list[float]] = {k: [] for k in ("p99", "p99-nolog", "kiln64", "floor64")}
+    runs: dict[str, list[float]] = {
+        k: [] for k in ("p99", "p99-nolog", "kiln64", "ceiling64", "floor64")
+    }
     seconds = args.spread_seconds
     with (
         process(kiln_command(ports[0], workers), f"{urls[0]}/v2/health/ready", tmp / "k.log", env),
@@ -624,6 +666,7 @@ def spread(
             env,
         ),
         process(floor_command(ports[2], workers), f"{urls[2]}/", tmp / "floor.log", env),
+        process(ceiling_command(ports[3], workers), f"{urls[3]}/", tmp / "ceiling.log", env),
     ):
         for url in urls:
             wrk(f"{url}{path}", body, None, 64, args.warmup, tmp)
@@ -632,8 +675,12 @@ def spread(
             runs["p99"].append(wrk(f"{urls[0]}{path}", body, None, 8, seconds, tmp)[2])
             runs["p99-nolog"].append(wrk(f"{urls[1]}{path}", body, None, 8, seconds, tmp)[2])
             runs["kiln64"].append(wrk(f"{urls[0]}{path}", body, None, 64, seconds, tmp)[0])
+            runs["ceiling64"].append(wrk(f"{urls[3]}{path}", body, None, 64, seconds, tmp)[0])
             runs["floor64"].append(wrk(f"{urls[2]}{path}", body, None, 64, seconds, tmp)[0])
-    share = [k / f for k, f in zip(runs["kiln64"], runs["floor64"], strict=True)]
+
+    def ratio(a: str, b: str) -> list[float]:
+        return [x / y for x, y in zip(runs[a], runs[b], strict=True)]
+
     each = "one worker each" if workers == 1 else f"{workers} workers each"
 
     def row(what: str, values: list[float], fmt: str) -> str:
@@ -643,18 +690,25 @@ def spread(
     return [
         f"### Run-to-run spread, {each}",
         "",
-        f"{args.spread} runs of {seconds:g} s each (`wrk -t2`), interleaved over three servers "
+        f"{args.spread} runs of {seconds:g} s each (`wrk -t2`), interleaved over four servers "
         f"up side by side: `kiln serve --workers {workers}` with the prediction log on, the "
-        "same with `--no-prediction-log`, and the HTTP floor. The figures above are one run "
-        "each; this is how far one run moves on this machine.",
+        "same with `--no-prediction-log`, the batching ceiling and the HTTP floor. The "
+        "figures above are one run each; this is how far one run moves on this machine.",
         "",
         "| measure | runs | lowest | median | highest |",
         "|---|---|---|---|---|",
         row("single-row p99 at concurrency 8, ms", runs["p99"], ".2f"),
         row("the same without the prediction log, ms", runs["p99-nolog"], ".2f"),
         row("single-row requests/s at concurrency 64", runs["kiln64"], ",.0f"),
+        row("batching ceiling requests/s at concurrency 64", runs["ceiling64"], ",.0f"),
         row("HTTP floor requests/s at concurrency 64", runs["floor64"], ",.0f"),
-        row("Kiln's share of the floor at concurrency 64 (same run)", share, ".0%"),
+        row(
+            "Kiln's share of the floor at concurrency 64 (same run)",
+            ratio("kiln64", "floor64"),
+            ".0%",
+        ),
+        row("the ceiling's share of the floor (same run)", ratio("ceiling64", "floor64"), ".0%"),
+        row("Kiln's share of the ceiling (same run)", ratio("kiln64", "ceiling64"), ".0%"),
         "",
     ]
 
@@ -685,6 +739,8 @@ def main() -> None:
         env = {**os.environ, "KILN_HOME": str(tmp / "home")}
         os.environ["KILN_HOME"] = env["KILN_HOME"]
         booster, x = setup(tmp, rng)
+        booster.save_model(str(tmp / "ceiling-booster.txt"))
+        env["KILN_BENCH_MODEL"] = str(tmp / "ceiling-booster.txt")
         if args.spread:
             body = [line for w in args.workers for line in spread(w, x, args, tmp, env)]
             head = f"{machine((load_before, os.getloadavg()[0]))} Command: `{command_line()}`."
