@@ -20,9 +20,15 @@ import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import orjson
+
+# What `kiln serve` sets before LightGBM loads (kiln.core.openmp): one OpenMP thread per
+# process that sleeps when idle. The same model settings on both sides.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import lightgbm as lgb
 import numpy as np
-import orjson
 
 Message = MutableMapping[str, Any]
 
