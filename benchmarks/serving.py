@@ -344,20 +344,21 @@ def kiln_command(port: int, workers: int, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def floor_command(port: int, workers: int) -> list[str]:
+def uvicorn_command(app: str, port: int, workers: int) -> list[str]:
+    """A benchmark app under uvicorn with the options `kiln serve` gives it."""
     return [
-        sys.executable, "-m", "uvicorn", "_http_floor:app", "--app-dir", str(BENCH_DIR),
+        sys.executable, "-m", "uvicorn", app, "--app-dir", str(BENCH_DIR),
         "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
         "--lifespan", "off", "--log-level", "warning", *UVICORN_OPTIONS,
     ]  # fmt: skip
+
+
+def floor_command(port: int, workers: int) -> list[str]:
+    return uvicorn_command("_http_floor:app", port, workers)
 
 
 def ceiling_command(port: int, workers: int) -> list[str]:
-    return [
-        sys.executable, "-m", "uvicorn", "_batching_ceiling:app", "--app-dir", str(BENCH_DIR),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
-        "--lifespan", "off", "--log-level", "warning", *UVICORN_OPTIONS,
-    ]  # fmt: skip
+    return uvicorn_command("_batching_ceiling:app", port, workers)
 
 
 def mlflow_command(python: str, model_dir: Path, port: int, workers: int) -> list[str]:
