@@ -21,7 +21,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from kiln.core import InvalidInput
-from kiln.serving.predlog import PREDICTION_SCHEMA, Prediction, PredictionLog, read_predictions
+from kiln.serving.predlog import (
+    PREDICTION_SCHEMA,
+    AnsweredRequests,
+    Prediction,
+    PredictionLog,
+    read_predictions,
+)
 
 T0 = datetime(2025, 3, 1, 9, 59, 58, tzinfo=UTC)
 
@@ -530,6 +536,7 @@ def test_public_names_stay_importable_from_the_module() -> None:
 
     assert set(predlog.__all__) == {
         "PREDICTION_SCHEMA",
+        "AnsweredRequests",
         "BatchInputs",
         "Prediction",
         "PredictionLog",
@@ -560,7 +567,7 @@ def requests(log: PredictionLog, first: int, counts: list[int], **kw: Any) -> in
         "at": T0,
     }
     values.update(kw)
-    return log.try_append_requests(**values)
+    return log.try_append_requests(AnsweredRequests(**values))
 
 
 def test_requests_answered_together_are_one_entry_and_read_back_per_request(

@@ -16,7 +16,7 @@ from _harness import frame, register_linear
 import kiln
 from kiln.registry import PythonModel
 from kiln.serving._runtime import Runtime
-from kiln.serving.predlog import PredictionLog, read_predictions
+from kiln.serving.predlog import AnsweredRequests, PredictionLog, read_predictions
 from kiln.tracking import default_client
 
 
@@ -55,8 +55,8 @@ def test_a_full_buffer_sends_requests_to_wait_for_room_and_none_is_lost(tmp_path
     refused: list[bool] = []
     batch_append = log.try_append_requests
 
-    def watched(**kw: object) -> int | None:
-        rows = batch_append(**kw)  # type: ignore[arg-type]
+    def watched(answered: AnsweredRequests) -> int | None:
+        rows = batch_append(answered)
         refused.append(rows is None)
         return rows
 
@@ -77,9 +77,9 @@ def test_batches_are_logged_in_one_piece_with_each_request_its_own_row(tmp_path:
     appended: list[int] = []
     batch_append = log.try_append_requests
 
-    def counted(**kw: object) -> int | None:
-        appended.append(len(kw["request_ids"]))  # type: ignore[arg-type]
-        return batch_append(**kw)  # type: ignore[arg-type]
+    def counted(answered: AnsweredRequests) -> int | None:
+        appended.append(len(answered.request_ids))
+        return batch_append(answered)
 
     log.try_append_requests = counted  # type: ignore[method-assign]
     serve_and_log(log, requests=200, clients=16)

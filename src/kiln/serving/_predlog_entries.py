@@ -53,6 +53,28 @@ class Prediction:
     shadow: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class AnsweredRequests:
+    """Several requests answered by one model call, logged as one entry.
+
+    ``inputs`` and ``outputs`` hold the requests' rows one request after the other
+    (``counts`` rows each); ``request_ids``, ``arms``, ``shadows`` and ``latency_ms``
+    one value per request. ``at`` as in :class:`Prediction`.
+    """
+
+    deployment: str
+    model: str
+    version: int
+    request_ids: Sequence[str]
+    arms: Sequence[str]
+    shadows: Sequence[bool]
+    counts: Sequence[int]
+    inputs: BatchInputs
+    outputs: np.ndarray
+    latency_ms: np.ndarray
+    at: datetime | int
+
+
 class EntryChecker:
     """Checks requests and keys them; remembers the names it has checked already."""
 
@@ -164,26 +186,14 @@ class EntryChecker:
         )
         return key, entry
 
-    def requests(
-        self,
-        deployment: str,
-        model: str,
-        version: int,
-        request_ids: Sequence[str],
-        arms: Sequence[str],
-        shadows: Sequence[bool],
-        counts: Sequence[int],
-        inputs: BatchInputs,
-        outputs: np.ndarray,
-        latency_ms: np.ndarray,
-        at: datetime | int,
-    ) -> Item | None:
+    def requests(self, answered: AnsweredRequests) -> Item | None:
         """Checks and keys several requests answered together, as one entry.
 
-        ``inputs`` and ``outputs`` hold the requests' rows one request after the other
-        (``counts`` rows each); the other sequences hold one value per request. The
-        arrays are checked once, as :meth:`batch` checks one request's.
+        The arrays are checked once, as :meth:`batch` checks one request's.
         """
+        a = answered
+        request_ids, arms, shadows, counts = a.request_ids, a.arms, a.shadows, a.counts
+        latency_ms = a.latency_ms
         n = len(request_ids)
         if not (len(arms) == len(shadows) == len(counts) == len(latency_ms) == n) or not n:
             raise _refused(
@@ -192,8 +202,8 @@ class EntryChecker:
                 "non-empty and of one length",
             )
         item = self.batch(
-            deployment, model, version, str(arms[0]), str(request_ids[0]), inputs, outputs,
-            0.0, at, False, False, False,
+            a.deployment, a.model, a.version, str(arms[0]), str(request_ids[0]), a.inputs,
+            a.outputs, 0.0, a.at, False, False, False,
         )  # fmt: skip
         if item is None:
             return None

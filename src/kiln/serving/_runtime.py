@@ -37,7 +37,7 @@ from kiln.serving.batching import Answered, Overloaded, PredictTimeout
 from kiln.serving.compatibility import InputPlan
 from kiln.serving.guards import ArmStats, judge
 from kiln.serving.metrics import Outcome, ServingMetrics
-from kiln.serving.predlog import BatchInputs, PredictionLog
+from kiln.serving.predlog import AnsweredRequests, BatchInputs, PredictionLog
 from kiln.serving.specs import Deployment
 from kiln.serving.traffic import Arm, arm_label, choose_arm, mirrors, request_key
 from kiln.tracking import TrackingClient
@@ -710,7 +710,7 @@ class Runtime:
             return
         served: list[_Served] = tags
         try:
-            rows = predlog.try_append_requests(
+            answered = AnsweredRequests(
                 deployment=deployment,
                 model=slot.ref,
                 version=slot.version.version,
@@ -723,6 +723,7 @@ class Runtime:
                 latency_ms=(batch.at - np.asarray(batch.submitted)) * 1000.0,
                 at=time.time_ns() // 1000,
             )
+            rows = predlog.try_append_requests(answered)
         except InvalidInput as exc:  # refused as each request would be: said once
             log.error("%s: %d requests not logged: %s", deployment, len(tags), exc)
             rows = 0

@@ -108,13 +108,20 @@ import numpy as np
 import pyarrow as pa
 
 from kiln.core import InvalidInput
-from kiln.serving._predlog_entries import BatchInputs, EntryChecker, Item, Prediction
+from kiln.serving._predlog_entries import (
+    AnsweredRequests,
+    BatchInputs,
+    EntryChecker,
+    Item,
+    Prediction,
+)
 from kiln.serving._predlog_files import Entry, Key, build_table, write_atomically
 from kiln.serving._predlog_format import PREDICTION_SCHEMA, default_root, hour_label
 from kiln.serving._predlog_read import read_predictions
 
 __all__ = [
     "PREDICTION_SCHEMA",
+    "AnsweredRequests",
     "BatchInputs",
     "Prediction",
     "PredictionLog",
@@ -282,33 +289,14 @@ class PredictionLog:
                     return n
         return await self._put_async(items)
 
-    def try_append_requests(
-        self,
-        *,
-        deployment: str,
-        model: str,
-        version: int,
-        request_ids: Sequence[str],
-        arms: Sequence[str],
-        shadows: Sequence[bool],
-        counts: Sequence[int],
-        inputs: BatchInputs,
-        outputs: np.ndarray,
-        latency_ms: np.ndarray,
-        at: datetime | int,
-    ) -> int | None:
+    def try_append_requests(self, answered: AnsweredRequests) -> int | None:
         """Buffer several requests answered together (one model call) as one entry.
 
-        ``inputs`` and ``outputs`` hold their rows one request after the other, ``counts``
-        rows each; ``request_ids``, ``arms``, ``shadows`` and ``latency_ms`` one value per
-        request. Never waits: returns the rows buffered, or None when the buffer has no
-        room, so an event loop can fall back to :meth:`append_batch_async`, which awaits
-        room. The arrays are kept by reference, as :meth:`append_batch` keeps them.
+        Never waits: returns the rows buffered, or None when the buffer has no room, so an
+        event loop can fall back to :meth:`append_batch_async`, which awaits room. The
+        arrays are kept by reference, as :meth:`append_batch` keeps them.
         """
-        item = self._checker.requests(
-            deployment, model, version, request_ids, arms, shadows, counts, inputs, outputs,
-            latency_ms, at,
-        )  # fmt: skip
+        item = self._checker.requests(answered)
         if item is None:
             return 0
         n: int = item[1][6]
