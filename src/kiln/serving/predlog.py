@@ -2,10 +2,9 @@
 
 A :class:`PredictionLog` buffers answers in memory, one entry per request (or per group
 of requests answered together) holding references to its numpy arrays, and a background
-thread writes them out every
-``flush_interval_s`` seconds, or as soon as ``flush_rows`` rows are waiting. Each write
-makes one Parquet file per deployment, hour, model version and input layout, so every file
-has exactly one schema::
+thread writes them out every ``flush_interval_s`` seconds, or as soon as ``flush_rows``
+rows are waiting. Each write makes one Parquet file per deployment, hour, model version
+and input layout, so every file has exactly one schema::
 
     <root>/deployment=<name>/hour=<YYYY-MM-DDTHH>/part-<worker>-<seq>-<schema>.parquet
 
