@@ -503,3 +503,30 @@ def test_a_failing_on_answer_hook_is_only_logged(caplog: pytest.LogCaptureFixtur
 
     run(main())
     assert "on_answer hook of model 'fraud' failed" in caplog.text
+
+
+def test_a_ticket_is_awaited_directly_and_abandoning_it_frees_its_place_at_once() -> None:
+    """``enqueue`` is ``submit`` without its coroutine: the caller awaits the ticket."""
+    model = Model(hold=True)
+    batcher = Batcher(model, Batching(max_queue=2), inline_under_ms=0)
+
+    async def main() -> None:
+        first = batcher.enqueue(rows(1))
+        await until(model.started.is_set)
+        waiting = batcher.enqueue(rows(2))
+        gone = batcher.enqueue(rows(3))
+        with pytest.raises(Overloaded):
+            batcher.enqueue(rows(4))  # two wait: the queue is full
+        gone.fut.cancel()
+        batcher.abandon(gone)
+        assert batcher.queue_depth == 1
+        kept = batcher.enqueue(rows(5))  # the abandoned one's place
+        model.release.set()
+        outs = await asyncio.gather(first.fut, waiting.fut, kept.fut)
+        assert [o.tolist() for o in outs] == [[6.0], [12.0], [30.0]]
+        batcher.abandon(kept)  # answered already: nothing changes
+        assert batcher.queue_depth == 0
+        await batcher.close()
+
+    run(main())
+    assert sorted(model.batches) == [1, 2]

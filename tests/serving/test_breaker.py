@@ -194,3 +194,26 @@ def test_concurrent_callers_from_threads_keep_the_counts_consistent() -> None:
         t.join()
     assert cb._calls == 8000  # the window's counts lost no update
     assert cb.state == "closed"
+
+
+def test_successes_reported_together_count_as_many_reported_one_by_one() -> None:
+    """A batch reports its requests' successes in one call; the window sees each one."""
+    one = breaker(consecutive_failures=100, failure_rate=0.5, min_calls=10)[0]
+    many = breaker(consecutive_failures=100, failure_rate=0.5, min_calls=10)[0]
+    for _ in range(5):
+        one.record_success()
+    many.record_success(5)
+    for cb in (one, many):
+        for _ in range(4):
+            cb.record_failure()
+        assert cb.state == "closed"  # 4 failures of 9 calls
+        cb.record_failure()
+        assert cb.state == "open"  # 5 of 10: the batch's five calls counted
+
+    cb, clock, changes = breaker(consecutive_failures=1, open_s=1, half_open_probes=3)
+    cb.record_failure()
+    clock.now += 1.0
+    assert [cb.allow() for _ in range(3)] == [True, True, True]
+    cb.record_success(3)  # the three probes answered in one batch
+    assert cb.state == "closed"
+    assert changes == [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]

@@ -172,3 +172,21 @@ def test_workers_in_separate_processes_are_summed(
 def test_multiproc_dir_must_exist(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="is not a directory"):
         ServingMetrics(multiproc_dir=tmp_path / "absent")
+
+
+def test_latencies_observed_together_render_as_observed_one_by_one() -> None:
+    """A batch's latencies go into the histogram in one call, bucket by bucket."""
+    import numpy as np
+
+    seconds = np.array([0.0001, 0.0005, 0.0007, 0.001, 0.004, 0.3, 7.0, 0.0005])
+    one, many = ServingMetrics(), ServingMetrics()
+    for s in seconds:
+        one.observe_request("fraud-api", "fraud/3", "champion", "ok", float(s))
+    many.observe_answered("fraud-api", "fraud/3", "champion", seconds[:5])
+    many.observe_answered("fraud-api", "fraud/3", "champion", seconds[5:])
+    many.observe_answered("fraud-api", "fraud/3", "champion", seconds[:0])
+    got, want = samples(many.render()[0]), samples(one.render()[0])
+    assert got == pytest.approx(want)
+    labels = {"deployment": "fraud-api", "version": "fraud/3", "arm": "champion"}
+    assert got[key("kiln_serving_request_duration_seconds_count", **labels)] == 8
+    assert got[key("kiln_serving_requests_total", **labels, outcome="ok")] == 8

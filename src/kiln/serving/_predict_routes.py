@@ -56,7 +56,12 @@ class PredictionRoutes:
         handler, name, version = route
         headers = dict(scope["headers"])
         try:
-            body = await self._body(receive, headers.get(b"content-length"), name)
+            first = await receive()
+            if first["type"] == "http.request" and not first.get("more_body", False):
+                body = first.get("body", b"")  # the whole body in one message: most are
+                self._check_size(len(body), headers.get(b"content-length"), name)
+            else:
+                body = await self._body(first, receive, headers.get(b"content-length"), name)
             reply = await handler(name, version, headers, body)
         except Exception as exc:
             status, message, extra = self.failure(exc)
@@ -118,18 +123,27 @@ class PredictionRoutes:
             return live[name].spec.max_body_bytes
         return max((d.spec.max_body_bytes for d in live.values()), default=8 << 20)
 
-    async def _body(self, receive: Receive, declared: bytes | None, name: str | None) -> bytes:
+    def _check_size(self, size: int, declared: bytes | None, name: str | None) -> int:
+        """Refuse (413) a body over the deployment's limit, as declared or as read."""
         limit = self._limit(name)
         if declared is not None:
             try:
-                size = int(declared)
+                length = int(declared)
             except ValueError:
                 raise ProtocolError(f"Content-Length {declared!r} is not a number") from None
-            check_size(size, limit)
+            check_size(length, limit)
+        check_size(size, limit)
+        return limit
+
+    async def _body(
+        self, first: Message, receive: Receive, declared: bytes | None, name: str | None
+    ) -> bytes:
+        """The body of a request sent in several messages (``first`` already received)."""
+        limit = self._check_size(0, declared, name)
         chunks: list[bytes] = []
         total = 0
+        message = first
         while True:
-            message = await receive()
             if message["type"] == "http.disconnect":
                 raise ProtocolError("the client disconnected before sending the body")
             chunk = message.get("body", b"")
@@ -138,6 +152,7 @@ class PredictionRoutes:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
+            message = await receive()
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     # -- Open Inference Protocol v2 ------------------------------------------------------------

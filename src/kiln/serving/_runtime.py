@@ -21,7 +21,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -59,15 +59,19 @@ def new_request_id() -> str:
 
 
 class _Served:
-    """A request as the prediction log names it, handed to the batcher with its rows.
+    """A request as the metrics and the prediction log name it, handed to the batcher
+    with its rows.
 
-    When its batch is answered the whole batch is logged in one piece (one check, one
-    buffered entry, one count) and ``logged`` says so; a request whose batch could not
-    be logged that way (no room in the log's buffer, several deployments in one batch)
-    logs itself after its answer, as a fallback's answer always does.
+    When its batch is answered, the whole batch is accounted in one piece: the circuit
+    breaker hears of its successes once, the request counter and latency histogram move
+    once (``accounted``), and the batch is logged as one buffered entry (``logged``).
+    Per request, each of these cost as much as the rest of the request's batching. A
+    request whose batch could not be taken whole (a request in it timed out, several
+    deployments share the batch, no room in the log's buffer) does what is left on its
+    own after its answer, as a fallback's answer always does.
     """
 
-    __slots__ = ("arm", "deployment", "logged", "request_id", "shadow")
+    __slots__ = ("accounted", "arm", "deployment", "logged", "request_id", "shadow")
 
     def __init__(self, deployment: str, request_id: str, arm: str, shadow: bool) -> None:
         self.deployment = deployment
@@ -75,6 +79,7 @@ class _Served:
         self.arm = arm
         self.shadow = shadow
         self.logged = False
+        self.accounted = False
 
 
 class Unavailable(KilnError):
@@ -193,7 +198,7 @@ class Runtime:
             client,
             self._executor,
             self._observe_batch,
-            self._log_answered if predlog is not None else None,
+            self._answered,
         )
         self.live: dict[str, Live] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -463,7 +468,7 @@ class Runtime:
 
     # -- predicting -------------------------------------------------------------------------------
 
-    async def infer(
+    def infer(
         self,
         name: str,
         data: np.ndarray | Mapping[str, np.ndarray],
@@ -472,14 +477,18 @@ class Runtime:
         key: str | None = None,
         request_id: str | None = None,
         features: Mapping[str, Any] | None = None,
-    ) -> Answer:
-        """Model input already assembled (v2, MLflow): route, batch, predict, log."""
+    ) -> Coroutine[Any, Any, Answer]:
+        """Model input already assembled (v2, MLflow): route, batch, predict, log.
+
+        Routes now and returns the answer's coroutine (await it), not a coroutine of its
+        own: one level less to enter and resume on every request.
+        """
         live = self.get(name)
         if version is not None:
             slot, arm = live.slot_for_version(version)
         else:
             slot, arm = self._route(live, key)
-        return await self._answer(live, slot, arm, data, request_id, features)
+        return self._answer(live, slot, arm, data, request_id, features)
 
     async def predict(
         self,
@@ -554,13 +563,18 @@ class Runtime:
         answered_by: ModelSlot | None = slot
         fallback = False
         outcome: Outcome = "ok"
-        served = _Served(spec.name, rid, label, False) if self.predlog is not None else None
+        served = _Served(spec.name, rid, label, False)
         if slot.breaker.allow():
+            batcher = slot.batcher
             try:
-                outputs = await slot.batcher.submit(
-                    data, timeout_s=spec.timeout_ms / 1000.0, tag=served
-                )
-                slot.breaker.record_success()
+                ticket = batcher.enqueue(data, timeout_s=spec.timeout_ms / 1000.0, tag=served)
+                try:  # awaited here, not through Batcher.submit: one coroutine less
+                    outputs = await ticket.fut
+                except asyncio.CancelledError:
+                    batcher.abandon(ticket)
+                    raise
+                if not served.accounted:
+                    slot.breaker.record_success()
             except Overloaded:
                 self.metrics.observe_request(spec.name, slot.ref, label, "overloaded", 0.0)
                 raise
@@ -571,7 +585,8 @@ class Runtime:
                 slot.breaker.record_failure()
                 outcome = "error"
                 log.warning("%s failed on %s: %s", slot.ref, spec.name, exc)
-            self._report_breaker(spec.name, slot)
+            if not served.accounted:
+                self._report_breaker(spec.name, slot)
         else:
             outcome = "error"  # the breaker is open: the model is not even asked
         if live.judged:  # the statistics a guard compares; nothing else reads them
@@ -585,7 +600,8 @@ class Runtime:
             outputs, answered_by = await self._fallback(live, data, outcome)
             fallback, outcome = True, "fallback"
         seconds = time.perf_counter() - start
-        self.metrics.observe_request(spec.name, slot.ref, label, outcome, seconds)
+        if not served.accounted:
+            self.metrics.observe_request(spec.name, slot.ref, label, outcome, seconds)
         answer = Answer(
             outputs=outputs,
             ref=answered_by.ref if answered_by is not None else "fallback",
@@ -594,7 +610,7 @@ class Runtime:
             fallback=fallback,
             request_id=rid,
         )
-        if served is None or not served.logged:  # a fallback's answer is never logged yet
+        if not served.logged:  # a fallback's answer is never logged yet
             await self._log(live, slot, answer, features, data, seconds, shadow=False)
         return answer
 
@@ -695,12 +711,11 @@ class Runtime:
             return
         self.metrics.count_logged(deployment, rows)
 
-    def _log_answered(self, slot: ModelSlot, batch: Answered) -> None:
-        """Log a batch answered for one deployment in one piece (see ``_Served``)."""
-        predlog = self.predlog
+    def _answered(self, slot: ModelSlot, batch: Answered) -> None:
+        """Account and log a batch answered for one deployment in one piece (``_Served``)."""
         tags = batch.tags
         first = tags[0]
-        if predlog is None or type(first) is not _Served:
+        if type(first) is not _Served:
             return
         deployment = first.deployment
         if any(type(t) is not _Served or t.deployment != deployment for t in tags):
@@ -709,6 +724,42 @@ class Runtime:
         if live is None:
             return
         served: list[_Served] = tags
+        latencies = batch.at - np.asarray(batch.submitted)
+        self._account(deployment, slot, served, latencies)
+        if self.predlog is not None:
+            self._log_batch(live, slot, served, batch, latencies)
+
+    def _account(
+        self, deployment: str, slot: ModelSlot, served: list[_Served], seconds: np.ndarray
+    ) -> None:
+        """Breaker and request metrics for a batch's requests (shadow copies excluded:
+        they answer no one, and ``_shadow`` counts them as such)."""
+        answered = [i for i, t in enumerate(served) if not t.shadow]
+        if not answered:
+            return
+        slot.breaker.record_success(len(answered))
+        self._report_breaker(deployment, slot)
+        arm = served[answered[0]].arm
+        if len(answered) == len(served) and all(t.arm == arm for t in served):
+            self.metrics.observe_answered(deployment, slot.ref, arm, seconds)
+        else:
+            for i in answered:  # mixed arms (a version pinned on two): rare, per request
+                t = served[i]
+                self.metrics.observe_answered(deployment, slot.ref, t.arm, seconds[i : i + 1])
+        for i in answered:
+            served[i].accounted = True
+
+    def _log_batch(
+        self,
+        live: Live,
+        slot: ModelSlot,
+        served: list[_Served],
+        batch: Answered,
+        latencies: np.ndarray,
+    ) -> None:
+        predlog = self.predlog
+        assert predlog is not None
+        deployment = live.spec.name
         try:
             answered = AnsweredRequests(
                 deployment=deployment,
@@ -720,12 +771,12 @@ class Runtime:
                 counts=batch.counts,
                 inputs=_logged_inputs(live, slot, slot.ref, None, batch.inputs),
                 outputs=np.asarray(batch.outputs),
-                latency_ms=(batch.at - np.asarray(batch.submitted)) * 1000.0,
+                latency_ms=latencies * 1000.0,
                 at=time.time_ns() // 1000,
             )
             rows = predlog.try_append_requests(answered)
         except InvalidInput as exc:  # refused as each request would be: said once
-            log.error("%s: %d requests not logged: %s", deployment, len(tags), exc)
+            log.error("%s: %d requests not logged: %s", deployment, len(served), exc)
             rows = 0
         if rows is None:  # no room: each request awaits room on its own
             return

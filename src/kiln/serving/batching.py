@@ -79,7 +79,7 @@ import numpy.typing as npt
 from kiln.core import InvalidInput, KilnError
 from kiln.serving.specs import Batching
 
-__all__ = ["Answered", "Batcher", "Overloaded", "PredictTimeout", "Rows"]
+__all__ = ["Answered", "Batcher", "Overloaded", "PredictTimeout", "Rows", "Ticket"]
 
 _log = logging.getLogger(__name__)
 
@@ -103,7 +103,9 @@ class PredictTimeout(KilnError, TimeoutError):
 _WAITING, _TAKEN, _ABANDONED, _REMOVED = range(4)
 
 
-class _Request:
+class Ticket:
+    """One queued request: its rows, and the future its caller awaits (``fut``)."""
+
     __slots__ = (
         "deadline", "fut", "n", "rows", "shape", "state", "submitted", "t0", "tag", "timeout_s",
     )  # fmt: skip
@@ -206,7 +208,7 @@ class Batcher:
                 max_workers=max_in_flight, thread_name_prefix=f"kiln-batch-{name or 'model'}"
             )
         )
-        self._pending: deque[_Request] = deque()
+        self._pending: deque[Ticket] = deque()
         self._dropped = 0  # pending requests whose caller gave up (skipped when reached)
         self._pending_rows = 0
         self._in_flight = 0
@@ -214,7 +216,7 @@ class Batcher:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         # Requests with a timeout, oldest first, and the one timer that expires them.
-        self._watched: deque[_Request] = deque()
+        self._watched: deque[Ticket] = deque()
         self._expiry: asyncio.TimerHandle | None = None
         self._expiry_at = math.inf
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -244,6 +246,20 @@ class Batcher:
         (the batch still runs; this caller's part is dropped), and whatever ``predict``
         raised for the batch. ``tag`` is handed to ``on_answer`` with the batch.
         """
+        ticket = self.enqueue(rows, timeout_s=timeout_s, tag=tag)
+        try:
+            return await ticket.fut
+        except asyncio.CancelledError:
+            self.abandon(ticket)
+            raise
+
+    def enqueue(self, rows: Rows, *, timeout_s: float | None = None, tag: Any = None) -> Ticket:
+        """:meth:`submit` without the await: queue ``rows`` and return their ticket.
+
+        For a caller that awaits ``ticket.fut`` in its own coroutine rather than through
+        one more (a coroutine level costs as much as the queueing here); such a caller
+        passes the ticket to :meth:`abandon` when it is cancelled while waiting.
+        """
         n, shape = _describe(rows)
         if timeout_s is not None and not 0.0 < timeout_s < math.inf:
             raise InvalidInput(f"'timeout_s' must be a number > 0 or None. Got {timeout_s!r}.")
@@ -255,9 +271,8 @@ class Batcher:
                 f"{self._label} has {self._max_queue} requests waiting (max_queue); retry later",
                 retry_after_s=self.retry_after_s(),
             )
-        fut: asyncio.Future[Array] = loop.create_future()
         now = loop.time()
-        req = _Request(rows, n, shape, fut, now, tag)
+        req = Ticket(rows, n, shape, loop.create_future(), now, tag)
         self._pending.append(req)
         self._pending_rows += n
         if not self._scheduled and self._in_flight < self._max_in_flight:
@@ -265,11 +280,13 @@ class Batcher:
             loop.call_soon(self._dispatch)
         if timeout_s is not None:
             self._watch(loop, req, now + timeout_s, timeout_s)
-        try:
-            return await fut
-        except asyncio.CancelledError:
-            self._give_up(req)
-            raise
+        return req
+
+    def abandon(self, ticket: Ticket) -> None:
+        """The caller of ``ticket`` gave up (cancelled): it leaves the queue's count now."""
+        if ticket.state == _WAITING:
+            ticket.state = _ABANDONED
+            self._dropped += 1
 
     def retry_after_s(self) -> float:
         """Seconds a rejected caller should wait: the time to predict the queued rows."""
@@ -293,13 +310,8 @@ class Batcher:
 
     # --------------------------------------------------------------- internals
 
-    def _give_up(self, req: _Request) -> None:
-        if req.state == _WAITING:
-            req.state = _ABANDONED
-            self._dropped += 1
-
     def _watch(
-        self, loop: asyncio.AbstractEventLoop, req: _Request, deadline: float, timeout_s: float
+        self, loop: asyncio.AbstractEventLoop, req: Ticket, deadline: float, timeout_s: float
     ) -> None:
         """Expire ``req`` at ``deadline`` with one timer for the batcher, not one per
         request (a timer costs more than the rest of a request's batching): requests
@@ -321,7 +333,7 @@ class Batcher:
         if loop is None:
             return
         now = loop.time() + 0.001  # timers fire to the millisecond, maybe a little early
-        left: deque[_Request] = deque()
+        left: deque[Ticket] = deque()
         for req in self._watched:
             if req.fut.done():
                 continue
@@ -334,12 +346,12 @@ class Batcher:
             at = min(r.deadline for r in left)
             self._expiry, self._expiry_at = loop.call_at(at, self._expire_due), at
 
-    def _expire(self, req: _Request, timeout_s: float) -> None:
+    def _expire(self, req: Ticket, timeout_s: float) -> None:
         if not req.fut.done():
             req.fut.set_exception(
                 PredictTimeout(f"{self._label} did not answer within {timeout_s * 1000:g} ms")
             )
-            self._give_up(req)
+            self.abandon(req)
 
     def _dispatch(self) -> None:
         self._scheduled = False
@@ -362,7 +374,7 @@ class Batcher:
             self._start(loop, batch)
         self._check_drained()
 
-    def _runs_inline(self, batch: list[_Request]) -> bool:
+    def _runs_inline(self, batch: list[Ticket]) -> bool:
         """Whether this batch's predict is expected to cost less than a thread hand-off.
 
         The estimate scales the average batch's time up for larger batches and never down,
@@ -390,9 +402,9 @@ class Batcher:
         self._timer = None
         self._dispatch()
 
-    def _take(self) -> list[_Request]:
+    def _take(self) -> list[Ticket]:
         pending = self._pending
-        batch: list[_Request] = []
+        batch: list[Ticket] = []
         rows = 0
         shape: object = None
         while pending:
@@ -416,7 +428,7 @@ class Batcher:
                 break
         return batch
 
-    def _start(self, loop: asyncio.AbstractEventLoop, batch: list[_Request]) -> None:
+    def _start(self, loop: asyncio.AbstractEventLoop, batch: list[Ticket]) -> None:
         self._in_flight += 1
         try:
             cf = self._executor.submit(self._work, batch)
@@ -430,7 +442,7 @@ class Batcher:
 
         cf.add_done_callback(done)
 
-    def _work(self, batch: list[_Request]) -> _Outcome:
+    def _work(self, batch: list[Ticket]) -> _Outcome:
         """Runs in an executor thread: join, predict, split."""
         t0 = time.perf_counter()
         try:
@@ -452,7 +464,7 @@ class Batcher:
         except Exception as exc:
             return exc, time.perf_counter() - t0, None, None
 
-    def _done(self, batch: list[_Request], cf: concurrent.futures.Future[_Outcome]) -> None:
+    def _done(self, batch: list[Ticket], cf: concurrent.futures.Future[_Outcome]) -> None:
         self._in_flight -= 1
         try:
             outcome = cf.result()
@@ -464,7 +476,7 @@ class Batcher:
         else:
             self._check_drained()
 
-    def _finish(self, batch: list[_Request], outcome: _Outcome) -> None:
+    def _finish(self, batch: list[Ticket], outcome: _Outcome) -> None:
         result, seconds, joined, out = outcome
         if isinstance(result, BaseException):
             for req in batch:
@@ -489,7 +501,7 @@ class Batcher:
             except Exception:
                 _log.exception("on_batch hook of %s failed", self._label)
 
-    def _answered(self, batch: list[_Request], joined: Rows, out: Array) -> None:
+    def _answered(self, batch: list[Ticket], joined: Rows, out: Array) -> None:
         assert self.on_answer is not None
         answered = Answered(
             [r.tag for r in batch],

@@ -126,7 +126,8 @@ class CircuitBreaker:
             self._notify(changes)
         return allowed
 
-    def record_success(self) -> None:
+    def record_success(self, n: int = 1) -> None:
+        """``n`` calls succeeded: a batch of requests answered together is reported once."""
         changes: list[tuple[State, State]] = []
         with self._lock:
             now = self._clock()
@@ -134,10 +135,10 @@ class CircuitBreaker:
                 self._advance(now, changes)
             if self._state == "closed":
                 self._consecutive = 0
-                self._count(now, failed=False)
+                self._count(now, n, 0)
             elif self._state == "half_open":
-                self._probes = max(0, self._probes - 1)
-                self._successes += 1
+                self._probes = max(0, self._probes - n)
+                self._successes += n
                 if self._successes >= self.spec.half_open_probes:
                     self._close(changes)
         if changes:
@@ -150,7 +151,7 @@ class CircuitBreaker:
             self._advance(now, changes)
             if self._state == "closed":
                 self._consecutive += 1
-                self._count(now, failed=True)
+                self._count(now, 1, 1)
                 spec = self.spec
                 if self._consecutive >= spec.consecutive_failures or (
                     self._calls >= spec.min_calls
@@ -173,7 +174,7 @@ class CircuitBreaker:
             self._probes = 0
             self._successes = 0
 
-    def _count(self, now: float, *, failed: bool) -> None:
+    def _count(self, now: float, calls: int, failures: int) -> None:
         index = math.floor(now / self._slice_s)
         slices = self._slices
         while slices and slices[0][0] <= index - WINDOW_SLICES:
@@ -183,11 +184,10 @@ class CircuitBreaker:
         if not slices or slices[-1][0] != index:
             slices.append([index, 0, 0])
         last = slices[-1]
-        last[1] += 1
-        self._calls += 1
-        if failed:
-            last[2] += 1
-            self._failures += 1
+        last[1] += calls
+        last[2] += failures
+        self._calls += calls
+        self._failures += failures
 
     def _open(self, now: float, changes: list[tuple[State, State]]) -> None:
         self._opened_at = now

@@ -14,11 +14,18 @@ from kiln.serving.protocols._v2_datatypes import OUTPUT_NAME, datatype_of
 __all__ = ["encode_infer_response", "encode_infer_response_binary"]
 
 
+_DATATYPES: dict[np.dtype[Any], str] = {}  # by output dtype: a model has one or two
+
+
 def _output(outputs: Any) -> tuple[np.ndarray, str]:
     arr = np.asarray(outputs)
     if arr.ndim == 0:
         arr = arr.reshape(1)
-    datatype = datatype_of(arr.dtype)
+    datatype = _DATATYPES.get(arr.dtype)
+    if datatype is None:
+        datatype = datatype_of(arr.dtype)
+        if len(_DATATYPES) < 256:  # structured dtypes are many; the table stays small
+            _DATATYPES[arr.dtype] = datatype
     return arr, datatype
 
 
