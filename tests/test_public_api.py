@@ -40,11 +40,14 @@ def test_top_level_names() -> None:
             "deployments",
             "errors",
             "experiments",
+            "flow",
+            "flows",
             "get_settings",
             "lineage",
             "models",
             "runs",
             "start_run",
+            "step",
         ]
     )
     for name in kiln.__all__:

@@ -40,6 +40,9 @@ if not TYPE_CHECKING:
             "__version__": "kiln._version",
             "deployments": "kiln.serving.deployments",
             "experiments": "kiln.tracking.experiments",
+            "flow": "kiln.flows",
+            "flows": "kiln.flows",
+            "step": "kiln.flows",
             "lineage": "kiln.tracking.lineage",
             "models": "kiln.registry.models",
             "runs": "kiln.tracking.runs",
@@ -49,6 +52,7 @@ if not TYPE_CHECKING:
     )
 
 if TYPE_CHECKING:
+    from kiln import flows
     from kiln.features import (
         Aggregation,
         DeltaSource,
@@ -64,6 +68,7 @@ if TYPE_CHECKING:
         SQLSource,
         WindowedFeatureView,
     )
+    from kiln.flows import flow, step
     from kiln.registry import models
     from kiln.serving import deployments
     from kiln.tracking import (
@@ -105,9 +110,12 @@ __all__ = [
     "deployments",
     "errors",
     "experiments",
+    "flow",
+    "flows",
     "get_settings",
     "lineage",
     "models",
     "runs",
     "start_run",
+    "step",
 ]

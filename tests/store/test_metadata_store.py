@@ -16,6 +16,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 import kiln.features._tables  # declares the feature store's tables on kiln.store.metadata
+import kiln.flows._tables  # declares the flows tables on kiln.store.metadata
 import kiln.registry._tables  # declares the registry's tables on kiln.store.metadata
 import kiln.serving._tables  # declares serving's tables on kiln.store.metadata
 import kiln.store

@@ -17,6 +17,7 @@ from rich.tree import Tree
 import kiln
 from kiln.cli._deployments import deploy, deployments_app
 from kiln.cli._features import features_app
+from kiln.cli._flows import flows_app
 from kiln.cli._format import JsonOpt, console, emit_json, fmt, report, status, table
 from kiln.cli._models import models_app
 from kiln.cli._serve import serve
@@ -41,6 +42,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")
 app.add_typer(features_app, name="features")
 app.add_typer(deployments_app, name="deployments")
+app.add_typer(flows_app, name="flows")
 app.command("deploy", help=f"Shortcut for 'kiln deployments create'. {deploy.__doc__}")(deploy)
 app.command()(serve)
 

@@ -100,7 +100,18 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any
     return out
 
 
-STATUS_STYLE = {"FINISHED": "green", "FAILED": "red", "KILLED": "yellow", "RUNNING": "cyan"}
+STATUS_STYLE = {
+    "FINISHED": "green",
+    "FAILED": "red",
+    "KILLED": "yellow",
+    "RUNNING": "cyan",
+    "finished": "green",
+    "cached": "blue",
+    "failed": "red",
+    "cancelled": "yellow",
+    "running": "cyan",
+    "retrying": "yellow",
+}
 
 
 def status(value: str) -> str:

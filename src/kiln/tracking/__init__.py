@@ -31,6 +31,7 @@ if not TYPE_CHECKING:
             "default_client": "kiln.tracking.client",
             "Run": "kiln.tracking.run",
             "active_run": "kiln.tracking.run",
+            "reopen_run": "kiln.tracking.run",
             "start_run": "kiln.tracking.run",
             "RunComparison": "kiln.tracking.runs",
         },
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from kiln.tracking._environment import process_environment
     from kiln.tracking.artifacts import record_artifacts
     from kiln.tracking.client import TrackingClient, default_client
-    from kiln.tracking.run import Run, active_run, start_run
+    from kiln.tracking.run import Run, active_run, reopen_run, start_run
     from kiln.tracking.runs import RunComparison
 
 __all__ = [
@@ -60,6 +61,7 @@ __all__ = [
     "lineage",
     "process_environment",
     "record_artifacts",
+    "reopen_run",
     "runs",
     "start_run",
 ]

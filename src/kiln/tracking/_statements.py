@@ -26,6 +26,10 @@ _STATEMENTS = {
         "parent_id, environment_id) VALUES ({p}, {p}, {p}, 'RUNNING', {p}, {p}, {p}, {p})"
     ),
     "run_end": "UPDATE kiln_runs SET status = {p}, end_time = {p}, error = {p} WHERE id = {p}",
+    "run_reopen": (
+        "UPDATE kiln_runs SET status = 'RUNNING', end_time = NULL, error = NULL, "
+        "heartbeat_at = {p} WHERE id = {p}"
+    ),
     "tag_upsert": (
         "INSERT INTO kiln_tags (run_id, key, value) VALUES ({p}, {p}, {p}) "
         "ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value"

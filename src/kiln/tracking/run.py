@@ -23,7 +23,7 @@ from kiln.tracking._statements import sql
 from kiln.tracking.client import TrackingClient, default_client
 from kiln.tracking.records import ArtifactRecord, RunRecord, RunStatus
 
-__all__ = ["Run", "active_run", "start_run"]
+__all__ = ["Run", "active_run", "reopen_run", "start_run"]
 
 _stack: contextvars.ContextVar[tuple[Run, ...]] = contextvars.ContextVar("kiln_runs", default=())
 _unended: dict[str, Run] = {}
@@ -312,6 +312,27 @@ def start_run(
         experiment_id=exp_id,
         name=name,
         parent_id=parent_id,
+    )
+    client.writer.track(run_id)
+    with _unended_lock:
+        _unended[run_id] = run
+    return run
+
+
+def reopen_run(run_id: str, *, client: TrackingClient | None = None) -> Run:
+    """A live handle on an ended run, running again: for work that resumes where it
+    stopped (a flow run) and keeps logging into the same run rather than a new one."""
+    client = client or default_client()
+    record = get_run(client, run_id)
+    with client.meta.write_cursor() as cursor:
+        cursor.execute(sql("run_reopen", client.meta.dialect), (now_millis(), run_id))
+    run = Run(
+        client=client,
+        run_id=run_id,
+        experiment=record.experiment,
+        experiment_id=record.experiment_id,
+        name=record.name,
+        parent_id=record.parent_id,
     )
     client.writer.track(run_id)
     with _unended_lock:

@@ -1,0 +1,176 @@
+"""Step outputs as stored values: a serializer chosen by type, content-addressed.
+
+A value is kept in the artifact store under the sha256 of its serialized bytes, and
+referred to by a small :class:`ValueRef` (kind, digest) that the metadata store holds. A
+small plain value (JSON of at most :data:`INLINE_MAX` bytes: numbers, strings, short
+lists and dicts of them) is not a blob at all: the reference carries it, so a flow of
+small steps writes no file per output.
+
+=========  ==============================================  ===========================
+kind       for                                             bytes
+=========  ==============================================  ===========================
+json       None, bool, int, float, str, lists and dicts    UTF-8 JSON, inline when small
+npy        numpy arrays (not object arrays)                ``numpy.save``, no pickle
+parquet    pandas DataFrames, Arrow tables, Polars frames  Parquet (zstd), read back as
+                                                           the same type
+pickle     anything else                                   cloudpickle
+=========  ==============================================  ===========================
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from kiln.core import IntegrityError, InvalidInput
+from kiln.store import BlobStore
+
+__all__ = ["INLINE_MAX", "ValueRef", "dump", "load", "store_value"]
+
+INLINE_MAX = 16 * 1024
+
+
+@dataclass(frozen=True)
+class ValueRef:
+    """Where a stored value is: its kind and digest, and the value itself when inline."""
+
+    kind: str
+    digest: str
+    size: int
+    inline: Any = None
+    frame: str | None = None  # for parquet: "pandas", "arrow" or "polars"
+
+    def to_json(self) -> str:
+        data: dict[str, Any] = {"kind": self.kind, "digest": self.digest, "size": self.size}
+        if self.kind == "json" and self.inline is not None:
+            data["inline"] = self.inline
+        if self.frame is not None:
+            data["frame"] = self.frame
+        return orjson.dumps(data).decode()
+
+    @classmethod
+    def from_json(cls, text: str) -> ValueRef:
+        data = orjson.loads(text)
+        return cls(
+            kind=data["kind"],
+            digest=data["digest"],
+            size=int(data["size"]),
+            inline=data.get("inline"),
+            frame=data.get("frame"),
+        )
+
+    @property
+    def is_inline(self) -> bool:
+        return self.kind == "json" and self.size <= INLINE_MAX
+
+
+def _plain(value: Any) -> bool:
+    """Whether ``value`` round-trips through JSON unchanged (tuples and NaN do not)."""
+    if value is None or isinstance(value, bool | int | str):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if type(value) is list:
+        return all(_plain(v) for v in value)
+    if type(value) is dict:
+        return all(type(k) is str and _plain(v) for k, v in value.items())
+    return False
+
+
+def _frame_kind(value: Any) -> str | None:
+    module = type(value).__module__.partition(".")[0]
+    name = type(value).__name__
+    if module == "pandas" and name == "DataFrame":
+        return "pandas"
+    if module == "pyarrow" and name == "Table":
+        return "arrow"
+    if module == "polars" and name == "DataFrame":
+        return "polars"
+    return None
+
+
+def dump(value: Any) -> tuple[str, bytes, str | None]:
+    """``value`` serialized: (kind, bytes, frame type for parquet)."""
+    if _plain(value):
+        return "json", orjson.dumps(value), None
+    frame = _frame_kind(value)
+    if frame is not None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if frame == "pandas":
+            table = pa.Table.from_pandas(value)
+        elif frame == "polars":
+            table = value.to_arrow()
+        else:
+            table = value
+        sink = io.BytesIO()
+        pq.write_table(table, sink, compression="zstd")
+        return "parquet", sink.getvalue(), frame
+    numpy_array = type(value).__module__ == "numpy" and type(value).__name__ == "ndarray"
+    if numpy_array and value.dtype.kind != "O":
+        import numpy as np
+
+        sink = io.BytesIO()
+        np.save(sink, value, allow_pickle=False)
+        return "npy", sink.getvalue(), None
+    import cloudpickle
+
+    try:
+        return "pickle", cloudpickle.dumps(value), None
+    except Exception as exc:
+        raise InvalidInput(
+            f"a step returned a {type(value).__name__}, which cannot be stored: {exc}"
+        ) from None
+
+
+def store_value(value: Any, blobs: BlobStore) -> ValueRef:
+    """Serialize ``value`` and keep it: inline when small JSON, else as a blob."""
+    kind, data, frame = dump(value)
+    digest = hashlib.sha256(data).hexdigest()
+    if kind == "json" and len(data) <= INLINE_MAX:
+        return ValueRef(kind, digest, len(data), inline=value)
+    if not blobs.exists(digest):
+        info = blobs.put_bytes(data)
+        digest = info.digest
+    return ValueRef(kind, digest, len(data), frame=frame)
+
+
+def load(ref: ValueRef, blobs: BlobStore) -> Any:
+    """The value ``ref`` names, read back as the type it was stored from."""
+    if ref.is_inline:
+        return ref.inline
+    data = blobs.get_bytes(ref.digest)  # hash-checked by the blob store
+    if hashlib.sha256(data).hexdigest() != ref.digest:
+        raise IntegrityError(f"stored step output {ref.digest} does not match its hash")
+    return decode(ref.kind, data, ref.frame)
+
+
+def decode(kind: str, data: bytes, frame: str | None = None) -> Any:
+    if kind == "json":
+        return orjson.loads(data)
+    if kind == "npy":
+        import numpy as np
+
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(io.BytesIO(data))
+        if frame == "pandas":
+            return table.to_pandas()
+        if frame == "polars":
+            import polars as pl
+
+            return pl.from_arrow(table)
+        return table
+    if kind == "pickle":
+        import cloudpickle
+
+        return cloudpickle.loads(data)
+    raise IntegrityError(f"unknown stored value kind {kind!r}")

@@ -1,0 +1,239 @@
+"""Where a flow's tasks run: in this process, or in local worker processes.
+
+An :class:`Executor` takes tasks and hands back their results; the orchestrator
+(``kiln.flows._runner``) decides what runs when, retries and records. The contract:
+
+- ``slots()``: how many more tasks it can take now;
+- ``submit(key, spec, timeout_s)``: start a task (only when a slot is free);
+- ``collect(wait_s)``: results of tasks that ended, waiting up to ``wait_s`` for one;
+  a task whose worker died or that passed its timeout ends as a failed result;
+- ``cancel(key)``: stop a running task (its result is not reported);
+- ``close()``: stop everything.
+
+:class:`ProcessExecutor` keeps up to ``max_workers`` spawned worker processes and reuses
+them from task to task, so a step costs milliseconds, not an interpreter start. A worker
+that dies (out of memory, SIGKILL) fails its task, which is retried per its step's policy,
+and is replaced; a task past its timeout has its worker killed the same way.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import signal
+import time
+from contextlib import suppress
+from multiprocessing.connection import Connection, wait
+from typing import Any, Protocol, runtime_checkable
+
+from kiln.core import InvalidInput
+from kiln.flows._worker import TaskResult, TaskSpec, run_task
+
+__all__ = ["EXECUTORS", "Executor", "InlineExecutor", "ProcessExecutor", "open_executor"]
+
+EXECUTORS = ("inline", "processes", "ray")
+
+
+@runtime_checkable
+class Executor(Protocol):
+    name: str
+
+    def slots(self) -> int: ...
+
+    def submit(self, key: str, spec: TaskSpec, timeout_s: float | None) -> None: ...
+
+    def collect(self, wait_s: float) -> list[tuple[str, TaskResult]]: ...
+
+    def cancel(self, key: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class InlineExecutor:
+    """Runs each task in this process, at once: for debugging (breakpoints work).
+
+    A timeout is not enforced here (nothing can stop a function in its own thread);
+    the other executors enforce it.
+    """
+
+    name = "inline"
+
+    def __init__(self) -> None:
+        self._done: list[tuple[str, TaskResult]] = []
+
+    def slots(self) -> int:
+        return 1
+
+    def submit(self, key: str, spec: TaskSpec, timeout_s: float | None) -> None:
+        self._done.append((key, run_task(spec)))
+
+    def collect(self, wait_s: float) -> list[tuple[str, TaskResult]]:
+        done, self._done = self._done, []
+        return done
+
+    def cancel(self, key: str) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def _serve(conn: Connection) -> None:
+    """A worker process: run the tasks it is sent until the pipe closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the orchestrator
+    while True:
+        try:
+            spec = conn.recv()
+        except (EOFError, OSError):
+            return
+        if spec is None:
+            return
+        result = run_task(spec)
+        try:
+            conn.send(result)
+        except (BrokenPipeError, OSError):
+            return
+
+
+class _Worker:
+    def __init__(self, context: Any) -> None:
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_serve, args=(child,), name="kiln-flow-worker")
+        self.process.start()
+        child.close()
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(timeout=5)
+        self.conn.close()
+
+    def died(self) -> str:
+        self.process.join(timeout=5)
+        code = self.process.exitcode
+        if code is not None and code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            return f"the worker process running it died ({name})"
+        return f"the worker process running it exited (code {code})"
+
+
+class ProcessExecutor:
+    """Tasks in up to ``max_workers`` spawned local processes, each reused."""
+
+    name = "processes"
+
+    def __init__(self, max_workers: int | None = None) -> None:
+        count = max_workers if max_workers is not None else (os.cpu_count() or 1)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise InvalidInput(f"max_parallel must be an integer >= 1; got {max_workers!r}")
+        self.max_workers = count
+        self._context = multiprocessing.get_context("spawn")
+        self._idle: list[_Worker] = []
+        self._busy: dict[str, tuple[_Worker, float, float]] = {}  # worker, deadline, timeout
+        self._done: list[tuple[str, TaskResult]] = []
+
+    def slots(self) -> int:
+        return self.max_workers - len(self._busy)
+
+    def submit(self, key: str, spec: TaskSpec, timeout_s: float | None) -> None:
+        worker = self._idle.pop() if self._idle else _Worker(self._context)
+        try:
+            worker.conn.send(spec)
+        except (BrokenPipeError, OSError):
+            worker.kill()
+            worker = _Worker(self._context)
+            worker.conn.send(spec)
+        deadline = time.monotonic() + timeout_s if timeout_s else math.inf
+        self._busy[key] = (worker, deadline, timeout_s or 0.0)
+
+    def collect(self, wait_s: float) -> list[tuple[str, TaskResult]]:
+        if self._busy and not self._done:
+            now = time.monotonic()
+            soonest = min(deadline for _, deadline, _ in self._busy.values())
+            timeout = max(0.0, min(wait_s, soonest - now))
+            handles: dict[Any, str] = {}
+            for key, (worker, _, _) in self._busy.items():
+                handles[worker.conn] = key
+                handles[worker.process.sentinel] = key
+            for ready in wait(list(handles), timeout):
+                key = handles[ready]
+                if key in self._busy:
+                    self._receive(key)
+            self._expire()
+        done, self._done = self._done, []
+        return done
+
+    def _receive(self, key: str) -> None:
+        worker, _, _ = self._busy[key]
+        try:
+            if worker.conn.poll():
+                result = worker.conn.recv()
+                del self._busy[key]
+                self._idle.append(worker)
+                self._done.append((key, result))
+                return
+        except (EOFError, OSError):
+            pass
+        if worker.process.is_alive():
+            return
+        del self._busy[key]
+        reason = worker.died()
+        worker.conn.close()
+        now = time.time()
+        self._done.append(
+            (key, TaskResult(False, error=reason, started=now, ended=now, extra={"died": True}))
+        )
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for key, (worker, deadline, timeout) in list(self._busy.items()):
+            if now >= deadline:
+                del self._busy[key]
+                worker.kill()
+                ended = time.time()
+                self._done.append(
+                    (
+                        key,
+                        TaskResult(
+                            False,
+                            error=f"timed out after {timeout:g} s (the step's timeout); killed",
+                            started=ended - timeout,
+                            ended=ended,
+                            extra={"timeout": True},
+                        ),
+                    )
+                )
+
+    def cancel(self, key: str) -> None:
+        entry = self._busy.pop(key, None)
+        if entry is not None:
+            entry[0].kill()
+
+    def close(self) -> None:
+        for worker, _, _ in self._busy.values():
+            worker.kill()
+        self._busy.clear()
+        for worker in self._idle:
+            with suppress(OSError):  # a worker gone already
+                worker.conn.send(None)
+        for worker in self._idle:
+            worker.process.join(timeout=5)
+            worker.kill()
+        self._idle.clear()
+
+
+def open_executor(executor: str | Executor, max_parallel: int | None) -> Executor:
+    """The executor named (``inline``, ``processes``, ``ray``), or the one given."""
+    if isinstance(executor, Executor):
+        return executor
+    if executor == "inline":
+        return InlineExecutor()
+    if executor == "processes":
+        return ProcessExecutor(max_parallel)
+    if executor == "ray":
+        raise InvalidInput("the Ray executor is not available yet; use processes or inline")
+    raise InvalidInput(f"unknown executor {executor!r}; known: {', '.join(EXECUTORS)}")
