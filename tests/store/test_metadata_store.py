@@ -291,3 +291,13 @@ def test_unreachable_postgresql_is_store_unavailable() -> None:
             pass
     finally:
         store.dispose()
+
+
+def test_the_head_read_from_the_migration_files_is_alembics_head() -> None:
+    """The store learns the packaged head without importing Alembic; it must agree."""
+    from kiln.store import metadata_store
+
+    assert metadata_store._head_revision() == head_revision()
+    assert set(metadata_store._revisions()) == {
+        s.revision for s in ScriptDirectory(str(MIGRATIONS)).walk_revisions()
+    }

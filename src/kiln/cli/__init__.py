@@ -42,11 +42,16 @@ def _usage(exc: typer.TyperException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
-    if (sys.argv[1:] if argv is None else argv) == ["--version"]:
+    args = sys.argv[1:] if argv is None else argv
+    if args == ["--version"]:
         import kiln
 
         print(f"kiln {kiln.__version__}")
         return 0
+    if args[:2] in (["flows", "run"], ["flows", "resume"]) and "inline" not in args:
+        from kiln.flows.executors import prestart
+
+        prestart()  # a worker process starts while the command loads
     import typer
 
     from kiln.cli._app import app

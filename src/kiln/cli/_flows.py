@@ -58,6 +58,10 @@ def load_flow(target: str) -> flows.Flow[Any, Any]:
     return found
 
 
+def _engine(executor: str, max_parallel: int | None) -> flows.Executor:
+    return flows.open_executor(executor, max_parallel)
+
+
 def _params(pairs: list[str]) -> dict[str, str]:
     values: dict[str, str] = {}
     for pair in pairs:
@@ -118,8 +122,13 @@ def run_flow(
     as_json: JsonOpt = False,
 ) -> None:
     """Run a flow; prints its run id first, exits non-zero when it fails."""
-    flow = load_flow(target)
-    values = flow.params(_params(param or []), from_text=True)
+    engine = _engine(executor, max_parallel)  # its workers start while the flow loads
+    try:
+        flow = load_flow(target)
+        values = flow.params(_params(param or []), from_text=True)
+    except BaseException:
+        engine.close()
+        raise
 
     def started(run_id: str) -> None:
         print(f"flow run {run_id} ({flow.name}) started", file=sys.stderr if as_json else None)
@@ -128,7 +137,7 @@ def run_flow(
     run, failed = None, None
     try:
         run = flow.run(
-            executor=executor,
+            executor=engine,
             max_parallel=max_parallel,
             cache=cache,
             on_event=None if as_json else _progress,

@@ -2,20 +2,58 @@
 
 ``@step`` makes a function a step, ``@flow`` a function that calls steps a flow; data
 flows through arguments and return values. A flow's graph is built and checked before
-anything runs; its tasks run inline, in local worker processes or on Ray; every output is
-stored content-addressed, reused by the step cache and by ``resume``; every run and every
-task is a tracked run. See ``docs/flows.md``.
+anything runs; its tasks run inline or in local worker processes; every output is stored
+content-addressed, reused by the step cache and by ``resume``; every run and every task
+is a tracked run. See ``docs/flows.md``.
+
+Names load their module on first use (:func:`kiln.core.lazy_exports`), so a worker
+process, which needs only the task runner, starts without the rest.
 """
 
-from kiln.flows._flow import Flow, FlowFailed, FlowRun, flow
-from kiln.flows._graph import FlowDefinitionError, each
-from kiln.flows._records import get_run, list_runs, request_cancel, tasks
-from kiln.flows._runner import Event
-from kiln.flows._worker import LazySequence
-from kiln.flows.executors import Executor, InlineExecutor, ProcessExecutor
-from kiln.flows.logs import TaskLog, task_logs
-from kiln.flows.records import FlowRunRecord, TaskRecord
-from kiln.flows.steps import Resources, Step, step
+from typing import TYPE_CHECKING
+
+from kiln.core import lazy_exports
+
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = lazy_exports(
+        __name__,
+        {
+            "Event": "kiln.flows._runner",
+            "Executor": "kiln.flows.executors",
+            "Flow": "kiln.flows._flow",
+            "FlowDefinitionError": "kiln.flows._graph",
+            "FlowFailed": "kiln.flows._flow",
+            "FlowRun": "kiln.flows._flow",
+            "FlowRunRecord": "kiln.flows.records",
+            "InlineExecutor": "kiln.flows.executors",
+            "LazySequence": "kiln.flows._worker",
+            "ProcessExecutor": "kiln.flows.executors",
+            "Resources": "kiln.flows.steps",
+            "Step": "kiln.flows.steps",
+            "TaskLog": "kiln.flows.logs",
+            "TaskRecord": "kiln.flows.records",
+            "each": "kiln.flows._graph",
+            "flow": "kiln.flows._flow",
+            "get_run": "kiln.flows._records",
+            "list_runs": "kiln.flows._records",
+            "open_executor": "kiln.flows.executors",
+            "request_cancel": "kiln.flows._records",
+            "step": "kiln.flows.steps",
+            "task_logs": "kiln.flows.logs",
+            "tasks": "kiln.flows._records",
+        },
+    )
+
+if TYPE_CHECKING:
+    from kiln.flows._flow import Flow, FlowFailed, FlowRun, flow
+    from kiln.flows._graph import FlowDefinitionError, each
+    from kiln.flows._records import get_run, list_runs, request_cancel, tasks
+    from kiln.flows._runner import Event
+    from kiln.flows._worker import LazySequence
+    from kiln.flows.executors import Executor, InlineExecutor, ProcessExecutor, open_executor
+    from kiln.flows.logs import TaskLog, task_logs
+    from kiln.flows.records import FlowRunRecord, TaskRecord
+    from kiln.flows.steps import Resources, Step, step
 
 __all__ = [
     "Event",
@@ -36,6 +74,7 @@ __all__ = [
     "flow",
     "get_run",
     "list_runs",
+    "open_executor",
     "request_cancel",
     "step",
     "task_logs",

@@ -186,21 +186,25 @@ class Flow(Generic[P, R]):
         client = client or default_client()
         values = self.params(params)
         graph, spec = trace(self.fn, values)  # every definition error, before anything runs
-        engine = open_executor(executor, max_parallel)
-        tracked = start_run(
-            self.experiment, name=self.name, tags={"kiln.flow": self.name}, client=client
-        )
-        plain = {k: v for k, v in values.items() if isinstance(v, bool | int | float | str)}
-        if plain:
-            tracked.log_params(plain)
-        _records.create_run(
-            client,
-            tracked.id,
-            flow=self.name,
-            target=self.target,
-            params=values,
-            executor=engine.name,
-        )
+        engine = open_executor(executor, max_parallel)  # its first worker starts meanwhile
+        try:
+            tracked = start_run(
+                self.experiment, name=self.name, tags={"kiln.flow": self.name}, client=client
+            )
+            plain = {k: v for k, v in values.items() if isinstance(v, bool | int | float | str)}
+            if plain:
+                tracked.log_params(plain)
+            _records.create_run(
+                client,
+                tracked.id,
+                flow=self.name,
+                target=self.target,
+                params=values,
+                executor=engine.name,
+            )
+        except BaseException:
+            engine.close()
+            raise
         if on_start is not None:
             on_start(tracked.id)
         return self._execute(
@@ -228,9 +232,13 @@ class Flow(Generic[P, R]):
             raise InvalidInput(f"flow run {run_id} already finished; nothing to resume")
         graph, spec = trace(self.fn, self.params(record.params))
         engine = open_executor(executor, max_parallel)
-        prior = {t.task: t for t in _records.tasks(run_id, client=client)}
-        tracked = reopen_run(run_id, client=client)
-        _records.set_run_status(client, run_id, "running", executor=engine.name)
+        try:
+            prior = {t.task: t for t in _records.tasks(run_id, client=client)}
+            tracked = reopen_run(run_id, client=client)
+            _records.set_run_status(client, run_id, "running", executor=engine.name)
+        except BaseException:
+            engine.close()
+            raise
         return self._execute(
             tracked, graph, spec, engine, max_parallel, cache, prior, on_event, client
         )

@@ -23,12 +23,14 @@ import hashlib
 import io
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from kiln.core import IntegrityError, InvalidInput
-from kiln.store import BlobStore
+
+if TYPE_CHECKING:
+    from kiln.store import BlobStore
 
 __all__ = ["INLINE_MAX", "ValueRef", "dump", "load", "store_value"]
 
@@ -132,22 +134,17 @@ def dump(value: Any) -> tuple[str, bytes, str | None]:
 def store_value(value: Any, blobs: BlobStore) -> ValueRef:
     """Serialize ``value`` and keep it: inline when small JSON, else as a blob."""
     kind, data, frame = dump(value)
-    digest = hashlib.sha256(data).hexdigest()
     if kind == "json" and len(data) <= INLINE_MAX:
-        return ValueRef(kind, digest, len(data), inline=value)
-    if not blobs.exists(digest):
-        info = blobs.put_bytes(data)
-        digest = info.digest
-    return ValueRef(kind, digest, len(data), frame=frame)
+        return ValueRef(kind, hashlib.sha256(data).hexdigest(), len(data), inline=value)
+    info = blobs.put_bytes(data)  # hashes once, writes only what is not stored yet
+    return ValueRef(kind, info.digest, len(data), frame=frame)
 
 
 def load(ref: ValueRef, blobs: BlobStore) -> Any:
     """The value ``ref`` names, read back as the type it was stored from."""
     if ref.is_inline:
         return ref.inline
-    data = blobs.get_bytes(ref.digest)  # hash-checked by the blob store
-    if hashlib.sha256(data).hexdigest() != ref.digest:
-        raise IntegrityError(f"stored step output {ref.digest} does not match its hash")
+    data = blobs.get_bytes(ref.digest)  # the blob store checks the bytes against the hash
     return decode(ref.kind, data, ref.frame)
 
 
@@ -159,9 +156,10 @@ def decode(kind: str, data: bytes, frame: str | None = None) -> Any:
 
         return np.load(io.BytesIO(data), allow_pickle=False)
     if kind == "parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pq.read_table(io.BytesIO(data))
+        table = pq.read_table(pa.BufferReader(data))
         if frame == "pandas":
             return table.to_pandas()
         if frame == "polars":

@@ -18,10 +18,13 @@ and is replaced; a task past its timeout has its worker killed the same way.
 
 from __future__ import annotations
 
+import atexit
 import math
-import multiprocessing
 import os
 import signal
+import socket
+import subprocess
+import sys
 import time
 from contextlib import suppress
 from multiprocessing.connection import Connection, wait
@@ -30,7 +33,15 @@ from typing import Any, Protocol, runtime_checkable
 from kiln.core import InvalidInput
 from kiln.flows._worker import TaskResult, TaskSpec, run_task
 
-__all__ = ["EXECUTORS", "Executor", "InlineExecutor", "ProcessExecutor", "open_executor"]
+__all__ = [
+    "EXECUTORS",
+    "Executor",
+    "InlineExecutor",
+    "ProcessExecutor",
+    "open_executor",
+    "prestart",
+    "serve",
+]
 
 EXECUTORS = ("inline", "processes", "ray")
 
@@ -79,9 +90,14 @@ class InlineExecutor:
         return None
 
 
-def _serve(conn: Connection) -> None:
-    """A worker process: run the tasks it is sent until the pipe closes."""
+def serve(fd: int) -> None:
+    """A worker process: run the tasks sent over socket ``fd`` until it closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the orchestrator
+    conn = Connection(fd)
+    import cloudpickle  # noqa: F401  what every task needs, loaded before the first one
+
+    import kiln.tracking.run  # noqa: F401
+
     while True:
         try:
             spec = conn.recv()
@@ -92,26 +108,43 @@ def _serve(conn: Connection) -> None:
         result = run_task(spec)
         try:
             conn.send(result)
-        except (BrokenPipeError, OSError):
+        except OSError:
             return
 
 
 class _Worker:
-    def __init__(self, context: Any) -> None:
-        self.conn, child = context.Pipe()
-        self.process = context.Process(target=_serve, args=(child,), name="kiln-flow-worker")
-        self.process.start()
-        child.close()
+    """A worker process started as a fresh interpreter (not a fork, and not a re-run of
+    the caller's ``__main__``, which a notebook or ``python -`` does not have): steps
+    defined in ``__main__`` travel by value instead. It sees this process's ``sys.path``
+    and working directory, so it imports the step modules this process imported."""
+
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair()
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                f"from kiln.flows.executors import serve; serve({theirs.fileno()})",
+            ],
+            pass_fds=(theirs.fileno(),),
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+        theirs.close()
+        self.conn = Connection(ours.detach())
 
     def kill(self) -> None:
-        if self.process.is_alive():
+        if self.process.poll() is None:
             self.process.kill()
-        self.process.join(timeout=5)
+        with suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=5)
         self.conn.close()
 
     def died(self) -> str:
-        self.process.join(timeout=5)
-        code = self.process.exitcode
+        with suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=5)
+        code = self.process.returncode
         if code is not None and code < 0:
             try:
                 name = signal.Signals(-code).name
@@ -119,6 +152,33 @@ class _Worker:
                 name = f"signal {-code}"
             return f"the worker process running it died ({name})"
         return f"the worker process running it exited (code {code})"
+
+
+_spare: list[_Worker] = []
+_exiting: list[subprocess.Popen[bytes]] = []  # told to stop; reaped later, never waited on
+
+
+def _reap(block: bool = False) -> None:
+    for process in list(_exiting):
+        try:
+            process.wait(timeout=2.0 if block else 0.0)
+        except subprocess.TimeoutExpired:
+            if not block:
+                continue
+            process.kill()
+            process.wait()
+        _exiting.remove(process)
+
+
+atexit.register(_reap, True)
+
+
+def prestart() -> None:
+    """Start a worker process now, for the next :class:`ProcessExecutor` to take: the
+    command line calls it first thing, so the worker's interpreter starts while the
+    command's own imports run (a fresh interpreter takes a third of a second here)."""
+    if not _spare:
+        _spare.append(_Worker())
 
 
 class ProcessExecutor:
@@ -131,8 +191,8 @@ class ProcessExecutor:
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise InvalidInput(f"max_parallel must be an integer >= 1; got {max_workers!r}")
         self.max_workers = count
-        self._context = multiprocessing.get_context("spawn")
-        self._idle: list[_Worker] = []
+        # the first worker starts now, while the flow is being recorded (or earlier: prestart)
+        self._idle: list[_Worker] = [_spare.pop() if _spare else _Worker()]
         self._busy: dict[str, tuple[_Worker, float, float]] = {}  # worker, deadline, timeout
         self._done: list[tuple[str, TaskResult]] = []
 
@@ -140,12 +200,12 @@ class ProcessExecutor:
         return self.max_workers - len(self._busy)
 
     def submit(self, key: str, spec: TaskSpec, timeout_s: float | None) -> None:
-        worker = self._idle.pop() if self._idle else _Worker(self._context)
+        worker = self._idle.pop() if self._idle else _Worker()
         try:
             worker.conn.send(spec)
-        except (BrokenPipeError, OSError):
+        except OSError:  # it died while idle: a new one
             worker.kill()
-            worker = _Worker(self._context)
+            worker = _Worker()
             worker.conn.send(spec)
         deadline = time.monotonic() + timeout_s if timeout_s else math.inf
         self._busy[key] = (worker, deadline, timeout_s or 0.0)
@@ -155,10 +215,9 @@ class ProcessExecutor:
             now = time.monotonic()
             soonest = min(deadline for _, deadline, _ in self._busy.values())
             timeout = max(0.0, min(wait_s, soonest - now))
-            handles: dict[Any, str] = {}
-            for key, (worker, _, _) in self._busy.items():
-                handles[worker.conn] = key
-                handles[worker.process.sentinel] = key
+            handles: dict[Any, str] = {
+                worker.conn: key for key, (worker, _, _) in self._busy.items()
+            }
             for ready in wait(list(handles), timeout):
                 key = handles[ready]
                 if key in self._busy:
@@ -178,8 +237,8 @@ class ProcessExecutor:
                 return
         except (EOFError, OSError):
             pass
-        if worker.process.is_alive():
-            return
+        else:
+            return  # readable but no whole message yet
         del self._busy[key]
         reason = worker.died()
         worker.conn.close()
@@ -217,13 +276,13 @@ class ProcessExecutor:
         for worker, _, _ in self._busy.values():
             worker.kill()
         self._busy.clear()
-        for worker in self._idle:
+        for worker in self._idle:  # each exits by itself; nobody waits for it to
             with suppress(OSError):  # a worker gone already
                 worker.conn.send(None)
-        for worker in self._idle:
-            worker.process.join(timeout=5)
-            worker.kill()
+            worker.conn.close()
+            _exiting.append(worker.process)
         self._idle.clear()
+        _reap()
 
 
 def open_executor(executor: str | Executor, max_parallel: int | None) -> Executor:
