@@ -6,10 +6,10 @@
 each timed as a whole process (`python -m kiln flows run ... --no-cache`, interpreter
 start and imports included, every step computed) on local worker processes, median of
 ``--repeat`` runs in a Kiln home created beforehand (as a user's is). (3) One step
-returns a ``--rows`` x 10 float DataFrame and the next reads it, in-process on the inline executor (persisted,
-content-addressed: what resume reuses), against writing the same frame to Parquet with
-pyarrow and reading it back, measured in the same run, medians of ``--repeat``. (4) A
-run failing in step 4 of 5, resumed: how many of the 3 finished steps ran again.
+returns a ``--rows`` x 10 float DataFrame and the next reads it, in-process on the inline
+executor (persisted, content-addressed: what resume reuses), against writing the same
+frame to Parquet with pyarrow and reading it back, measured in the same run, medians of
+``--repeat``. (4) A run failing in step 4 of 5, resumed: how many of the 3 finished steps ran again.
 """
 
 from __future__ import annotations
