@@ -313,3 +313,19 @@ def test_cancelling_a_run_stops_it_and_leaves_it_resumable(tmp_path: Path) -> No
     assert done < 20
     resumed = chain.resume(started[0], executor="inline")
     assert resumed.result == 20
+
+
+def test_invalidating_a_step_recomputes_it_and_only_it(tmp_path: Path) -> None:
+    from _pipelines import summarize
+
+    work = work_dir(tmp_path)
+    linear.run(work=work, n=6, executor="inline")
+    assert summarize.invalidate() == 1
+    again = linear.run(work=work, n=6, executor="inline")
+    statuses = {t.task: t.status for t in again.tasks()}
+    assert statuses == {
+        "load": "cached",
+        "features": "cached",
+        "summarize": "finished",  # forgotten: computed again
+        "report": "cached",  # same inputs as before: its output is still known
+    }

@@ -1,10 +1,11 @@
 """One task, wherever it runs: load its inputs, call the step, store its output.
 
-The same :func:`run_task` runs inline, in a local worker process and in a Ray task, so a
-step behaves alike on every executor. The task is a tracked run, a child of the flow run
-and active while the step runs: what the step logs (``kiln.active_run()``), and a model it
-registers, land on it. Its stdout and stderr are captured (and still shown) and kept as
-the run's artifacts ``stdout.txt`` and ``stderr.txt``.
+The same :func:`run_task` runs inline and in a local worker process (and is what an
+executor on a cluster runs), so a step behaves alike on every executor. The task is a
+tracked run, a child of the flow run and active while the step runs: what the step logs
+(``kiln.active_run()``), and a model it registers, land on it. Its stdout and stderr are
+captured (and still shown) and kept as the run's artifacts ``stdout.txt`` and
+``stderr.txt``.
 """
 
 from __future__ import annotations

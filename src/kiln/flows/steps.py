@@ -10,8 +10,8 @@ built, it runs nothing and returns an :class:`~kiln.flows._graph.Output` placeho
   attempt, with jitter, so that retries of many tasks do not arrive together;
 - ``timeout``: seconds (or ``"30m"``, ``"2h"``) after which the attempt is killed;
 - ``cache``: a task whose code and inputs were seen before reuses that output;
-- ``resources``: ``{"cpus": 1, "memory": "2GB", "gpus": 0}``, what one task needs (the Ray
-  executor asks for it; local processes run one task per process).
+- ``resources``: ``{"cpus": 1, "memory": "2GB", "gpus": 0}``, what one task needs (for an
+  executor that places tasks by resources; local processes run one task per process).
 """
 
 from __future__ import annotations
@@ -71,7 +71,8 @@ def parse_seconds(value: float | str | None, what: str) -> float | None:
 
 @dataclass(frozen=True, kw_only=True)
 class Resources:
-    """What one task of a step needs; the Ray executor reserves it."""
+    """What one task of a step needs: for an executor that places tasks by resources
+    (a cluster's); local processes run one task per process whatever it says."""
 
     cpus: float = 1.0
     memory: int | None = None  # bytes
