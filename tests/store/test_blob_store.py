@@ -112,6 +112,22 @@ def test_local_put_leaves_no_temporary_files(tmp_path: Path) -> None:
     assert list((root / "tmp").iterdir()) == []
 
 
+def test_a_large_blob_hashed_beside_its_write_is_stored_once_under_its_hash(
+    tmp_path: Path,
+) -> None:
+    """From 8 MiB a local put hashes on a second thread while writing: same result."""
+    root = tmp_path / "blobs"
+    store = open_blob_store(str(root))
+    data = bytes(range(256)) * (9 * (1 << 12))  # 9 MiB
+    first, again = store.put_bytes(data), store.put_bytes(data)
+    assert first == again
+    assert first.digest == hashlib.sha256(data).hexdigest() and first.size == len(data)
+    assert store.get_bytes(first.digest) == data
+    files = [p for p in root.rglob("*") if p.is_file()]
+    assert [p.name for p in files] == [first.digest]  # the second copy was dropped
+    assert list((root / "tmp").iterdir()) == []
+
+
 def test_put_file_of_a_missing_file_is_not_found(tmp_path: Path) -> None:
     store = open_blob_store(str(tmp_path / "blobs"))
     with pytest.raises(NotFound, match=r"nope\.bin"):

@@ -158,19 +158,14 @@ _spare: list[_Worker] = []
 _exiting: list[subprocess.Popen[bytes]] = []  # told to stop; reaped later, never waited on
 
 
-def _reap(block: bool = False) -> None:
+def _reap() -> None:
+    """Collect the exit status of workers that have stopped (never waits for the rest)."""
     for process in list(_exiting):
-        try:
-            process.wait(timeout=2.0 if block else 0.0)
-        except subprocess.TimeoutExpired:
-            if not block:
-                continue
-            process.kill()
-            process.wait()
-        _exiting.remove(process)
+        if process.poll() is not None:
+            _exiting.remove(process)
 
 
-atexit.register(_reap, True)
+atexit.register(_reap)  # reaps what has exited; the others stop on their own
 
 
 def prestart() -> None:

@@ -13,6 +13,7 @@ import hashlib
 import os
 import re
 import shutil
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from kiln.core import (
 __all__ = ["BlobInfo", "BlobStore", "FsspecBlobStore", "open_blob_store"]
 
 _CHUNK = 1 << 20
+_OVERLAP_BYTES = 8 << 20  # from here, hashing beside the write pays for its thread
 _DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -122,10 +124,38 @@ class FsspecBlobStore:
         return info
 
     def put_bytes(self, data: bytes) -> BlobInfo:
+        if self._local and len(data) >= _OVERLAP_BYTES:
+            return self._put_large(data)
         info = BlobInfo(hashlib.sha256(data).hexdigest(), len(data))
         if not self.exists(info.digest):
             self._write(info.digest, lambda out: out.write(data))
         return info
+
+    def _put_large(self, data: bytes) -> BlobInfo:
+        """Hash on a second thread while the bytes go to disk (both release the GIL), then
+        move the file to the name its hash gives: a large blob costs the slower of the
+        two, not their sum. Identical bytes already stored are kept, the new copy dropped."""
+        digest: list[str] = []
+        hasher = threading.Thread(
+            target=lambda: digest.append(hashlib.sha256(data).hexdigest()), name="kiln-hash"
+        )
+        hasher.start()
+        tmp = f"{self._root}/tmp/{new_id()}"
+        try:
+            with open(tmp, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            hasher.join()
+            key = self._key(digest[0])
+            if not os.path.exists(key):
+                os.makedirs(os.path.dirname(key), exist_ok=True)
+                os.replace(tmp, key)
+        finally:
+            hasher.join()
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return BlobInfo(digest[0], len(data))
 
     def _write(self, digest: str, fill: Callable[[IO[bytes]], object]) -> None:
         key = self._key(digest)
