@@ -96,7 +96,7 @@ def _frame_kind(value: Any) -> str | None:
     return None
 
 
-def dump(value: Any) -> tuple[str, bytes, str | None]:
+def dump(value: Any) -> tuple[str, bytes | memoryview, str | None]:
     """``value`` serialized: (kind, bytes, frame type for parquet)."""
     if _plain(value):
         return "json", orjson.dumps(value), None
@@ -111,9 +111,9 @@ def dump(value: Any) -> tuple[str, bytes, str | None]:
             table = value.to_arrow()
         else:
             table = value
-        sink = io.BytesIO()
+        sink = pa.BufferOutputStream()
         pq.write_table(table, sink, compression="zstd")
-        return "parquet", sink.getvalue(), frame
+        return "parquet", memoryview(sink.getvalue()), frame  # no copy of a large frame
     numpy_array = type(value).__module__ == "numpy" and type(value).__name__ == "ndarray"
     if numpy_array and value.dtype.kind != "O":
         import numpy as np

@@ -57,7 +57,7 @@ class BlobStore(Protocol):
 
     def put_file(self, path: str | os.PathLike[str]) -> BlobInfo: ...
 
-    def put_bytes(self, data: bytes) -> BlobInfo: ...
+    def put_bytes(self, data: bytes | memoryview) -> BlobInfo: ...
 
     def get_bytes(self, digest: str) -> bytes: ...
 
@@ -123,7 +123,7 @@ class FsspecBlobStore:
                 self._write(info.digest, lambda out: shutil.copyfileobj(fh, out, _CHUNK))
         return info
 
-    def put_bytes(self, data: bytes) -> BlobInfo:
+    def put_bytes(self, data: bytes | memoryview) -> BlobInfo:
         if self._local and len(data) >= _OVERLAP_BYTES:
             return self._put_large(data)
         info = BlobInfo(hashlib.sha256(data).hexdigest(), len(data))
@@ -131,7 +131,7 @@ class FsspecBlobStore:
             self._write(info.digest, lambda out: out.write(data))
         return info
 
-    def _put_large(self, data: bytes) -> BlobInfo:
+    def _put_large(self, data: bytes | memoryview) -> BlobInfo:
         """Hash on a second thread while the bytes go to disk (both release the GIL), then
         move the file to the name its hash gives: a large blob costs the slower of the
         two, not their sum. Identical bytes already stored are kept, the new copy dropped."""
