@@ -284,7 +284,8 @@ class Runner:
         _records.start_task(
             self.client, self.run_id, task.key, step.name, task.attempts, task.history
         )
-        fn = self._fns.get(task.node.id)
+        in_process = getattr(self.executor, "in_process", False)
+        fn = b"" if in_process else self._fns.get(task.node.id)
         if fn is None:
             import cloudpickle
 
@@ -299,6 +300,7 @@ class Runner:
             settings=self.settings,
             experiment=self.experiment,
             attempt=task.attempts,
+            function=step.fn if in_process else None,
         )
         self.running.add(task.key)
         self._emit(Event("started", task.key, step.name, task.attempts))

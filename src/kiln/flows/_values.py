@@ -11,8 +11,8 @@ kind       for                                             bytes
 =========  ==============================================  ===========================
 json       None, bool, int, float, str, lists and dicts    UTF-8 JSON, inline when small
 npy        numpy arrays (not object arrays)                ``numpy.save``, no pickle
-parquet    pandas DataFrames, Arrow tables, Polars frames  Parquet (zstd), read back as
-                                                           the same type
+parquet    pandas DataFrames, Arrow tables, Polars frames  Parquet (snappy), read back
+                                                           as the same type
 pickle     anything else                                   cloudpickle
 =========  ==============================================  ===========================
 """
@@ -96,6 +96,17 @@ def _frame_kind(value: Any) -> str | None:
     return None
 
 
+def parquet_options(table: Any) -> dict[str, Any]:
+    """How a frame is written: snappy, and dictionary encoding for every column but the
+    floating-point ones. A step's output is written and read back at once, so speed wins
+    over size; and measured floats rarely repeat, so trying a dictionary on them (Parquet's
+    default) costs more than the rest of the write (0.5 of 1.2 s on 2M x 10 floats here)."""
+    import pyarrow.types as pat
+
+    keyed = [f.name for f in table.schema if not pat.is_floating(f.type)]
+    return {"compression": "snappy", "use_dictionary": keyed or False}
+
+
 def dump(value: Any) -> tuple[str, bytes | memoryview, str | None]:
     """``value`` serialized: (kind, bytes, frame type for parquet)."""
     if _plain(value):
@@ -111,9 +122,9 @@ def dump(value: Any) -> tuple[str, bytes | memoryview, str | None]:
             table = value.to_arrow()
         else:
             table = value
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, compression="zstd")
-        return "parquet", memoryview(sink.getvalue()), frame  # no copy of a large frame
+        sink = io.BytesIO()
+        pq.write_table(table, sink, **parquet_options(table))
+        return "parquet", sink.getbuffer(), frame  # a view of what was written, no copy
     numpy_array = type(value).__module__ == "numpy" and type(value).__name__ == "ndarray"
     if numpy_array and value.dtype.kind != "O":
         import numpy as np

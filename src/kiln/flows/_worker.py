@@ -42,6 +42,9 @@ class TaskSpec:
     settings: dict[str, Any]  # the flow process's Kiln settings, so every worker agrees
     experiment: str
     attempt: int = 1
+    # the function itself, for an executor in this process (no pickling: the step's
+    # module globals are the caller's, and a debugger stops in the same code)
+    function: Any = None
 
 
 @dataclass
@@ -180,7 +183,7 @@ def run_task(spec: TaskSpec) -> TaskResult:
         params = _plain_params(spec.args)
         if params:
             run.log_params(params)
-        fn = cloudpickle.loads(spec.fn)
+        fn = spec.function if spec.function is not None else cloudpickle.loads(spec.fn)
         with redirect_stdout(out), redirect_stderr(err), run:
             kwargs = {name: resolve(arg, client.blobs) for name, arg in spec.args.items()}
             value = fn(**kwargs)

@@ -69,6 +69,7 @@ class InlineExecutor:
     """
 
     name = "inline"
+    in_process = True  # tasks get the step function itself, not a pickled copy
 
     def __init__(self) -> None:
         self._done: list[tuple[str, TaskResult]] = []
