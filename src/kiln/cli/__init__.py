@@ -48,10 +48,11 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"kiln {kiln.__version__}")
         return 0
-    if args[:2] in (["flows", "run"], ["flows", "resume"]) and "inline" not in args:
-        from kiln.flows.executors import prestart
+    runs_flow = args[:2] in (["flows", "run"], ["flows", "resume"])
+    if runs_flow and not {"inline", "-h", "--help"} & set(args):
+        import kiln.flows
 
-        prestart()  # a worker process starts while the command loads
+        kiln.flows.prestart()  # a worker process starts while the command loads
     import typer
 
     from kiln.cli._app import app

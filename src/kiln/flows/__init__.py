@@ -37,6 +37,7 @@ if not TYPE_CHECKING:
             "get_run": "kiln.flows._records",
             "list_runs": "kiln.flows._records",
             "open_executor": "kiln.flows.executors",
+            "prestart": "kiln.flows.executors",
             "request_cancel": "kiln.flows._records",
             "step": "kiln.flows.steps",
             "task_logs": "kiln.flows.logs",
@@ -50,7 +51,13 @@ if TYPE_CHECKING:
     from kiln.flows._records import get_run, list_runs, request_cancel, tasks
     from kiln.flows._runner import Event
     from kiln.flows._worker import LazySequence
-    from kiln.flows.executors import Executor, InlineExecutor, ProcessExecutor, open_executor
+    from kiln.flows.executors import (
+        Executor,
+        InlineExecutor,
+        ProcessExecutor,
+        open_executor,
+        prestart,
+    )
     from kiln.flows.logs import TaskLog, task_logs
     from kiln.flows.records import FlowRunRecord, TaskRecord
     from kiln.flows.steps import Resources, Step, step
@@ -75,6 +82,7 @@ __all__ = [
     "get_run",
     "list_runs",
     "open_executor",
+    "prestart",
     "request_cancel",
     "step",
     "task_logs",
