@@ -27,7 +27,6 @@ __all__ = [
     "forget_cached",
     "get_run",
     "list_runs",
-    "remember",
     "request_cancel",
     "set_run_status",
     "start_task",
@@ -176,26 +175,26 @@ def tasks(run_id: str, *, client: TrackingClient | None = None) -> list[TaskReco
     return [_task_record(r) for r in rows]
 
 
+def _write_task(
+    conn: Any, run_id: str, task: str, step: str, values: dict[str, Any], now: int
+) -> None:
+    """Change the task's row, or create it (a task's first record may be its end)."""
+    changed = conn.execute(
+        sa.update(flow_tasks)
+        .where(flow_tasks.c.run_id == run_id, flow_tasks.c.task == task)
+        .values(**values)
+    ).rowcount
+    if not changed:
+        row = {"status": "pending", "attempts": 0, "history": "[]", "started_at": now, **values}
+        conn.execute(sa.insert(flow_tasks).values(run_id=run_id, task=task, step=step, **row))
+
+
 def upsert_task(client: TrackingClient, run_id: str, task: str, step: str, **values: Any) -> None:
     """Create the task's row or change it (status, attempts, history...)."""
     if "history" in values:
         values["history"] = orjson.dumps(values["history"]).decode()
-    if isinstance(values.get("output"), ValueRef):
-        values["output"] = values["output"].to_json()
     with client.meta.write() as conn:
-        changed = conn.execute(
-            sa.update(flow_tasks)
-            .where(flow_tasks.c.run_id == run_id, flow_tasks.c.task == task)
-            .values(**values)
-        ).rowcount
-        if not changed:
-            row: dict[str, Any] = {
-                "status": "pending",
-                "attempts": 0,
-                "history": "[]",
-                **values,
-            }
-            conn.execute(sa.insert(flow_tasks).values(run_id=run_id, task=task, step=step, **row))
+        _write_task(conn, run_id, task, step, values, now_millis())
 
 
 def start_task(
@@ -240,17 +239,7 @@ def finish_task(
     if child_run_id is not None:
         values["child_run_id"] = child_run_id
     with client.meta.write() as conn:
-        changed = conn.execute(
-            sa.update(flow_tasks)
-            .where(flow_tasks.c.run_id == run_id, flow_tasks.c.task == task)
-            .values(**values)
-        ).rowcount
-        if not changed:
-            values.setdefault("attempts", 0)
-            values.setdefault("started_at", now)
-            conn.execute(
-                sa.insert(flow_tasks).values(run_id=run_id, task=task, step=step, **values)
-            )
+        _write_task(conn, run_id, task, step, values, now)
         if cache and output is not None and cache_key is not None:
             exists = conn.execute(
                 sa.select(flow_cache.c.key).where(flow_cache.c.key == cache_key)
@@ -270,17 +259,6 @@ def cached(client: TrackingClient, key: str) -> ValueRef | None:
     with client.meta.read() as conn:
         text = conn.execute(sa.select(flow_cache.c.output).where(flow_cache.c.key == key)).scalar()
     return ValueRef.from_json(text) if text else None
-
-
-def remember(client: TrackingClient, key: str, step: str, ref: ValueRef) -> None:
-    with client.meta.write() as conn:
-        exists = conn.execute(sa.select(flow_cache.c.key).where(flow_cache.c.key == key)).first()
-        if exists is None:
-            conn.execute(
-                sa.insert(flow_cache).values(
-                    key=key, step=step, output=ref.to_json(), created_at=now_millis()
-                )
-            )
 
 
 def forget_cached(step: str, *, client: TrackingClient | None = None) -> int:

@@ -263,16 +263,7 @@ class Runner:
         if hit is None:
             return False
         task.status, task.output = "finished", hit
-        _records.finish_task(
-            self.client,
-            self.run_id,
-            task.key,
-            step.name,
-            status="cached",
-            history=task.history,
-            output=hit,
-            cache_key=task.cache_key,
-        )
+        self._record_end(task, "cached")
         self._emit(Event("cached", task.key, step.name))
         return True
 
@@ -317,18 +308,7 @@ class Runner:
             task.history.append(
                 {"attempt": task.attempts, "status": "finished", "seconds": round(seconds, 4)}
             )
-            _records.finish_task(
-                self.client,
-                self.run_id,
-                key,
-                step.name,
-                status="finished",
-                history=task.history,
-                output=task.output,
-                cache_key=task.cache_key,
-                child_run_id=result.child_run_id,
-                cache=self.cache and step.options.cache,
-            )
+            self._record_end(task, "finished", result.child_run_id)
             self._emit(Event("finished", key, step.name, task.attempts, seconds))
             return
         task.history.append(
@@ -352,34 +332,34 @@ class Runner:
             self._emit(Event("retrying", key, step.name, task.attempts, seconds, result.error))
             return
         task.status = "failed"
-        _records.finish_task(
-            self.client,
-            self.run_id,
-            key,
-            step.name,
-            status="failed",
-            history=task.history,
-            cache_key=task.cache_key,
-            child_run_id=result.child_run_id,
-        )
+        self._record_end(task, "failed", result.child_run_id)
         self._emit(Event("failed", key, step.name, task.attempts, seconds, result.error))
         if self.failure is None:
             tries = "1 attempt" if task.tries == 1 else f"{task.tries} attempts"
             self.failure = f"step {key!r} failed after {tries}: {result.error}"
+
+    def _record_end(self, task: _Task, status: str, child_run_id: str | None = None) -> None:
+        """A task's last state, with its output (entering the step cache when it may)."""
+        step = task.node.step
+        _records.finish_task(
+            self.client,
+            self.run_id,
+            task.key,
+            step.name,
+            status=status,
+            history=task.history,
+            output=task.output if status in ("finished", "cached") else None,
+            cache_key=task.cache_key,
+            child_run_id=child_run_id,
+            cache=status == "finished" and self.cache and step.options.cache,
+        )
 
     def cancel_all(self) -> None:
         for key in list(self.running):
             self.executor.cancel(key)
             task = self.tasks[key]
             task.status = "cancelled"
-            _records.finish_task(
-                self.client,
-                self.run_id,
-                key,
-                task.node.step.name,
-                status="cancelled",
-                history=task.history,
-            )
+            self._record_end(task, "cancelled")
         self.running.clear()
 
     def _emit(self, event: Event) -> None:
