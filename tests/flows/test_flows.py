@@ -329,3 +329,19 @@ def test_invalidating_a_step_recomputes_it_and_only_it(tmp_path: Path) -> None:
         "summarize": "finished",  # forgotten: computed again
         "report": "cached",  # same inputs as before: its output is still known
     }
+
+
+def test_resume_refuses_another_flows_run_and_unknown_executors_are_named(
+    tmp_path: Path,
+) -> None:
+    work = work_dir(tmp_path)
+    (Path(work) / "fail-features").touch()
+    with pytest.raises(FlowFailed) as info:
+        linear.run(work=work, executor="inline")
+    with pytest.raises(kiln.errors.InvalidInput, match="is a run of flow 'linear', not 'fan'"):
+        fan.resume(info.value.run_id, executor="inline")
+    with pytest.raises(kiln.errors.NotFound, match="no flow run 'nope'"):
+        linear.resume("nope", executor="inline")
+    for name, message in (("ray", "not available yet"), ("threads", "known: inline, processes")):
+        with pytest.raises(kiln.errors.InvalidInput, match=message):
+            linear.run(work=work, executor=name)

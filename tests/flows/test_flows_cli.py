@@ -114,3 +114,21 @@ def test_an_orchestrator_killed_at_random_points_resumes_to_the_same_result(
         for task in finished:  # "slow_step-3" computed slow-3 once, before the kill
             number = 1 if task == "slow_step" else int(task.rpartition("-")[2])
             assert marks.count(f"slow-{number}") == 1, (task, marks)
+
+
+def test_cancel_from_the_command_line_answers_for_a_run_that_is_not_running(
+    tmp_path: Path,
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    done = kiln_cli(
+        "flows", "run", "_pipelines:linear", "--param", f"work={work}", "--executor", "inline",
+        "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    run_id = re.search(r"flow run (\w+)", done.stderr).group(1)  # type: ignore[union-attr]
+    cancelled = kiln_cli("flows", "cancel", run_id)
+    assert cancelled.returncode == 0
+    assert f"flow run {run_id} is finished; nothing to cancel" in cancelled.stdout
+    unknown = kiln_cli("flows", "cancel", "nope")
+    assert unknown.returncode == 2 and "no flow run 'nope'" in unknown.stderr
