@@ -23,7 +23,7 @@ import orjson
 
 from kiln.flows import _records
 from kiln.flows._graph import Each, Graph, MapRef, Node, Ref
-from kiln.flows._values import ValueRef, dump
+from kiln.flows._values import ValueRef, dump, load
 from kiln.flows._worker import Arg, TaskResult, TaskSpec, walk
 from kiln.flows.executors import Executor
 from kiln.flows.records import TaskRecord
@@ -123,8 +123,6 @@ class Runner:
             self.tasks[task.key] = task
 
     def _value_of(self, ref: Ref) -> Any:
-        from kiln.flows._values import load
-
         upstream = self.by_node[ref.node][0]
         assert upstream.output is not None
         return walk(load(upstream.output, self.client.blobs), ref.path)

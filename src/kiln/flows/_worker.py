@@ -17,7 +17,7 @@ import time
 import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import redirect_stderr, redirect_stdout, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 from kiln.flows._values import ValueRef, load, store_value
@@ -56,7 +56,6 @@ class TaskResult:
     traceback: str | None = None
     started: float = 0.0
     ended: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class LazySequence(Sequence[Any]):

@@ -249,9 +249,7 @@ class ProcessExecutor:
         reason = worker.died()
         worker.conn.close()
         now = time.time()
-        self._done.append(
-            (key, TaskResult(False, error=reason, started=now, ended=now, extra={"died": True}))
-        )
+        self._done.append((key, TaskResult(False, error=reason, started=now, ended=now)))
 
     def _expire(self) -> None:
         now = time.monotonic()
@@ -268,7 +266,6 @@ class ProcessExecutor:
                             error=f"timed out after {timeout:g} s (the step's timeout); killed",
                             started=ended - timeout,
                             ended=ended,
-                            extra={"timeout": True},
                         ),
                     )
                 )
