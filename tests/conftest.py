@@ -144,3 +144,13 @@ def blob_store(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
 def configure_kiln(**settings: Any) -> kiln.Settings:
     """Point the process-wide default client at explicit settings (tests only)."""
     return kiln.configure(**settings)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[Any]:
+    """A local Ray instance for the session (two CPUs), as a cluster would be for a run."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    yield ray
+    ray.shutdown()

@@ -36,6 +36,7 @@ def test_top_level_names() -> None:
             "WindowedFeatureView",
             "__version__",
             "active_run",
+            "batch_predict",
             "configure",
             "deployments",
             "errors",

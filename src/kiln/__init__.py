@@ -38,6 +38,7 @@ if not TYPE_CHECKING:
         __name__,
         {
             "__version__": "kiln._version",
+            "batch_predict": "kiln.serving.batch",
             "deployments": "kiln.serving.deployments",
             "experiments": "kiln.tracking.experiments",
             "flow": "kiln.flows",
@@ -71,6 +72,7 @@ if TYPE_CHECKING:
     from kiln.flows import flow, step
     from kiln.registry import models
     from kiln.serving import deployments
+    from kiln.serving.batch import batch_predict
     from kiln.tracking import (
         Run,
         RunRecord,
@@ -106,6 +108,7 @@ __all__ = [
     "WindowedFeatureView",
     "__version__",
     "active_run",
+    "batch_predict",
     "configure",
     "deployments",
     "errors",

@@ -77,6 +77,26 @@ def test_three_finished_runs(demo: tuple[DemoSummary, str]) -> None:
     assert {r.id for r in found} == set(summary.run_ids)
 
 
+def test_candidates_were_trained_by_a_flow_run_shown_in_the_summary(
+    demo: tuple[DemoSummary, str],
+) -> None:
+    summary, text = demo
+    record = kiln.flows.get_run(summary.flow_run_id)
+    assert record.flow == "fraud_demo_training" and record.status == "finished"
+    assert record.executor == "processes"
+    tasks = kiln.flows.tasks(summary.flow_run_id)
+    assert sorted(t.task for t in tasks) == [f"train_candidate[{i}]" for i in range(3)]
+    assert all(t.status == "finished" and t.attempts == 1 for t in tasks)
+    # each candidate's run is nested under its task's run, itself under the flow run
+    by_task = {t.task: t.child_run_id for t in tasks}
+    for index, run_id in enumerate(summary.run_ids):
+        task_run = kiln.runs.get(run_id).parent_id
+        assert task_run == by_task[f"train_candidate[{index}]"]
+        assert kiln.runs.get(task_run).parent_id == summary.flow_run_id
+    assert f"Flow run {summary.flow_run_id} (fraud_demo_training): 3 train_candidate" in text
+    assert f"kiln flows show {summary.flow_run_id}" in text
+
+
 def test_best_run_is_the_highest_auc(demo: tuple[DemoSummary, str]) -> None:
     summary, _ = demo
     aucs = {run_id: kiln.runs.get(run_id).metrics["val_auc"] for run_id in summary.run_ids}
@@ -208,6 +228,12 @@ def test_best_candidate_is_the_registered_champion(demo: tuple[DemoSummary, str]
     assert graph.inputs[0].attributes["rows"] == N_TRANSACTIONS
     upstream = {c.id for c in graph.inputs[0].children}
     assert upstream == {"user_tx@v1", "merchant_tx@v1", "amount_features@v1"}
+    step, flow_run = graph.parents  # the flow step that trained it, then its flow run
+    assert (step.kind, step.attributes["step"]) == ("flow_step", "train_candidate")
+    assert step.attributes["flow_run"] == flow_run.id == summary.flow_run_id
+    assert (flow_run.kind, flow_run.attributes["flow"]) == ("flow_run", "fraud_demo_training")
+    assert "flow step train_candidate" in text
+    assert f"flow run fraud_demo_training  {summary.flow_run_id}" in text
     assert "Registered fraud/1" in text and "fraud@champion" in text
     assert "data inputs (1)" in text and "kiln models lineage fraud@champion" in text
 

@@ -163,3 +163,17 @@ def chain(work: str, steps: int = 5, seconds: float = 0.3) -> int:
     for _ in range(1, steps):
         value = slow_step(work, value, seconds)
     return value
+
+
+@kiln.step
+def weigh(x: int, weights: list[int], shift: int) -> int:
+    return x * sum(weights) + shift
+
+
+@kiln.flow
+def weighted(work: str, n: int = 3, count: int = 3) -> int:
+    """A list for every task (unmapped) beside two fanned out; ``count`` != ``n`` makes the
+    fan-out's lengths differ once ``numbers`` has run."""
+    items = numbers(work, n)
+    weights = kiln.flows.unmapped([1, 2, 3])
+    return total(work, weigh.map(x=items.each(), weights=weights, shift=list(range(count))))

@@ -18,6 +18,7 @@ from _pipelines import (
     ran,
     retrying,
     slow,
+    weighted,
 )
 
 import kiln
@@ -342,6 +343,19 @@ def test_resume_refuses_another_flows_run_and_unknown_executors_are_named(
         fan.resume(info.value.run_id, executor="inline")
     with pytest.raises(kiln.errors.NotFound, match="no flow run 'nope'"):
         linear.resume("nope", executor="inline")
-    for name, message in (("ray", "not available yet"), ("threads", "known: inline, processes")):
-        with pytest.raises(kiln.errors.InvalidInput, match=message):
-            linear.run(work=work, executor=name)
+    with pytest.raises(kiln.errors.InvalidInput, match="known: inline, processes, ray"):
+        linear.run(work=work, executor="threads")
+
+
+def test_unmapped_lists_go_whole_to_every_task_and_uneven_fan_outs_are_refused(
+    tmp_path: Path,
+) -> None:
+    work = work_dir(tmp_path)
+    run = weighted.run(work=work, n=3, count=3, executor="inline")
+    assert run.result == (0 * 6 + 0) + (1 * 6 + 1) + (2 * 6 + 2)
+    with pytest.raises(
+        FlowFailed,
+        match=r"weigh.map\(\) fans out over items of different "
+        r"lengths \(x=4, shift=3\); wrap a list meant for every task in unmapped",
+    ):
+        weighted.run(work=work, n=4, count=3, executor="inline")

@@ -49,7 +49,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kiln {kiln.__version__}")
         return 0
     runs_flow = args[:2] in (["flows", "run"], ["flows", "resume"])
-    if runs_flow and not {"inline", "-h", "--help"} & set(args):
+    elsewhere = any(  # tasks run in this process or on Ray: no local worker to start
+        a.removeprefix("--executor=") in ("inline", "-h", "--help")
+        or a.removeprefix("--executor=").startswith("ray")
+        for a in args
+    )
+    if runs_flow and not elsewhere:
         import kiln.flows
 
         kiln.flows.prestart()  # a worker process starts while the command loads

@@ -77,6 +77,8 @@ class DemoSummary:
     best_run_id: str
     best_val_auc: float
     model_ref: str
+    flow_run_id: str
+    """The flow run that trained the candidates (one task per candidate)."""
     canary: CanaryReport
     """What the 10% canary did on ``kiln serve`` and the guard's verdict."""
 
@@ -467,6 +469,76 @@ def _train_candidate(
         return run.id, fitted.model
 
 
+@dataclass(frozen=True)
+class _Trained:
+    run_id: str
+    model: Any
+
+
+@kiln.step
+def train_candidate(name: str, data: _Data, experiment: str, seed: int) -> _Trained:
+    """One candidate in its own tracked run, nested under this task's run (so the flow
+    run, the step and the candidate are one chain in the lineage graph)."""
+    candidate = next(c for c in CANDIDATES if c.name == name)
+    run_id, model = _train_candidate(
+        candidate, data, experiment=experiment, seed=seed, advance=lambda n: None
+    )
+    return _Trained(run_id, model)
+
+
+@kiln.flow(name="fraud_demo_training", experiment="fraud-demo-flows")
+def train_candidates(data: _Data, experiment: str, seed: int) -> list[_Trained]:
+    """Every candidate at once, one task each, on local worker processes."""
+    names = [c.name for c in CANDIDATES]
+    trained: list[_Trained] = train_candidate.map(
+        name=names, data=data, experiment=experiment, seed=seed
+    )
+    return trained
+
+
+def _train_all(
+    console: Console, data: _Data, *, experiment: str, seed: int
+) -> tuple[str, list[_Trained]]:
+    """Run the training flow with a progress bar moved by its task events."""
+    total = sum(c.steps for c in CANDIDATES)
+    running: list[str] = []
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description:<30}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        bar = progress.add_task("Training", total=total)
+
+        def on_event(event: kiln.flows.Event) -> None:
+            candidate = CANDIDATES[int(event.task.rsplit("[", 1)[1].rstrip("]"))]
+            if event.kind == "started":
+                running.append(candidate.name)
+            elif event.kind in ("finished", "cached", "reused", "failed"):
+                if candidate.name in running:
+                    running.remove(candidate.name)
+                if event.kind != "failed":
+                    progress.advance(bar, candidate.steps)
+            progress.update(bar, description=f"Training {', '.join(running)}".strip())
+
+        try:
+            run = train_candidates.run(
+                data=data,
+                experiment=experiment,
+                seed=seed,
+                executor="processes",
+                max_parallel=min(2, len(CANDIDATES)),
+                cache=False,  # the demo shows training; a rerun trains again
+                on_event=on_event,
+            )
+        except kiln.flows.FlowFailed as failed:
+            raise KilnError(f"the demo's training flow failed: {failed}") from None
+        progress.update(bar, description=f"Trained {len(CANDIDATES)} candidates")
+    return run.id, list(run.result)
+
+
 # -- output -----------------------------------------------------------------------------
 
 
@@ -503,7 +575,9 @@ def _results_table(records: list[kiln.RunRecord]) -> Table:
     return table
 
 
-def _print_where(console: Console, experiment: str, best: str, run_ids: tuple[str, ...]) -> None:
+def _print_where(
+    console: Console, experiment: str, best: str, run_ids: tuple[str, ...], flow_run: str
+) -> None:
     """Plain lines, soft-wrapped, so paths and commands copy-paste whole from any terminal."""
     settings = kiln.get_settings()
     console.print()
@@ -519,6 +593,7 @@ def _print_where(console: Console, experiment: str, best: str, run_ids: tuple[st
         f"kiln runs list --experiment {shlex.quote(experiment)}",
         f"kiln runs show {best}",
         f"kiln runs compare {' '.join(run_ids)}",
+        f"kiln flows show {flow_run}",
         "kiln experiments list",
         f"kiln models show {MODEL_NAME}@champion",
         f"kiln models lineage {MODEL_NAME}@champion",
@@ -562,29 +637,16 @@ def run_demo(
         f"in {time.perf_counter() - started:.2f}s"
     )
 
-    run_ids: list[str] = []
-    fitted_models: dict[str, Any] = {}
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("[progress.description]{task.description:<22}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
-        task = progress.add_task("Training", total=sum(c.steps for c in CANDIDATES))
-
-        def advance(n: int) -> None:
-            progress.advance(task, n)
-
-        for candidate in CANDIDATES:
-            progress.update(task, description=f"Training {candidate.name}")
-            run_id, model = _train_candidate(
-                candidate, data, experiment=experiment, seed=seed, advance=advance
-            )
-            run_ids.append(run_id)
-            fitted_models[run_id] = model
-        progress.update(task, description=f"Trained {len(CANDIDATES)} candidates")
+    started_training = time.perf_counter()
+    flow_run_id, trained = _train_all(console, data, experiment=experiment, seed=seed)
+    run_ids = [t.run_id for t in trained]
+    fitted_models = {t.run_id: t.model for t in trained}
+    steps = kiln.flows.tasks(flow_run_id)
+    console.print(
+        f"[bold]Flow run[/] {flow_run_id} (fraud_demo_training): {len(steps)} "
+        f"{steps[0].step if steps else 'train'} tasks on local processes, "
+        f"{time.perf_counter() - started_training:.1f}s"
+    )
 
     ids = ", ".join(f"'{run_id}'" for run_id in run_ids)
     records = kiln.runs.search(
@@ -614,7 +676,7 @@ def run_demo(
         request_columns=REQUEST_COLUMNS,
         features=data.features,
     )
-    _print_where(console, experiment, best.id, tuple(run_ids))
+    _print_where(console, experiment, best.id, tuple(run_ids), flow_run_id)
     console.print(f"Done in {time.perf_counter() - started:.1f}s.")
     return DemoSummary(
         experiment=experiment,
@@ -622,6 +684,7 @@ def run_demo(
         best_run_id=best.id,
         best_val_auc=float(best.metrics["val_auc"]),
         model_ref=version.ref,
+        flow_run_id=flow_run_id,
         canary=canary,
     )
 

@@ -1,4 +1,4 @@
-"""``kiln flows``: run, resume, list, show, read the logs of and cancel flow runs.
+"""``kiln flows``: run, resume, list, show, read the logs of, cancel and schedule flow runs.
 
 A flow is named as ``pkg.module:function`` (or ``path/to/file.py:function``), imported
 the way Python imports it from the current directory.
@@ -7,11 +7,8 @@ the way Python imports it from the current directory.
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import runpy
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -26,7 +23,10 @@ flows_app = typer.Typer(help="Run, resume and inspect flows.", no_args_is_help=T
 
 ExecutorOpt = Annotated[
     str,
-    typer.Option("--executor", help="Where tasks run: processes (default) or inline."),
+    typer.Option(
+        "--executor",
+        help="Where tasks run: processes (default), inline, ray, ray:auto or ray://HOST:PORT.",
+    ),
 ]
 ParallelOpt = Annotated[
     int | None,
@@ -35,27 +35,12 @@ ParallelOpt = Annotated[
 CacheOpt = Annotated[
     bool, typer.Option("--cache/--no-cache", help="Reuse outputs of steps seen before.")
 ]
-
-
-def load_flow(target: str) -> flows.Flow[Any, Any]:
-    """The flow ``pkg.module:function`` or ``file.py:function`` names."""
-    module_name, sep, attr = target.rpartition(":")
-    if not sep or not module_name or not attr:
-        raise InvalidInput(f"name a flow as pkg.module:function; got {target!r}")
-    if str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
-    try:
-        if module_name.endswith(".py"):
-            namespace = runpy.run_path(module_name, run_name="kiln_flow")
-            found = namespace.get(attr)
-        else:
-            found = getattr(importlib.import_module(module_name), attr, None)
-    except (ImportError, OSError) as exc:
-        raise InvalidInput(f"cannot import {module_name!r}: {exc}") from None
-    if not isinstance(found, flows.Flow):
-        what = "nothing" if found is None else f"a {type(found).__name__}"
-        raise InvalidInput(f"{target!r} is {what}, not a @kiln.flow")
-    return found
+ParamOpt = Annotated[
+    list[str] | None, typer.Option("--param", help="A flow parameter, NAME=VALUE.")
+]
+# Set by `kiln scheduler` on the runs it starts, so the run links itself to its due time.
+ScheduleIdOpt = Annotated[str | None, typer.Option("--schedule-id", hidden=True)]
+DueAtOpt = Annotated[int | None, typer.Option("--due-at", hidden=True)]
 
 
 def _engine(executor: str, max_parallel: int | None) -> flows.Executor:
@@ -113,18 +98,20 @@ def _fail_line(failed: flows.FlowFailed) -> int:
 @flows_app.command("run")
 def run_flow(
     target: Annotated[str, typer.Argument(help="The flow, as pkg.module:function.")],
-    param: Annotated[
-        list[str] | None, typer.Option("--param", help="A flow parameter, NAME=VALUE.")
-    ] = None,
+    param: ParamOpt = None,
     executor: ExecutorOpt = "processes",
     max_parallel: ParallelOpt = None,
     cache: CacheOpt = True,
     as_json: JsonOpt = False,
+    schedule_id: ScheduleIdOpt = None,
+    due_at: DueAtOpt = None,
 ) -> None:
     """Run a flow; prints its run id first, exits non-zero when it fails."""
+    if (schedule_id is None) != (due_at is None):
+        raise InvalidInput("--schedule-id and --due-at go together")
     engine = _engine(executor, max_parallel)  # its workers start while the flow loads
     try:
-        flow = load_flow(target)
+        flow = flows.load_flow(target)
         values = flow.params(_params(param or []), from_text=True)
     except BaseException:
         engine.close()
@@ -133,6 +120,10 @@ def run_flow(
     def started(run_id: str) -> None:
         print(f"flow run {run_id} ({flow.name}) started", file=sys.stderr if as_json else None)
         sys.stdout.flush()
+        if schedule_id is not None and due_at is not None:
+            from kiln.flows.scheduling import record_started
+
+            record_started(schedule_id, due_at, run_id)
 
     run, failed = None, None
     try:
@@ -159,7 +150,7 @@ def resume_flow(
 ) -> None:
     """Run again what a flow run did not finish, reusing every finished output."""
     record = flows.get_run(run_id)
-    flow = load_flow(record.target)
+    flow = flows.load_flow(record.target)
     if not as_json:
         console.print(f"resuming flow run {run_id} ({flow.name})", highlight=False)
     run, failed = None, None
@@ -193,12 +184,18 @@ def list_flows(
     if as_json:
         emit_json([_run_json(r) for r in runs])
         return
+    # The schedule column appears when a run listed was started by a schedule.
+    scheduled = any(r.schedule for r in runs)
     console.print(
         table(
             None,
-            ["id", "flow", "status", "executor", "started", "params"],
+            ["id", "flow", "status", "executor", "started"]
+            + (["schedule"] if scheduled else [])
+            + ["params"],
             [
-                [r.id, r.flow, status(r.status), r.executor, _when(r.created_at), fmt(r.params)]
+                [r.id, r.flow, status(r.status), r.executor, _when(r.created_at)]
+                + ([r.schedule] if scheduled else [])
+                + [fmt(r.params)]
                 for r in runs
             ],
         )
@@ -215,6 +212,7 @@ def _run_json(record: flows.FlowRunRecord) -> dict[str, Any]:
         "params": record.params,
         "created_at": record.created_at,
         "error": record.error,
+        "schedule": record.schedule,
     }
 
 

@@ -171,6 +171,12 @@ def models_versions(
 def _run_label(node: LineageNode) -> str:
     state = node.attributes.get("status")
     suffix = f"  {status(str(state))}" if state else ""
+    if node.kind == "flow_step":
+        step = escape(str(node.attributes.get("step")))
+        return f"flow step [bold]{step}[/] ({escape(node.label)})  [dim]{node.id}[/]{suffix}"
+    if node.kind == "flow_run":
+        flow = escape(str(node.attributes.get("flow")))
+        return f"flow run [bold]{flow}[/]  [dim]{node.id}[/]{suffix}"
     return f"run [bold]{escape(node.label)}[/]  [dim]{node.id}[/]{suffix}"
 
 

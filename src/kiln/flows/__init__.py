@@ -2,9 +2,11 @@
 
 ``@step`` makes a function a step, ``@flow`` a function that calls steps a flow; data
 flows through arguments and return values. A flow's graph is built and checked before
-anything runs; its tasks run inline or in local worker processes; every output is stored
+anything runs; its tasks run inline, in local worker processes or on Ray; every output is stored
 content-addressed, reused by the step cache and by ``resume``; every run and every task
-is a tracked run. See ``docs/flows.md``.
+is a tracked run. ``schedule`` puts a flow on a cron schedule, and a ``Scheduler``
+(``kiln scheduler``, safe to run as replicas) starts each due run once. See
+``docs/flows.md``.
 
 Names load their module on first use (:func:`kiln.core.lazy_exports`), so a worker
 process, which needs only the task runner, starts without the rest.
@@ -28,26 +30,38 @@ if not TYPE_CHECKING:
             "InlineExecutor": "kiln.flows.executors",
             "LazySequence": "kiln.flows._worker",
             "ProcessExecutor": "kiln.flows.executors",
+            "RayExecutor": "kiln.flows._ray",
             "Resources": "kiln.flows.steps",
+            "Schedule": "kiln.flows.records",
+            "ScheduledRun": "kiln.flows.records",
+            "Scheduler": "kiln.flows.scheduling",
             "Step": "kiln.flows.steps",
             "TaskLog": "kiln.flows.logs",
             "TaskRecord": "kiln.flows.records",
             "each": "kiln.flows._graph",
             "flow": "kiln.flows._flow",
             "get_run": "kiln.flows._records",
+            "get_schedule": "kiln.flows.scheduling",
             "list_runs": "kiln.flows._records",
+            "load_flow": "kiln.flows._flow",
             "open_executor": "kiln.flows.executors",
             "prestart": "kiln.flows.executors",
             "request_cancel": "kiln.flows._records",
+            "schedule": "kiln.flows.scheduling",
+            "scheduled_runs": "kiln.flows.scheduling",
+            "schedules": "kiln.flows.scheduling",
             "step": "kiln.flows.steps",
             "task_logs": "kiln.flows.logs",
             "tasks": "kiln.flows._records",
+            "unmapped": "kiln.flows._graph",
+            "unschedule": "kiln.flows.scheduling",
         },
     )
 
 if TYPE_CHECKING:
-    from kiln.flows._flow import Flow, FlowFailed, FlowRun, flow
-    from kiln.flows._graph import FlowDefinitionError, each
+    from kiln.flows._flow import Flow, FlowFailed, FlowRun, flow, load_flow
+    from kiln.flows._graph import FlowDefinitionError, each, unmapped
+    from kiln.flows._ray import RayExecutor
     from kiln.flows._records import get_run, list_runs, request_cancel, tasks
     from kiln.flows._runner import Event
     from kiln.flows._worker import LazySequence
@@ -59,7 +73,15 @@ if TYPE_CHECKING:
         prestart,
     )
     from kiln.flows.logs import TaskLog, task_logs
-    from kiln.flows.records import FlowRunRecord, TaskRecord
+    from kiln.flows.records import FlowRunRecord, Schedule, ScheduledRun, TaskRecord
+    from kiln.flows.scheduling import (
+        Scheduler,
+        get_schedule,
+        schedule,
+        scheduled_runs,
+        schedules,
+        unschedule,
+    )
     from kiln.flows.steps import Resources, Step, step
 
 __all__ = [
@@ -73,18 +95,29 @@ __all__ = [
     "InlineExecutor",
     "LazySequence",
     "ProcessExecutor",
+    "RayExecutor",
     "Resources",
+    "Schedule",
+    "ScheduledRun",
+    "Scheduler",
     "Step",
     "TaskLog",
     "TaskRecord",
     "each",
     "flow",
     "get_run",
+    "get_schedule",
     "list_runs",
+    "load_flow",
     "open_executor",
     "prestart",
     "request_cancel",
+    "schedule",
+    "scheduled_runs",
+    "schedules",
     "step",
     "task_logs",
     "tasks",
+    "unmapped",
+    "unschedule",
 ]

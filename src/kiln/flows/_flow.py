@@ -11,10 +11,14 @@ failed, was cancelled, or its process was killed.
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
+import runpy
+import sys
 import types
 import typing
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from kiln.core import InvalidInput, KilnError, get_settings
@@ -27,7 +31,7 @@ from kiln.flows.executors import Executor, open_executor
 from kiln.flows.records import FlowRunRecord, TaskRecord
 from kiln.tracking import TrackingClient, default_client
 
-__all__ = ["Flow", "FlowFailed", "FlowRun", "flow"]
+__all__ = ["Flow", "FlowFailed", "FlowRun", "flow", "load_flow"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -348,3 +352,25 @@ def flow(
         return Flow(f, name=name, experiment=experiment)
 
     return wrap(fn) if fn is not None else wrap
+
+
+def load_flow(target: str) -> Flow[Any, Any]:
+    """The flow ``pkg.module:function`` or ``path/to/file.py:function`` names, imported
+    the way Python imports it from the current directory (as ``kiln flows run`` does)."""
+    module_name, sep, attr = target.rpartition(":") if isinstance(target, str) else ("", "", "")
+    if not sep or not module_name or not attr:
+        raise InvalidInput(f"name a flow as pkg.module:function; got {target!r}")
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        if module_name.endswith(".py"):
+            namespace = runpy.run_path(module_name, run_name="kiln_flow")
+            found = namespace.get(attr)
+        else:
+            found = getattr(importlib.import_module(module_name), attr, None)
+    except (ImportError, OSError) as exc:
+        raise InvalidInput(f"cannot import {module_name!r}: {exc}") from None
+    if not isinstance(found, Flow):
+        what = "nothing" if found is None else f"a {type(found).__name__}"
+        raise InvalidInput(f"{target!r} is {what}, not a @kiln.flow")
+    return found

@@ -62,6 +62,19 @@ class Each:
 
 
 @dataclass(frozen=True)
+class Unmapped:
+    """A list (or any value) that ``.map`` hands whole to every task instead of fanning
+    out over it: ``score.map(part=parts.each(), columns=unmapped(["a", "b"]))``."""
+
+    value: Any
+
+
+def unmapped(value: Any) -> Unmapped:
+    """Give ``value`` whole to every task of a ``.map`` (a list is fanned out otherwise)."""
+    return Unmapped(value)
+
+
+@dataclass(frozen=True)
 class MapRef:
     """All the outputs of a mapped node, handed on as one lazy sequence."""
 

@@ -91,6 +91,7 @@ def _run_record(row: Any) -> FlowRunRecord:
         updated_at=row.updated_at,
         cancel_requested=bool(row.cancel_requested),
         error=row.error,
+        schedule=row.schedule,
     )
 
 

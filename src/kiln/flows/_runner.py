@@ -110,9 +110,19 @@ class Runner:
             return
         count: int | None = None
         if node.mapped:
-            for values in node.fanned.values():
-                # an Each's count is its upstream output's length, read now it is known
-                count = len(values) if isinstance(values, list) else len(self._value_of(values.ref))
+            # an Each's count is its upstream output's length, read now it is known
+            counts = {
+                name: len(values) if isinstance(values, list) else len(self._value_of(values.ref))
+                for name, values in node.fanned.items()
+            }
+            count = min(counts.values())
+            if len(set(counts.values())) > 1 and self.failure is None:
+                sizes = ", ".join(f"{name}={n}" for name, n in counts.items())
+                self.failure = (
+                    f"{node.site}: {node.step.name}.map() fans out over items of different "
+                    f"lengths ({sizes}); wrap a list meant for every task in unmapped()"
+                )
+                count = 0
         self.expanded.add(node.id)
         if count is None:
             tasks = [_Task(node.name, node, None)]
@@ -289,11 +299,20 @@ class Runner:
             settings=self.settings,
             experiment=self.experiment,
             attempt=task.attempts,
+            resources=self._resources(step),
             function=step.fn if in_process else None,
         )
         self.running.add(task.key)
         self._emit(Event("started", task.key, step.name, task.attempts))
         self.executor.submit(task.key, spec, step.options.timeout)
+
+    @staticmethod
+    def _resources(step: Any) -> dict[str, float]:
+        wanted = step.options.resources
+        resources = {"cpus": wanted.cpus, "gpus": wanted.gpus}
+        if wanted.memory is not None:
+            resources["memory"] = float(wanted.memory)
+        return resources
 
     def _finished(self, key: str, result: TaskResult) -> None:
         task = self.tasks[key]

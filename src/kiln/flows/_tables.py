@@ -21,6 +21,7 @@ flow_runs = sa.Table(
     sa.Column("updated_at", sa.BigInteger, nullable=False),
     sa.Column("cancel_requested", sa.Boolean, nullable=False),
     sa.Column("error", sa.Text, nullable=True),
+    sa.Column("schedule", sa.String(128), nullable=True),  # the schedule that started it
     sa.Index("ix_kiln_flow_runs_flow_created", "flow", "created_at"),
 )
 
@@ -49,4 +50,42 @@ flow_cache = sa.Table(
     sa.Column("output", sa.Text, nullable=False),
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Index("ix_kiln_flow_cache_step", "step"),
+)
+
+flow_schedules = sa.Table(
+    "kiln_flow_schedules",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False, unique=True),
+    sa.Column("flow", sa.String(256), nullable=False),
+    sa.Column("target", sa.String(512), nullable=False),
+    sa.Column("cron", sa.String(128), nullable=False),  # five fields or an @alias, in UTC
+    sa.Column("params", sa.Text, nullable=False),  # JSON: name -> text, as --param takes it
+    sa.Column("executor", sa.String(256), nullable=False),
+    sa.Column("max_parallel", sa.Integer, nullable=True),
+    sa.Column("missed", sa.String(16), nullable=False),  # skip, run-once
+    sa.Column("workdir", sa.Text, nullable=False),  # where the target imports from
+    # The due time no scheduler has acted on yet; claiming a due time moves it on, with a
+    # compare-and-set, in the transaction that records the claim.
+    sa.Column("next_due_at", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.Index("ix_kiln_flow_schedules_next_due_at", "next_due_at"),
+)
+
+# One row per due time a scheduler acted on: the key makes a second claim of the same due
+# time impossible, whichever replica tries.
+flow_schedule_runs = sa.Table(
+    "kiln_flow_schedule_runs",
+    metadata,
+    sa.Column("schedule_id", ID, sa.ForeignKey("kiln_flow_schedules.id"), primary_key=True),
+    sa.Column("due_at", sa.BigInteger, primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False),  # starting, started, failed, skipped
+    sa.Column("run_id", ID, nullable=True),  # the flow run, once it has started
+    sa.Column("skipped", sa.Integer, nullable=False),  # missed due times passed over
+    sa.Column("skipped_from", sa.BigInteger, nullable=True),  # the first of them
+    sa.Column("claimed_at", sa.BigInteger, nullable=False),
+    sa.Column("claimed_by", sa.String(256), nullable=False),  # host:pid of the scheduler
+    sa.Column("error", sa.Text, nullable=True),
+    sqlite_with_rowid=False,
 )

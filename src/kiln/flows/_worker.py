@@ -42,6 +42,8 @@ class TaskSpec:
     settings: dict[str, Any]  # the flow process's Kiln settings, so every worker agrees
     experiment: str
     attempt: int = 1
+    # what one task needs ({"cpus", "gpus", "memory"}), for an executor that places tasks
+    resources: dict[str, float] | None = None
     # the function itself, for an executor in this process (no pickling: the step's
     # module globals are the caller's, and a debugger stops in the same code)
     function: Any = None

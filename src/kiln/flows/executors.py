@@ -289,13 +289,24 @@ class ProcessExecutor:
 
 
 def open_executor(executor: str | Executor, max_parallel: int | None) -> Executor:
-    """The executor named (``inline``, ``processes``, ``ray``), or the one given."""
+    """The executor named, or the one given: ``inline``, ``processes``, or Ray as
+    ``ray`` (Ray's default: the local cluster, started for the run when none runs),
+    ``ray:auto`` (the cluster this machine belongs to) or ``ray://host:port``."""
     if isinstance(executor, Executor):
         return executor
     if executor == "inline":
         return InlineExecutor()
     if executor == "processes":
         return ProcessExecutor(max_parallel)
-    if executor == "ray":
-        raise InvalidInput("the Ray executor is not available yet; use processes or inline")
-    raise InvalidInput(f"unknown executor {executor!r}; known: {', '.join(EXECUTORS)}")
+    if isinstance(executor, str) and (executor == "ray" or executor.startswith("ray:")):
+        from kiln.flows._ray import RayExecutor
+
+        address: str | None = None
+        if executor.startswith("ray://"):
+            address = executor  # as Ray spells it
+        elif executor != "ray":
+            address = executor.removeprefix("ray:")
+        return RayExecutor(address, max_parallel)
+    raise InvalidInput(
+        f"unknown executor {executor!r}; known: inline, processes, ray, ray:auto, ray://HOST:PORT"
+    )

@@ -1,4 +1,4 @@
-"""Frozen records of flow runs and their tasks, as read back from the metadata store."""
+"""Frozen records of flow runs, tasks and schedules, as read back from the metadata store."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from kiln.flows._values import ValueRef
 
-__all__ = ["FlowRunRecord", "TaskRecord"]
+__all__ = ["FlowRunRecord", "Schedule", "ScheduledRun", "TaskRecord"]
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,7 @@ class FlowRunRecord:
     updated_at: int
     cancel_requested: bool
     error: str | None
+    schedule: str | None = None  # the name of the schedule that started it
 
 
 @dataclass(frozen=True)
@@ -52,3 +53,47 @@ class TaskRecord:
     @property
     def cache_hit(self) -> bool:
         return self.status == "cached"
+
+
+@dataclass(frozen=True)
+class ScheduledRun:
+    """What a scheduler did for one due time of a schedule: started a run or skipped it.
+
+    ``status`` is ``starting`` (claimed, its process launched), ``started`` (the flow run
+    ``run_id`` exists; ``run_status`` is that run's own status), ``failed`` (the process
+    could not start the run: ``error`` says why and where its log is) or ``skipped`` (the
+    missed policy passed it over). ``skipped`` counts the missed due times this decision
+    passed over, from ``skipped_from`` up to ``due_at``.
+    """
+
+    schedule_id: str
+    schedule: str
+    due_at: int  # ms since the epoch, UTC
+    status: str
+    run_id: str | None
+    run_status: str | None
+    skipped: int
+    skipped_from: int | None
+    claimed_at: int
+    claimed_by: str  # host:pid of the scheduler that claimed it
+    error: str | None
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A flow on a cron schedule: what runs, when next, and what happened last."""
+
+    id: str
+    name: str
+    flow: str
+    target: str  # "pkg.module:function", imported from ``workdir``
+    cron: str  # five fields or an @alias, evaluated in UTC
+    params: dict[str, str]  # as ``--param NAME=VALUE`` takes them
+    executor: str
+    max_parallel: int | None
+    missed: str  # skip, run-once
+    workdir: str
+    next_due_at: int  # ms since the epoch, UTC
+    created_at: int
+    updated_at: int
+    last: ScheduledRun | None  # the latest due time acted on

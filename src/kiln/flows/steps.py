@@ -34,6 +34,7 @@ from kiln.flows._graph import (
     Node,
     Output,
     Ref,
+    Unmapped,
     building,
     call_site,
     compatible,
@@ -187,7 +188,8 @@ class Step(Generic[P, R]):
 
     def map(self, *args: Any, **kwargs: Any) -> Any:
         """One task per item: a list (or ``output.each()``) argument fans out, every other
-        argument goes to every task. Downstream, the results are one lazy sequence."""
+        argument (and a list wrapped in ``unmapped()``) goes to every task. Downstream,
+        the results are one lazy sequence."""
         graph = building()
         if graph is None:
             raise FlowDefinitionError(
@@ -199,7 +201,9 @@ class Step(Generic[P, R]):
         fanned: dict[str, list[Any] | Each] = {}
         fixed: dict[str, Any] = {}
         for name, value in bound.items():
-            if isinstance(value, list):
+            if isinstance(value, Unmapped):
+                fixed[name] = self._arg(name, value.value, site)
+            elif isinstance(value, list):
                 fanned[name] = [self._arg(name, v, site) for v in value]
             elif isinstance(value, Each):
                 fanned[name] = value

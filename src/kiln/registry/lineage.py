@@ -14,9 +14,18 @@ from kiln.tracking import RunRecord, TrackingClient, default_client, lineage, ru
 __all__ = ["model_lineage"]
 
 
+# tags a flow puts on its runs: the flow run carries the flow's name; a step's task run
+# its step, task and flow run (kiln.flows)
+_FLOW_TAGS = {"kiln.flow": "flow", "kiln.step": "step", "kiln.flow_run": "flow_run"}
+
+
 def _run_node(record: RunRecord, relation: str) -> LineageNode:
+    """A run; a flow run or a flow step's run is said to be one (``kind``), so lineage
+    reads "step train of flow run X" rather than a bare run id."""
+    flow = {name: str(record.tags[tag]) for tag, name in _FLOW_TAGS.items() if tag in record.tags}
+    kind = "flow_step" if "step" in flow else "flow_run" if "flow" in flow else "run"
     return LineageNode(
-        kind="run",
+        kind=kind,
         id=record.id,
         label=f"{record.experiment}/{record.name}",
         relation=relation,
@@ -24,6 +33,7 @@ def _run_node(record: RunRecord, relation: str) -> LineageNode:
             "status": record.status,
             "start_time": record.start_time.isoformat(),
             "end_time": record.end_time.isoformat() if record.end_time else None,
+            **flow,
         },
     )
 

@@ -18,6 +18,8 @@ if not TYPE_CHECKING:
         __name__,
         {
             "deployments": "kiln.serving.deployments",
+            "batch_predict": "kiln.serving.batch",
+            "BatchResult": "kiln.serving.batch",
             "DeploymentEvent": "kiln.serving.deployments",
             "InputPlan": "kiln.serving.compatibility",
             "ServeConfig": "kiln.serving.server",
@@ -30,12 +32,14 @@ if not TYPE_CHECKING:
 if TYPE_CHECKING:
     from kiln.serving import deployments
     from kiln.serving.app import create_app
+    from kiln.serving.batch import BatchResult, batch_predict
     from kiln.serving.compatibility import InputPlan
     from kiln.serving.deployments import DeploymentEvent
     from kiln.serving.server import ServeConfig, build_app, serve
 
 __all__ = [
     "POLICIES",
+    "BatchResult",
     "Batching",
     "Breaker",
     "Deployment",
@@ -45,6 +49,7 @@ __all__ = [
     "InputPlan",
     "ServeConfig",
     "Traffic",
+    "batch_predict",
     "build_app",
     "create_app",
     "deployments",
