@@ -177,3 +177,26 @@ def weighted(work: str, n: int = 3, count: int = 3) -> int:
     items = numbers(work, n)
     weights = kiln.flows.unmapped([1, 2, 3])
     return total(work, weigh.map(x=items.each(), weights=weights, shift=list(range(count))))
+
+
+@kiln.step
+def read_training_data(n: int) -> pd.DataFrame:
+    """Declares what it read, as ``TrainingSet.save`` does for a feature-store snapshot."""
+    run = kiln.active_run()
+    assert run is not None
+    run.log_input("dataset", "train@abc123", name="train", rows=n)
+    x = np.arange(n, dtype=float)
+    return pd.DataFrame({"x": x, "y": 2 * x + 1})
+
+
+@kiln.step
+def fit_and_register(df: pd.DataFrame) -> str:
+    from sklearn.linear_model import LinearRegression
+
+    model = LinearRegression().fit(df[["x"]], df["y"])
+    return kiln.models.register("flow-model", model, input_example=df[["x"]].head()).ref
+
+
+@kiln.flow
+def train_and_register(n: int = 20) -> str:
+    return fit_and_register(read_training_data(n))

@@ -18,6 +18,7 @@ from _pipelines import (
     ran,
     retrying,
     slow,
+    train_and_register,
     weighted,
 )
 
@@ -359,3 +360,24 @@ def test_unmapped_lists_go_whole_to_every_task_and_uneven_fan_outs_are_refused(
         r"lengths \(x=4, shift=3\); wrap a list meant for every task in unmapped",
     ):
         weighted.run(work=work, n=4, count=3, executor="inline")
+
+
+def test_a_model_registered_in_a_step_leads_to_its_step_its_flow_run_and_what_the_flow_read(
+    tmp_path: Path,
+) -> None:
+    kiln.lineage.add_edge("feature_view", "user_stats@v2", "input_to", "dataset", "train@abc123")
+    run = train_and_register.run(n=20, executor="processes", max_parallel=1)
+    assert run.result == "flow-model/1"
+    graph = kiln.models.lineage("flow-model/1")
+    tasks = {t.step: t for t in run.tasks()}
+    assert graph.run is not None and graph.run.id == tasks["fit_and_register"].child_run_id
+    assert graph.run.kind == "flow_step"
+    (flow_run,) = graph.parents
+    assert (flow_run.kind, flow_run.id, flow_run.attributes["flow"]) == (
+        "flow_run",
+        run.id,
+        "train_and_register",
+    )
+    (dataset,) = graph.inputs  # read by another step of the same flow run
+    assert (dataset.kind, dataset.id, dataset.label) == ("dataset", "train@abc123", "train")
+    assert [(c.kind, c.id) for c in dataset.children] == [("feature_view", "user_stats@v2")]

@@ -429,3 +429,32 @@ def test_schedule_schedules_and_unschedule_from_the_command_line(
     assert (code, err) == (2, "kiln: error: no schedule 'linear'; known schedules: none yet\n")
     code, out, err = run_cli(capsys, "flows", "schedules", "--json")
     assert (code, json.loads(out)) == (0, [])
+
+
+def test_a_due_time_whose_scheduler_died_before_starting_its_run_is_started_once(
+    tmp_path: Path,
+) -> None:
+    made = linear("orphan", tmp_path / "w")
+    first = made.next_due_at
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a scheduler process of this machine that no longer runs
+    dead = Scheduler(interval_s=10, launcher=lambda schedule, claim: None)
+    dead.identity = f"{dead.identity.rpartition(':')[0]}:{gone.pid}"
+    assert [c.status for c in dead.tick(first + 1_000)] == ["starting"]  # claimed, never run
+
+    alive = Scheduler(interval_s=10, launcher=Launches())
+    alive.identity = f"{alive.identity.rpartition(':')[0]}:{os.getppid()}"  # still running
+    with default_client().meta.write() as conn:  # the same claim, by a live scheduler
+        conn.execute(sa.update(flow_schedule_runs).values(claimed_by=alive.identity))
+    assert Scheduler(interval_s=10, launcher=Launches()).tick(first + 2 * MINUTE) == []
+    with default_client().meta.write() as conn:
+        conn.execute(sa.update(flow_schedule_runs).values(claimed_by=dead.identity))
+
+    launches = [Launches(), Launches()]
+    replicas = [Scheduler(interval_s=10, launcher=launch) for launch in launches]
+    for i, replica in enumerate(replicas):
+        replica.identity += f"-{i}"
+    acted = [c for replica in replicas for c in replica.tick(first + 2 * MINUTE)]
+    assert [(c.due_at, c.claimed_by) for c in acted] == [(first, replicas[0].identity)]
+    assert launches[0].started == [("orphan", first)] and launches[1].started == []
+    assert [r.tick(first + 3 * MINUTE) for r in replicas] == [[], []]  # never twice

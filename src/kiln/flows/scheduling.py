@@ -290,7 +290,7 @@ class Scheduler:
         scheduler claimed; due times another replica claimed first are not in it."""
         now_ms = now_millis() if now is None else to_millis(now)
         self.reap()
-        acted: list[ScheduledRun] = []
+        acted: list[ScheduledRun] = self._recover(now_ms)
         for due in self._due(now_ms):
             try:
                 claim = self._claim(due, now_ms)
@@ -463,6 +463,58 @@ class Scheduler:
             return replace(claim, status="failed", error=error)
         return claim
 
+    def _recover(self, now_ms: int) -> list[ScheduledRun]:
+        """Start the runs of due times whose scheduler died between claiming and starting.
+
+        Such a claim stays ``starting`` with no run. One claimed by a scheduler on this
+        machine whose process is gone, more than the grace period ago (a run that was
+        started links itself within seconds, even if its scheduler died right after), is
+        taken over with a compare-and-set on ``claimed_by``, so of two replicas finding
+        it, one starts it. A claim from another machine cannot be judged from here and
+        is left as it is (``kiln flows schedules`` shows it ``starting``).
+        """
+        host = self.identity.rpartition(":")[0]
+        with self.client.meta.read() as conn:
+            rows = conn.execute(
+                _claims_query().where(
+                    flow_schedule_runs.c.status == "starting",
+                    flow_schedule_runs.c.run_id.is_(None),
+                    flow_schedule_runs.c.claimed_at < now_ms - self.grace_ms,
+                    flow_schedule_runs.c.claimed_by.like(f"{host}:%"),
+                    flow_schedule_runs.c.claimed_by != self.identity,
+                )
+            ).all()
+        recovered = []
+        for row in rows:
+            if _alive(row.claimed_by.rpartition(":")[2]):
+                continue
+            with self.client.meta.write() as conn:
+                taken = conn.execute(
+                    sa.update(flow_schedule_runs)
+                    .where(
+                        flow_schedule_runs.c.schedule_id == row.schedule_id,
+                        flow_schedule_runs.c.due_at == row.due_at,
+                        flow_schedule_runs.c.claimed_by == row.claimed_by,
+                        flow_schedule_runs.c.run_id.is_(None),
+                    )
+                    .values(claimed_by=self.identity, claimed_at=now_millis())
+                ).rowcount
+            if taken != 1:
+                continue  # another replica took it over first
+            try:
+                due = get_schedule(row.schedule_id, client=self.client)
+            except NotFound:
+                continue  # unscheduled since
+            claim = replace(_claim(row, due.name), claimed_by=self.identity)
+            _log.warning(
+                "schedule %r: the run due %s was claimed by %s, which is gone; starting it",
+                due.name,
+                _iso(row.due_at),
+                row.claimed_by,
+            )
+            recovered.append(self._start(due, claim))
+        return recovered
+
     # -- spawning ---------------------------------------------------------------------------
 
     def _spawn(self, schedule: Schedule, claim: ScheduledRun) -> None:
@@ -512,6 +564,18 @@ class Scheduler:
 
 
 # -- reading ----------------------------------------------------------------------------------
+
+
+def _alive(pid: str) -> bool:
+    """Whether process ``pid`` of this machine still runs (a pid that is not a number, or
+    that this user may not signal, counts as running: never taken over on a guess)."""
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (ValueError, PermissionError, OSError):
+        return True
+    return True
 
 
 def _claims_query() -> sa.Select[Any]:

@@ -53,11 +53,26 @@ def _upstream(kind: str, object_id: str, client: TrackingClient) -> tuple[Lineag
     )
 
 
-def _input_nodes(version: ModelVersion, client: TrackingClient) -> tuple[LineageNode, ...]:
+def _flow_task_runs(parents: list[LineageNode], client: TrackingClient) -> list[str]:
+    """The runs of every task of the flow run above the model's run, if one is: what the
+    flow's other steps read (a training set, a feature view) is what the model came from."""
+    flow_runs = [p.id for p in parents if p.kind == "flow_run"]
+    if not flow_runs:
+        return []
+    found = runs.search(
+        None, filter=f"tags.kiln.flow_run = '{flow_runs[0]}'", limit=None, client=client
+    )
+    return [flow_runs[0], *sorted(r.id for r in found)]
+
+
+def _input_nodes(
+    version: ModelVersion, client: TrackingClient, flow_runs: list[str]
+) -> tuple[LineageNode, ...]:
     found: dict[tuple[str, str], LineageNode] = {}
     sources = [(MODEL_KIND, version.id)]
     if version.run_id:
         sources.append(("run", version.run_id))
+    sources.extend(("run", run_id) for run_id in flow_runs if run_id != version.run_id)
     for kind, object_id in sources:
         for edge in lineage.edges(kind, object_id, direction="in", client=client):
             if edge.relation != "input_to" or (edge.src_kind, edge.src_id) in found:
@@ -121,7 +136,7 @@ def model_lineage(
         run=run_node,
         params=params,
         metrics=metrics,
-        inputs=_input_nodes(version, client),
+        inputs=_input_nodes(version, client, _flow_task_runs(parents, client)),
         code=code,
         parents=tuple(parents),
     )
