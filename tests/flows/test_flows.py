@@ -215,7 +215,10 @@ def test_a_failed_run_resumes_without_recomputing_what_finished(tmp_path: Path) 
 
 
 def test_values_of_every_kind_round_trip_through_the_store(tmp_path: Path) -> None:
+    import polars as pl
+
     frame = pd.DataFrame({"a": [1, 2], "b": ["x", "y"]}, index=pd.Index([10, 20], name="id"))
+    polars_frame = pl.DataFrame({"a": [1, None, 3], "b": ["x", "y", None], "c": [0.5, 1.5, 2.5]})
 
     @kiln.step
     def echo(value: Any) -> Any:
@@ -224,6 +227,7 @@ def test_values_of_every_kind_round_trip_through_the_store(tmp_path: Path) -> No
     values: dict[str, Any] = {
         "frame": frame,
         "table": pa.table({"a": [1.5, None]}),
+        "polars": polars_frame,
         "array": np.arange(6, dtype=np.int32).reshape(2, 3),
         "plain": {"k": [1, 2.5, "s", None, True]},
         "tuple": (1, "a"),
@@ -234,9 +238,14 @@ def test_values_of_every_kind_round_trip_through_the_store(tmp_path: Path) -> No
     def round_trip() -> dict[str, Any]:
         return {name: echo(value) for name, value in values.items()}
 
-    result = round_trip.run(executor="inline").result
+    round_trip_run = round_trip.run(executor="inline")
+    result = round_trip_run.result
     pd.testing.assert_frame_equal(result["frame"], frame)
     assert result["table"].equals(values["table"])
+    assert isinstance(result["polars"], pl.DataFrame) and result["polars"].equals(polars_frame)
+    stored = {t.task: t.output for t in kiln.flows.tasks(round_trip_run.id)}
+    polars_ref = stored["echo-3"]  # the third value: Parquet, read back as Polars
+    assert polars_ref is not None and (polars_ref.kind, polars_ref.frame) == ("parquet", "polars")
     np.testing.assert_array_equal(result["array"], values["array"])
     assert result["array"].dtype == np.int32
     assert result["plain"] == values["plain"]

@@ -13,6 +13,9 @@ json       None, bool, int, float, str, lists and dicts    UTF-8 JSON, inline wh
 npy        numpy arrays (not object arrays)                ``numpy.save``, no pickle
 parquet    pandas DataFrames, Arrow tables, Polars frames  Parquet (snappy), read back
                                                            as the same type
+model      models of the registry's flavors that read back    the flavor's own files
+           as the same object (scikit-learn, LightGBM          (zipped, with its config)
+           Booster, XGBoost, ONNX, TorchScript)
 pickle     anything else                                   cloudpickle
 =========  ==============================================  ===========================
 """
@@ -20,6 +23,7 @@ pickle     anything else                                   cloudpickle
 from __future__ import annotations
 
 import hashlib
+import importlib
 import io
 import math
 from dataclasses import dataclass
@@ -35,6 +39,12 @@ if TYPE_CHECKING:
 __all__ = ["INLINE_MAX", "ValueRef", "dump", "load", "store_value"]
 
 INLINE_MAX = 16 * 1024
+
+# Models are stored by the registry's flavors. kiln.flows cannot import the registry (a
+# package of its own layer), so it names the module, imported only for a value whose
+# type comes from one of the model libraries (the module's LIBRARIES, checked by a test).
+_MODEL_VALUES = "kiln.registry.step_values"
+_MODEL_LIBRARIES = frozenset({"sklearn", "lightgbm", "xgboost", "onnx", "torch"})
 
 
 @dataclass(frozen=True)
@@ -132,6 +142,10 @@ def dump(value: Any) -> tuple[str, bytes | memoryview, str | None]:
         sink = io.BytesIO()
         np.save(sink, value, allow_pickle=False)
         return "npy", sink.getvalue(), None
+    if type(value).__module__.partition(".")[0] in _MODEL_LIBRARIES:
+        model = importlib.import_module(_MODEL_VALUES).dump(value)
+        if model is not None:
+            return "model", model, None
     import cloudpickle
 
     try:
@@ -178,6 +192,8 @@ def decode(kind: str, data: bytes, frame: str | None = None) -> Any:
 
             return pl.from_arrow(table)
         return table
+    if kind == "model":
+        return importlib.import_module(_MODEL_VALUES).load(data)
     if kind == "pickle":
         import cloudpickle
 
