@@ -156,6 +156,14 @@ def test_a_linear_flow_runs_inline_with_typed_outputs_and_tracked_runs(tmp_path:
     logs = {log.task: log for log in kiln.flows.task_logs(run.id)}
     assert logs["load"].stdout == "loading 10 rows\n"
     assert kiln.flows.get_run(run.id).status == "finished"
+    # each task's output is an artifact of its run: the stored blob itself, not a copy
+    artifacts = {
+        name: {a.path: a.digest for a in kiln.runs.list_artifacts(tasks[name].child_run_id or "")}
+        for name in ("load", "features", "report")
+    }
+    assert artifacts["load"]["output.parquet"] == tasks["load"].output.digest
+    assert artifacts["features"]["output.npy"] == tasks["features"].output.digest
+    assert set(artifacts["report"]) == set()  # a small JSON value stays inline: no blob
 
 
 def test_a_rerun_is_served_from_the_cache_and_a_change_reruns_only_what_it_reaches(

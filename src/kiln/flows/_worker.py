@@ -5,7 +5,7 @@ executor on a cluster runs), so a step behaves alike on every executor. The task
 tracked run, a child of the flow run and active while the step runs: what the step logs
 (``kiln.active_run()``), and a model it registers, land on it. Its stdout and stderr are
 captured (and still shown) and kept as the run's artifacts ``stdout.txt`` and
-``stderr.txt``.
+``stderr.txt``, beside its stored output (``output.parquet``, ``output.npy``...).
 """
 
 from __future__ import annotations
@@ -180,6 +180,7 @@ def run_task(spec: TaskSpec) -> TaskResult:
         )
     out, err = _Tee(sys.stdout), _Tee(sys.stderr)
     result: TaskResult
+    output: ValueRef | None = None
     try:
         params = _plain_params(spec.args)
         if params:
@@ -189,6 +190,7 @@ def run_task(spec: TaskSpec) -> TaskResult:
             kwargs = {name: resolve(arg, client.blobs) for name, arg in spec.args.items()}
             value = fn(**kwargs)
         ref = store_value(value, client.blobs)
+        output = ref
         result = TaskResult(True, ref.to_json(), run.id, started=started, ended=time.time())
     except BaseException as exc:  # the step's failure is the task's result
         if isinstance(exc, KeyboardInterrupt | SystemExit) and os.getpid() == _main_pid:
@@ -202,22 +204,43 @@ def run_task(spec: TaskSpec) -> TaskResult:
             started=started,
             ended=time.time(),
         )
-    _keep_output(client, run.id, out.buffer_.getvalue(), err.buffer_.getvalue())
+    _keep_output(client, run.id, out.buffer_.getvalue(), err.buffer_.getvalue(), output)
     return result
 
 
 _main_pid = os.getpid()
 
 
-def _keep_output(client: Any, run_id: str, stdout: str, stderr: str) -> None:
-    """The task's captured output as artifacts of its run (after it ended: still allowed)."""
-    if not stdout and not stderr:
-        return
-    from kiln.tracking.artifacts import log_bytes
+# a stored output as an artifact of its task's run, by kind
+_OUTPUT_NAMES = {
+    "json": "output.json",
+    "npy": "output.npy",
+    "parquet": "output.parquet",
+    "model": "output.model.zip",
+    "pickle": "output.pkl",
+}
 
+
+def _keep_output(
+    client: Any, run_id: str, stdout: str, stderr: str, output: ValueRef | None
+) -> None:
+    """What the task printed, and its output, as artifacts of its run (after it ended:
+    still allowed). The output is its blob already stored, not a copy; a small JSON value
+    kept inline in the metadata store has no blob, and no artifact."""
+    from kiln.tracking import ArtifactRecord, record_artifacts
+
+    records = []
     try:
         for text, name in ((stdout, "stdout.txt"), (stderr, "stderr.txt")):
             if text:
-                log_bytes(client, run_id, text.encode("utf-8", "replace"), name)
+                data = text.encode("utf-8", "replace")
+                info = client.blobs.put_bytes(data)
+                records.append(ArtifactRecord(path=name, size=len(data), digest=info.digest))
+        if output is not None and not output.is_inline:
+            name = _OUTPUT_NAMES.get(output.kind, f"output.{output.kind}")
+            records.append(ArtifactRecord(path=name, size=output.size, digest=output.digest))
+        if records:
+            with client.meta.write() as conn:
+                record_artifacts(conn, run_id, records)
     except Exception as exc:  # losing a log never fails a task that succeeded
         print(f"kiln: could not keep the output of run {run_id}: {exc}", file=sys.__stderr__)
