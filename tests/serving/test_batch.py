@@ -62,6 +62,7 @@ def test_a_dataset_is_scored_by_partition_on_processes_and_a_rerun_skips_what_is
     assert steps == [
         "commit_output",
         "plan_partitions",
+        "resolve_model",
         *[f"score_partition[{i}]" for i in range(3)],
     ]
 
@@ -176,3 +177,24 @@ def test_a_spine_gets_its_point_in_time_features_before_it_is_scored(tmp_path: P
     expected = kiln.models.load(version.ref).predict(seen)
     assert result.rows == 100 and scores["request"].tolist() == list(range(100))
     np.testing.assert_allclose(scores["prediction"].to_numpy(), expected)
+
+
+def test_the_job_runs_from_the_command_line_as_a_flow(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    version = register_lgbm()
+    source = tmp_path / "s.parquet"
+    write_source(source, rows=1_000, group=500)
+    done = subprocess.run(
+        [sys.executable, "-m", "kiln", "flows", "run", "kiln.serving.batch:batch_scoring",
+         "--param", "model=fraud@champion", "--param", f"source={source}",
+         "--param", f"output={tmp_path / 'out'}", "--param", "partition_rows=500",
+         "--max-parallel", "2"],
+        capture_output=True, text=True, timeout=120, env=dict(os.environ),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "finished: 5 tasks" in done.stdout  # resolve, plan, 2 partitions, commit
+    scores = parts_of(tmp_path / "out")
+    assert len(scores) == 1_000 and set(scores["model_version"].astype(str)) == {version.ref}

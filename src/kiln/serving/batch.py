@@ -13,8 +13,10 @@ partitions already written for the same model version and source and skips them,
 job killed at partition 90 of 100 costs 10 partitions to finish. ``_SUCCESS.json`` is
 written last, listing every part.
 
-The model version is resolved once, when the job starts (``fraud@champion`` becomes
-``fraud/3``), so an alias moved mid-job never mixes two models in one output.
+The model version is resolved once, by the job's first step (``fraud@champion`` becomes
+``fraud/3``), so an alias moved mid-job never mixes two models in one output. From the
+command line: ``kiln flows run kiln.serving.batch:batch_scoring --param model=fraud@champion
+--param source=data.parquet --param output=scores/``.
 """
 
 from __future__ import annotations
@@ -258,6 +260,15 @@ def commit_output(model: str, output: str, parts: Sequence[dict[str, Any]]) -> d
     return summary
 
 
+@flows.step(cache=False)
+def resolve_model(model: str) -> str:
+    """``fraud@champion`` as the version it names now (``fraud/3``): every partition is
+    scored by that version, wherever the alias moves while the job runs."""
+    from kiln.registry import models
+
+    return models.resolve(model).ref
+
+
 @flows.flow(name="batch_predict")
 def batch_scoring(
     model: str,
@@ -268,16 +279,17 @@ def batch_scoring(
     id_column: str = "",
     threads: int = 0,
 ) -> dict[str, Any]:
+    version = resolve_model(model)
     parts: Any = plan_partitions(source, partition_rows)  # an output placeholder: .each()
     scored = score_partition.map(
-        model=model,
+        model=version,
         part=parts.each(),
         output=output,
         features=flows.unmapped(features or []),
         id_column=id_column,
         threads=threads,
     )
-    summary: dict[str, Any] = commit_output(model, output, scored)
+    summary: dict[str, Any] = commit_output(version, output, scored)
     return summary
 
 
