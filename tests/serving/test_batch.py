@@ -71,6 +71,12 @@ def test_a_dataset_is_scored_by_partition_on_processes_and_a_rerun_skips_what_is
     assert again.skipped == 2 and again.rows == 5_000
     np.testing.assert_allclose(parts_of(output)["prediction"].to_numpy(), expected)
 
+    # a later job with fewer partitions leaves none of the earlier job's parts behind
+    fewer = kiln.batch_predict("fraud@champion", source, output, partition_rows=5_000)
+    assert len(fewer.parts) == 1 and fewer.skipped == 0
+    assert sorted(p.name for p in output.glob("part-*")) == ["part-00000.parquet"]
+    np.testing.assert_allclose(parts_of(output)["prediction"].to_numpy(), expected)
+
 
 def test_ids_come_from_a_column_and_a_delta_table_is_a_source(tmp_path: Path) -> None:
     from deltalake import write_deltalake

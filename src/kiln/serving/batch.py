@@ -86,11 +86,14 @@ def _source_files(source: str) -> list[str]:
 
 
 @flows.step(cache=False)
-def plan_partitions(source: str, partition_rows: int) -> list[dict[str, Any]]:
+def plan_partitions(source: str, partition_rows: int, output: str) -> list[dict[str, Any]]:
     """Split the source into partitions of whole row groups, about ``partition_rows`` each.
 
-    Never cached: the files under a path change while the path stays the same.
+    Never cached: the files under a path change while the path stays the same. An
+    earlier job's ``_SUCCESS.json`` in ``output`` is withdrawn first: until this job
+    commits, readers must not take the directory for finished.
     """
+    (Path(output) / "_SUCCESS.json").unlink(missing_ok=True)
     parts: list[dict[str, Any]] = []
     offset = 0
     for file in _source_files(source):
@@ -250,7 +253,13 @@ def commit_output(model: str, output: str, parts: Sequence[dict[str, Any]]) -> d
         "parts": [p["path"] for p in written],
         "skipped": sum(1 for p in written if p["skipped"]),
     }
-    marker = Path(output) / "_SUCCESS.json"
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    keep = {Path(p["path"]).name for p in written}
+    for stale in out.glob("part-*.parquet"):  # an earlier job's parts, past this one's count
+        if stale.name not in keep:
+            stale.unlink(missing_ok=True)
+    marker = out / "_SUCCESS.json"
     partial = marker.with_name("._SUCCESS.json.tmp")
     partial.write_text(json.dumps(summary, indent=2))
     os.replace(partial, marker)
@@ -280,7 +289,7 @@ def batch_scoring(
     threads: int = 0,
 ) -> dict[str, Any]:
     version = resolve_model(model)
-    parts: Any = plan_partitions(source, partition_rows)  # an output placeholder: .each()
+    parts: Any = plan_partitions(source, partition_rows, output)  # an output placeholder: .each()
     scored = score_partition.map(
         model=version,
         part=parts.each(),
