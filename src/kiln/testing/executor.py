@@ -35,6 +35,7 @@ __all__ = [
     "test_a_fan_out_runs_in_parallel_and_fans_in",
     "test_a_step_past_its_timeout_is_killed",
     "test_a_worker_that_dies_is_a_failed_attempt_and_is_retried",
+    "test_cancelling_a_run_stops_its_running_task",
     "test_outputs_of_every_kind_travel_between_tasks",
 ]
 
@@ -137,6 +138,19 @@ def too_slow(seconds: float = 30.0) -> float:
     return sleeps(seconds)
 
 
+@kiln.step
+def waits(work: str, seconds: float) -> float:
+    _mark(work, "waits")
+    time.sleep(seconds)
+    _mark(work, "waited")
+    return seconds
+
+
+@kiln.flow
+def waiting(work: str, seconds: float = 30.0) -> float:
+    return waits(work, seconds)
+
+
 def _work(tmp_path: Path) -> str:
     work = tmp_path / "work"
     work.mkdir(exist_ok=True)
@@ -196,6 +210,34 @@ def test_a_worker_that_dies_is_a_failed_attempt_and_is_retried(
     history = {t.task: t for t in run.tasks()}["dies_once"].history
     assert [h["status"] for h in history] == ["failed", "finished"]
     assert "died" in history[0]["error"]
+
+
+def test_cancelling_a_run_stops_its_running_task(
+    make_executor: MakeExecutor, tmp_path: Path
+) -> None:
+    import threading
+
+    work = _work(tmp_path)
+    started: list[str] = []
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            waiting.run(work=work, seconds=30.0, executor=make_executor(1), on_start=started.append)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run)
+    began = time.monotonic()
+    thread.start()
+    while "waits" not in _ran(work) and time.monotonic() - began < 60:
+        time.sleep(0.05)
+    kiln.flows.request_cancel(started[0])
+    thread.join(30)
+    assert outcome and isinstance(outcome[0], FlowFailed) and outcome[0].status == "cancelled"
+    assert time.monotonic() - began < 30  # the task was stopped, not waited for
+    (task,) = kiln.flows.tasks(started[0])
+    assert task.status == "cancelled" and "waited" not in _ran(work)
 
 
 def test_a_step_past_its_timeout_is_killed(make_executor: MakeExecutor) -> None:
