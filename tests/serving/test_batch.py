@@ -71,6 +71,11 @@ def test_a_dataset_is_scored_by_partition_on_processes_and_a_rerun_skips_what_is
     assert again.skipped == 2 and again.rows == 5_000
     np.testing.assert_allclose(parts_of(output)["prediction"].to_numpy(), expected)
 
+    # a source rewritten in place (same path, same row groups) is scored again
+    write_source(source)
+    rewritten = kiln.batch_predict("fraud@champion", source, output, partition_rows=2_000)
+    assert rewritten.skipped == 0 and rewritten.rows == 5_000
+
     # a later job with fewer partitions leaves none of the earlier job's parts behind
     fewer = kiln.batch_predict("fraud@champion", source, output, partition_rows=5_000)
     assert len(fewer.parts) == 1 and fewer.skipped == 0

@@ -85,6 +85,10 @@ def _source_files(source: str) -> list[str]:
     )
 
 
+def _part(file: str, content: str, groups: list[int], rows: int, offset: int) -> dict[str, Any]:
+    return {"file": file, "content": content, "row_groups": groups, "rows": rows, "offset": offset}
+
+
 @flows.step(cache=False)
 def plan_partitions(source: str, partition_rows: int, output: str) -> list[dict[str, Any]]:
     """Split the source into partitions of whole row groups, about ``partition_rows`` each.
@@ -98,17 +102,19 @@ def plan_partitions(source: str, partition_rows: int, output: str) -> list[dict[
     offset = 0
     for file in _source_files(source):
         meta = pq.ParquetFile(file).metadata
+        stat = os.stat(file)
+        content = f"{stat.st_size}:{stat.st_mtime_ns}"  # a file rewritten in place differs
         groups: list[int] = []
         rows = 0
         for group in range(meta.num_row_groups):
             groups.append(group)
             rows += meta.row_group(group).num_rows
             if rows >= partition_rows:
-                parts.append({"file": file, "row_groups": groups, "rows": rows, "offset": offset})
+                parts.append(_part(file, content, groups, rows, offset))
                 offset += rows
                 groups, rows = [], 0
         if groups:
-            parts.append({"file": file, "row_groups": groups, "rows": rows, "offset": offset})
+            parts.append(_part(file, content, groups, rows, offset))
             offset += rows
     for index, part in enumerate(parts):
         part["index"] = index
@@ -179,6 +185,7 @@ def score_partition(
     stamp = {
         "model": model,
         "file": part["file"],
+        "content": part["content"],
         "row_groups": part["row_groups"],
         "features": features,
     }
