@@ -410,29 +410,7 @@ class Scheduler:
             else:
                 skipped = count - 1
                 skipped_from = first if skipped else None
-        claimed_at = now_millis()
-        with self.client.meta.write() as conn:
-            moved = conn.execute(
-                sa.update(flow_schedules)
-                .where(flow_schedules.c.id == due.id, flow_schedules.c.next_due_at == first)
-                .values(next_due_at=following, updated_at=claimed_at)
-            ).rowcount
-            if moved != 1:
-                return None  # another scheduler claimed it (or it was unscheduled)
-            conn.execute(
-                sa.insert(flow_schedule_runs).values(
-                    schedule_id=due.id,
-                    due_at=due_at,
-                    status=status,
-                    run_id=None,
-                    skipped=skipped,
-                    skipped_from=skipped_from,
-                    claimed_at=claimed_at,
-                    claimed_by=self.identity,
-                    error=None,
-                )
-            )
-        return ScheduledRun(
+        claim = ScheduledRun(
             schedule_id=due.id,
             schedule=due.name,
             due_at=due_at,
@@ -441,10 +419,21 @@ class Scheduler:
             run_status=None,
             skipped=skipped,
             skipped_from=skipped_from,
-            claimed_at=claimed_at,
+            claimed_at=now_millis(),
             claimed_by=self.identity,
             error=None,
         )
+        with self.client.meta.write() as conn:
+            moved = conn.execute(
+                sa.update(flow_schedules)
+                .where(flow_schedules.c.id == due.id, flow_schedules.c.next_due_at == first)
+                .values(next_due_at=following, updated_at=claim.claimed_at)
+            ).rowcount
+            if moved != 1:
+                return None  # another scheduler claimed it (or it was unscheduled)
+            row = {c.name: getattr(claim, c.name) for c in flow_schedule_runs.columns}
+            conn.execute(sa.insert(flow_schedule_runs).values(**row))
+        return claim
 
     def _start(self, due: Schedule, claim: ScheduledRun) -> ScheduledRun:
         try:
