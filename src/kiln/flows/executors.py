@@ -34,16 +34,14 @@ from kiln.core import InvalidInput
 from kiln.flows._worker import TaskResult, TaskSpec, run_task
 
 __all__ = [
-    "EXECUTORS",
     "Executor",
     "InlineExecutor",
     "ProcessExecutor",
     "open_executor",
+    "parse_executor",
     "prestart",
     "serve",
 ]
-
-EXECUTORS = ("inline", "processes", "ray")
 
 
 @runtime_checkable
@@ -288,25 +286,31 @@ class ProcessExecutor:
         _reap()
 
 
-def open_executor(executor: str | Executor, max_parallel: int | None) -> Executor:
-    """The executor named, or the one given: ``inline``, ``processes``, or Ray as
+def parse_executor(executor: str) -> tuple[str, str | None]:
+    """An executor's name as (kind, Ray address): ``inline``, ``processes``, or Ray as
     ``ray`` (Ray's default: the local cluster, started for the run when none runs),
-    ``ray:auto`` (the cluster this machine belongs to) or ``ray://host:port``."""
-    if isinstance(executor, Executor):
-        return executor
-    if executor == "inline":
-        return InlineExecutor()
-    if executor == "processes":
-        return ProcessExecutor(max_parallel)
-    if isinstance(executor, str) and (executor == "ray" or executor.startswith("ray:")):
-        from kiln.flows._ray import RayExecutor
-
-        address: str | None = None
-        if executor.startswith("ray://"):
-            address = executor  # as Ray spells it
-        elif executor != "ray":
-            address = executor.removeprefix("ray:")
-        return RayExecutor(address, max_parallel)
+    ``ray:auto`` (the cluster this machine belongs to) or ``ray://host:port``. Checked
+    without starting anything, so a schedule can be refused a bad name when it is made."""
+    if executor in ("inline", "processes", "ray"):
+        return executor, None
+    if isinstance(executor, str) and executor.startswith("ray://"):
+        return "ray", executor  # as Ray spells it
+    if isinstance(executor, str) and executor.startswith("ray:") and len(executor) > 4:
+        return "ray", executor.removeprefix("ray:")
     raise InvalidInput(
         f"unknown executor {executor!r}; known: inline, processes, ray, ray:auto, ray://HOST:PORT"
     )
+
+
+def open_executor(executor: str | Executor, max_parallel: int | None) -> Executor:
+    """The executor named (see :func:`parse_executor`), or the one given."""
+    if isinstance(executor, Executor):
+        return executor
+    kind, address = parse_executor(executor)
+    if kind == "inline":
+        return InlineExecutor()
+    if kind == "processes":
+        return ProcessExecutor(max_parallel)
+    from kiln.flows._ray import RayExecutor
+
+    return RayExecutor(address, max_parallel)

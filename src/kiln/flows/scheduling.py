@@ -44,6 +44,7 @@ from kiln.core import Conflict, InvalidInput, NotFound, get_settings, new_id, no
 from kiln.flows import _cron
 from kiln.flows._flow import load_flow
 from kiln.flows._tables import flow_runs, flow_schedule_runs, flow_schedules
+from kiln.flows.executors import parse_executor
 from kiln.flows.records import Schedule, ScheduledRun
 from kiln.tracking import TrackingClient, default_client
 
@@ -643,14 +644,10 @@ def _claim(row: Any, name: str) -> ScheduledRun:
 
 def _check_executor(executor: str) -> None:
     """The names :func:`kiln.flows.open_executor` takes, checked without starting one."""
-    if isinstance(executor, str) and (
-        executor in ("inline", "processes", "ray") or executor.startswith("ray:")
-    ):
-        return
-    raise InvalidInput(
-        f"executor: unknown executor {executor!r}; known: inline, processes, ray, ray:auto, "
-        "ray://HOST:PORT"
-    )
+    try:
+        parse_executor(executor)
+    except InvalidInput as exc:
+        raise InvalidInput(f"executor: {exc}") from None
 
 
 def _check_name(name: str, *, given: bool) -> str:
