@@ -49,6 +49,9 @@ def test_top_level_names() -> None:
             "runs",
             "start_run",
             "step",
+            "training",
+            "tune",
+            "tuning",
         ]
     )
     for name in kiln.__all__:
@@ -64,7 +67,27 @@ def test_runs_namespace() -> None:
         "list_artifacts",
         "metric_history",
         "search",
+        "set_tags",
     ]
+
+
+def test_tuning_namespace() -> None:
+    assert sorted(kiln.tuning.__all__) == [
+        "Categorical",
+        "Float",
+        "Int",
+        "Study",
+        "StudyConfig",
+        "StudyFailed",
+        "Trial",
+        "TrialPruned",
+        "TrialRecord",
+        "list_studies",
+        "load_study",
+        "resume",
+        "tune",
+    ]
+    assert kiln.tune is kiln.tuning.tune
 
 
 def test_models_namespace() -> None:

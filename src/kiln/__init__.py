@@ -44,6 +44,9 @@ if not TYPE_CHECKING:
             "flow": "kiln.flows",
             "flows": "kiln.flows",
             "step": "kiln.flows",
+            "training": "kiln.training",
+            "tune": "kiln.tuning",
+            "tuning": "kiln.tuning",
             "lineage": "kiln.tracking.lineage",
             "models": "kiln.registry.models",
             "runs": "kiln.tracking.runs",
@@ -53,7 +56,7 @@ if not TYPE_CHECKING:
     )
 
 if TYPE_CHECKING:
-    from kiln import flows
+    from kiln import flows, training, tuning
     from kiln.features import (
         Aggregation,
         DeltaSource,
@@ -84,6 +87,7 @@ if TYPE_CHECKING:
         runs,
         start_run,
     )
+    from kiln.tuning import tune
 
     __version__: str
 
@@ -121,4 +125,7 @@ __all__ = [
     "runs",
     "start_run",
     "step",
+    "training",
+    "tune",
+    "tuning",
 ]

@@ -375,3 +375,35 @@ def test_canary_latency_limit_follows_the_champion_above_a_floor() -> None:
     assert canary_guard(100.2).max_p95_ms == 301.0  # whole ms, rounded up
     guard = canary_guard(10.0)
     assert (guard.max_error_rate, guard.max_psi, guard.min_requests) == (0.01, None, 50)
+
+
+def test_the_lightgbm_candidate_was_tuned_by_a_study_shown_in_the_summary(
+    demo: tuple[DemoSummary, str],
+) -> None:
+    from kiln.cli._demo_tuning import SPACE, TUNE_TRIALS
+
+    summary, text = demo
+    study = kiln.tuning.load_study(summary.study)
+    trials = study.trials
+    assert len(trials) == TUNE_TRIALS
+    assert {t.state for t in trials} <= {"COMPLETE", "PRUNED"}
+    pruned = sum(t.state == "PRUNED" for t in trials)
+    study_run = kiln.runs.get(study.run_id)
+    assert study_run.status == "FINISHED" and (study_run.duration_s or 99) < 30
+    lightgbm = next(
+        kiln.runs.get(r) for r in summary.run_ids if kiln.runs.get(r).name == "lightgbm"
+    )
+    # the final model trained with the best trial's settings, and says which study chose them
+    assert lightgbm.tags["tuned_by"] == study.name
+    for name in SPACE:
+        assert lightgbm.params[name] == study.best_params[name]
+    # the study ran inside the candidate's flow task: its run is nested under the
+    # candidate's run, itself under the task's
+    assert study_run.parent_id == lightgbm.id
+    assert (
+        f"Tuned lightgbm: study {study.name}, {TUNE_TRIALS} trials ({pruned} pruned early)"
+        in " ".join(text.split())
+    )
+    assert f"best val_auc on held-out training rows {study.best_value:.4f}" in " ".join(
+        text.split()
+    )

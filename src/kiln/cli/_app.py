@@ -22,6 +22,7 @@ from kiln.cli._format import JsonOpt, console, emit_json, fmt, report, status, t
 from kiln.cli._models import models_app
 from kiln.cli._schedules import scheduler
 from kiln.cli._serve import serve
+from kiln.cli._tune import tune_app
 
 # Click hands these to every sub-command's context, so ``-h`` works at every level.
 HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
@@ -44,6 +45,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(features_app, name="features")
 app.add_typer(deployments_app, name="deployments")
 app.add_typer(flows_app, name="flows")
+app.add_typer(tune_app, name="tune")
 app.command("deploy", help=f"Shortcut for 'kiln deployments create'. {deploy.__doc__}")(deploy)
 app.command()(serve)
 app.command()(scheduler)

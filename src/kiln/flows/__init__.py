@@ -50,6 +50,10 @@ if not TYPE_CHECKING:
             "schedule": "kiln.flows.scheduling",
             "scheduled_runs": "kiln.flows.scheduling",
             "schedules": "kiln.flows.scheduling",
+            "settings_snapshot": "kiln.flows.executors",
+            "task_output": "kiln.flows.executors",
+            "TaskResult": "kiln.flows._worker",
+            "TaskSpec": "kiln.flows._worker",
             "step": "kiln.flows.steps",
             "task_logs": "kiln.flows.logs",
             "tasks": "kiln.flows._records",
@@ -64,13 +68,15 @@ if TYPE_CHECKING:
     from kiln.flows._ray import RayExecutor
     from kiln.flows._records import get_run, list_runs, request_cancel, tasks
     from kiln.flows._runner import Event
-    from kiln.flows._worker import LazySequence
+    from kiln.flows._worker import LazySequence, TaskResult, TaskSpec
     from kiln.flows.executors import (
         Executor,
         InlineExecutor,
         ProcessExecutor,
         open_executor,
         prestart,
+        settings_snapshot,
+        task_output,
     )
     from kiln.flows.logs import TaskLog, task_logs
     from kiln.flows.records import FlowRunRecord, Schedule, ScheduledRun, TaskRecord
@@ -103,6 +109,8 @@ __all__ = [
     "Step",
     "TaskLog",
     "TaskRecord",
+    "TaskResult",
+    "TaskSpec",
     "each",
     "flow",
     "get_run",
@@ -115,8 +123,10 @@ __all__ = [
     "schedule",
     "scheduled_runs",
     "schedules",
+    "settings_snapshot",
     "step",
     "task_logs",
+    "task_output",
     "tasks",
     "unmapped",
     "unschedule",

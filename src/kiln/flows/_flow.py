@@ -21,13 +21,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
-from kiln.core import InvalidInput, KilnError, get_settings
+from kiln.core import InvalidInput, KilnError
 from kiln.flows import _records
 from kiln.flows._graph import MapRef, Ref, trace
 from kiln.flows._runner import Event, FlowStopped, Runner
 from kiln.flows._values import ValueRef, load
 from kiln.flows._worker import LazySequence, walk
-from kiln.flows.executors import Executor, open_executor
+from kiln.flows.executors import Executor, open_executor, settings_snapshot
 from kiln.flows.records import FlowRunRecord, TaskRecord
 from kiln.tracking import TrackingClient, default_client
 
@@ -102,19 +102,6 @@ def _materialize(
 def _target(fn: Callable[..., Any]) -> str:
     module = getattr(fn, "__module__", "__main__")
     return f"{module}:{getattr(fn, '__qualname__', getattr(fn, '__name__', 'flow'))}"
-
-
-def _settings_snapshot() -> dict[str, Any]:
-    """What a worker needs to open the same stores as this process."""
-    s = get_settings()
-    return {
-        "home": str(s.home),
-        "db_url": s.db_url,
-        "artifact_uri": s.artifact_uri,
-        "online_url": s.online_url,
-        "offline_dir": str(s.offline_dir) if s.offline_dir is not None else None,
-        "s3_endpoint_url": s.s3_endpoint_url,
-    }
 
 
 class Flow(Generic[P, R]):
@@ -269,7 +256,7 @@ class Flow(Generic[P, R]):
             max_parallel=max_parallel or int(getattr(engine, "max_workers", 1)),
             cache=cache,
             client=client,
-            settings=_settings_snapshot(),
+            settings=settings_snapshot(),
             prior=prior,
             on_event=on_event,
         )

@@ -47,6 +47,9 @@ class TaskSpec:
     # the function itself, for an executor in this process (no pickling: the step's
     # module globals are the caller's, and a debugger stops in the same code)
     function: Any = None
+    # the task run's tags, for work other than a flow's (a tuning trial); None: a flow
+    # task's own (its flow run, step and attempt)
+    tags: dict[str, Any] | None = None
 
 
 @dataclass
@@ -163,7 +166,9 @@ def run_task(spec: TaskSpec) -> TaskResult:
             spec.experiment,
             name=spec.task,
             parent=spec.run_id,
-            tags={
+            tags=spec.tags
+            if spec.tags is not None
+            else {
                 "kiln.flow_run": spec.run_id,
                 "kiln.step": spec.step,
                 "kiln.attempt": spec.attempt,

@@ -41,6 +41,8 @@ __all__ = [
     "parse_executor",
     "prestart",
     "serve",
+    "settings_snapshot",
+    "task_output",
 ]
 
 
@@ -92,6 +94,7 @@ class InlineExecutor:
 def serve(fd: int) -> None:
     """A worker process: run the tasks sent over socket ``fd`` until it closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the orchestrator
+    _exit_with_parent()
     conn = Connection(fd)
     import cloudpickle  # noqa: F401  what every task needs, loaded before the first one
 
@@ -109,6 +112,23 @@ def serve(fd: int) -> None:
             conn.send(result)
         except OSError:
             return
+
+
+def _exit_with_parent() -> None:
+    """A worker does not outlive the process it works for: when that one dies (SIGKILL,
+    out of memory), the task running here stops too, rather than finishing unseen and
+    recording its end after a resume has already given its work to another worker."""
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.25)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="kiln-parent-watch", daemon=True).start()
 
 
 class _Worker:
@@ -284,6 +304,32 @@ class ProcessExecutor:
             _exiting.append(worker.process)
         self._idle.clear()
         _reap()
+
+
+def task_output(result: TaskResult, blobs: Any) -> Any:
+    """The value a finished task returned (stored by the worker in the blob store), for
+    callers other than a flow that run their own work on an executor."""
+    from kiln.flows._values import ValueRef, load
+
+    if not result.ok or result.output is None:
+        raise InvalidInput(f"the task did not finish with an output: {result.error}")
+    return load(ValueRef.from_json(result.output), blobs)
+
+
+def settings_snapshot() -> dict[str, Any]:
+    """What a worker needs to open the same stores as this process (its Kiln settings,
+    as :func:`kiln.core.configure` takes them)."""
+    from kiln.core import get_settings
+
+    s = get_settings()
+    return {
+        "home": str(s.home),
+        "db_url": s.db_url,
+        "artifact_uri": s.artifact_uri,
+        "online_url": s.online_url,
+        "offline_dir": str(s.offline_dir) if s.offline_dir is not None else None,
+        "s3_endpoint_url": s.s3_endpoint_url,
+    }
 
 
 def parse_executor(executor: str) -> tuple[str, str | None]:

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-import kiln
+from kiln._version import __version__
 from kiln.core import InvalidInput, KilnError, NotFound
 from kiln.serving._predict_routes import PredictionRoutes
 from kiln.serving._runtime import Runtime, Unavailable
@@ -93,13 +93,13 @@ def create_app(runtime: Runtime, *, default: str | None = None) -> PredictionRou
         return _json(body, 200 if runtime.ready else 503)
 
     async def server_meta(_: Request) -> Response:
-        return _json(v2.server_metadata(kiln.__version__))
+        return _json(v2.server_metadata(__version__))
 
     async def ping(_: Request) -> Response:
         return Response(b"\n", status_code=200 if runtime.ready else 503)
 
     async def version_(_: Request) -> Response:
-        return Response(kiln.__version__, media_type="text/plain")  # as MLflow's /version
+        return Response(__version__, media_type="text/plain")  # as MLflow's /version
 
     # -- model metadata (Open Inference Protocol v2) -----------------------------------------
 
@@ -148,7 +148,7 @@ def create_app(runtime: Runtime, *, default: str | None = None) -> PredictionRou
             )
             for live in runtime.live.values()
         ]
-        return _json(openapi.openapi_document(infos, kiln.__version__, default=default))
+        return _json(openapi.openapi_document(infos, __version__, default=default))
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:

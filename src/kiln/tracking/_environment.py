@@ -67,7 +67,13 @@ def _capture(pid: int) -> dict[str, Any]:
 
 def current_environment() -> tuple[str, str]:
     """(id, JSON) of this process's environment; the id is the sha256 of the JSON."""
-    data = json.dumps(_capture(os.getpid()), sort_keys=True)
+    return _identified(os.getpid())
+
+
+@lru_cache(maxsize=4)
+def _identified(pid: int) -> tuple[str, str]:
+    """Per process (a forked child has its own): every run a process starts shares it."""
+    data = json.dumps(_capture(pid), sort_keys=True)
     return hashlib.sha256(data.encode()).hexdigest(), data
 
 

@@ -73,29 +73,28 @@ class Run:
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Record params; re-logging the same value is fine, a different one is a Conflict."""
         self._check_live("params")
-        if not isinstance(params, Mapping):
-            raise InvalidInput(
-                f"params must be a mapping of key to value, got {type(params).__name__}"
-            )
-        encoded = {v.check_key("param", k): encode(k, val) for k, val in params.items()}
+        encoded = _encoded_params(params)
         if not encoded:
             return
-        dialect = self.client.meta.dialect
         with self.client.meta.write_cursor() as cursor:
-            cursor.execute(sql("params_of_run", dialect), (self.id,))
-            existing = {row[0]: (row[1], row[2]) for row in cursor.fetchall()}
-            new = []
-            for key, (text, kind, num) in encoded.items():
-                old = existing.get(key)
-                if old is None:
-                    new.append((self.id, key, text, kind, num))
-                elif old != (text, kind):
-                    raise Conflict(
-                        f"param {key!r} of run {self.id} is already {old[0]!r}; cannot change "
-                        f"it to {text!r} (params are immutable: start a new run, or use a tag)"
-                    )
-            if new:
-                cursor.executemany(sql("param_insert", dialect), new)
+            self._insert_params(cursor, encoded)
+
+    def _insert_params(self, cursor: Any, encoded: dict[str, tuple[str, str, Any]]) -> None:
+        dialect = self.client.meta.dialect
+        cursor.execute(sql("params_of_run", dialect), (self.id,))
+        existing = {row[0]: (row[1], row[2]) for row in cursor.fetchall()}
+        new = []
+        for key, (text, kind, num) in encoded.items():
+            old = existing.get(key)
+            if old is None:
+                new.append((self.id, key, text, kind, num))
+            elif old != (text, kind):
+                raise Conflict(
+                    f"param {key!r} of run {self.id} is already {old[0]!r}; cannot change "
+                    f"it to {text!r} (params are immutable: start a new run, or use a tag)"
+                )
+        if new:
+            cursor.executemany(sql("param_insert", dialect), new)
 
     def set_tag(self, key: str, value: Any) -> None:
         self.set_tags({key: value})
@@ -192,19 +191,39 @@ class Run:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def end(self, status: str = RunStatus.FINISHED, error: str | None = None) -> None:
-        """Flush metrics and record the final status; ending twice is a no-op."""
+    def end(
+        self,
+        status: str = RunStatus.FINISHED,
+        error: str | None = None,
+        *,
+        tags: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Flush metrics and record the final status; ending twice is a no-op.
+
+        ``tags`` and ``params`` are written in the same transaction: what is known only
+        at the end is stored if and only if the end is, at the cost of one write.
+        """
         if self._status != RunStatus.RUNNING:
             return
         if status not in RunStatus.TERMINAL:
             raise InvalidInput(
                 f"a run ends as one of {', '.join(RunStatus.TERMINAL)}; got {status!r}"
             )
+        dialect = self.client.meta.dialect
+        tag_rows = _tag_rows(self.id, tags) if tags else []
+        encoded = _encoded_params(params) if params else {}
         self._writer.untrack(self.id)
-        end_sql = sql("run_end", self.client.meta.dialect)
-        self._writer.flush(
-            also=lambda cursor: cursor.execute(end_sql, (status, now_millis(), error, self.id))
-        )
+        end_sql, tag_sql = sql("run_end", dialect), sql("tag_upsert", dialect)
+
+        def also(cursor: Any) -> None:
+            if encoded:
+                self._insert_params(cursor, encoded)
+            if tag_rows:
+                cursor.executemany(tag_sql, tag_rows)
+            cursor.execute(end_sql, (status, now_millis(), error, self.id))
+
+        self._writer.flush(also=also)
         self._status = status
         with _unended_lock:
             _unended.pop(self.id, None)
@@ -239,13 +258,23 @@ class Run:
             raise Conflict(f"run {self.id} has ended ({self._status}); it takes no more {what}")
 
 
-def write_tags(client: TrackingClient, run_id: str, tags: Mapping[str, Any]) -> None:
+def _encoded_params(params: Mapping[str, Any]) -> dict[str, tuple[str, str, Any]]:
+    if not isinstance(params, Mapping):
+        raise InvalidInput(f"params must be a mapping of key to value, got {type(params).__name__}")
+    return {v.check_key("param", k): encode(k, val) for k, val in params.items()}
+
+
+def _tag_rows(run_id: str, tags: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     if not isinstance(tags, Mapping):
         raise InvalidInput(f"tags must be a mapping of key to value, got {type(tags).__name__}")
-    rows = [
+    return [
         (run_id, v.check_key("tag", k), v.check_text(f"tag {k!r}", str(val)))
         for k, val in tags.items()
     ]
+
+
+def write_tags(client: TrackingClient, run_id: str, tags: Mapping[str, Any]) -> None:
+    rows = _tag_rows(run_id, tags)
     if rows:
         with client.meta.write_cursor() as cursor:
             cursor.executemany(sql("tag_upsert", client.meta.dialect), rows)
@@ -283,10 +312,7 @@ def start_run(
     experiment = v.check_name("experiment", experiment or "default")
     run_id = new_id()
     name = v.check_name("run", name) if name is not None else f"run-{run_id[-6:]}"
-    tag_rows = [
-        (run_id, v.check_key("tag", k), v.check_text(f"tag {k!r}", str(val)))
-        for k, val in (tags or {}).items()
-    ]
+    tag_rows = _tag_rows(run_id, tags or {})
     env_id, env_json = current_environment()
     now = now_millis()
     env_key = (client.meta.url, env_id, os.getpid())

@@ -1,11 +1,11 @@
-"""Reading runs back: get, search, compare, metric history, artifacts.
+"""Reading runs back: get, search, compare, metric history, artifacts; and labelling one.
 
 Every function returns frozen records; a record never changes under later writes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,7 @@ __all__ = [
     "list_artifacts",
     "metric_history",
     "search",
+    "set_tags",
 ]
 
 DEFAULT_LIMIT = 1000
@@ -37,6 +38,16 @@ def get(run_id: str, *, client: TrackingClient | None = None) -> RunRecord:
     client = client or default_client()
     reap_dead_runs(client)
     return get_run(client, run_id)
+
+
+def set_tags(run_id: str, tags: Mapping[str, Any], *, client: TrackingClient | None = None) -> None:
+    """Set tags on a run by id, live or ended: tags are labels (a verdict reached after
+    the run, by whoever reached it), not part of what the run recorded."""
+    from kiln.tracking.run import write_tags
+
+    client = client or default_client()
+    get_run(client, run_id)  # NotFound for an unknown id, rather than a foreign-key error
+    write_tags(client, run_id, tags)
 
 
 def search(
