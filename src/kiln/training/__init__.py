@@ -31,6 +31,11 @@ if not TYPE_CHECKING:
             "train_loop": "kiln.training.torch_loop",
             "xgboost_checkpoint": "kiln.training.boosting",
             # distributed (names added here one per line)
+            "FitFailed": "kiln.training.distributed",
+            "FitResult": "kiln.training.distributed",
+            "TrainContext": "kiln.training.distributed",
+            "fit": "kiln.training.distributed",
+            "get_context": "kiln.training.distributed",
         },
     )
 
@@ -43,6 +48,7 @@ if TYPE_CHECKING:
         xgboost_checkpoint,
     )
     from kiln.training.checkpoints import Checkpointer
+    from kiln.training.distributed import FitFailed, FitResult, TrainContext, fit, get_context
     from kiln.training.preemption import Preempted, resume_or_start
     from kiln.training.torch_loop import LoopResult, train_loop
 
@@ -50,8 +56,13 @@ __all__: list[str] = [
     "Checkpoint",
     "CheckpointInfo",
     "Checkpointer",
+    "FitFailed",
+    "FitResult",
     "LoopResult",
     "Preempted",
+    "TrainContext",
+    "fit",
+    "get_context",
     "lightgbm_checkpoint",
     "resume_lightgbm",
     "resume_or_start",

@@ -324,11 +324,7 @@ class _Driver:
     # -- one trial's bookkeeping ---------------------------------------------------------
 
     def _tags(self, number: int) -> dict[str, Any]:
-        return {
-            rec.STUDY_TAG + ".name": self.config.name,
-            rec.STUDY_RUN_TAG: self.run.id,
-            rec.TRIAL_TAG: number,
-        }
+        return {rec.STUDY_RUN_TAG: self.run.id, rec.TRIAL_TAG: number}
 
     def _ended(
         self,
