@@ -92,6 +92,8 @@ bench: install-dev $(MLFLOW_VENV)/bin/mlflow
 	$(PY) benchmarks/registry.py --write $(BENCH_DOC)
 	$(PY) benchmarks/features.py --write $(BENCH_DOC)
 	$(PY) benchmarks/flows.py --write $(BENCH_DOC)
+	$(PY) benchmarks/tuning.py --write $(BENCH_DOC)
+	$(PY) benchmarks/training.py --write $(BENCH_DOC)
 	$(PY) benchmarks/serving.py --workers 1 2 --mlflow-python $(MLFLOW_VENV)/bin/python --write $(BENCH_DOC)
 	$(PY) benchmarks/serving.py --spread 8 --workers 2 --write $(BENCH_DOC)
 

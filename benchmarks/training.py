@@ -10,7 +10,8 @@ each. (2) The same saves with ``async_save=True``: how long ``save`` blocks the 
 loop, against (1)'s synchronous save; the loop waits for each background save to finish
 (untimed) before the next, as a loop saving every few hundred steps does. (3)
 ``Checkpointer.restore`` of that checkpoint (hash check included) against ``torch.load``
-of the file (1) wrote. ``--quick``: a 20 MB state, 3 rounds.
+of the file (1) wrote. (4), (5): distributed data-parallel training, see ``_training_ddp.py``.
+``--quick``: a 20 MB state, 3 rounds, a short DDP run.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import torch
 
 import kiln
 from _common import add_write_flag, replace_section, timed, verdict
+from _training_ddp import ddp_section
 
 TENSOR_ELEMENTS = 1 << 20  # 4 MB of float32
 
@@ -183,6 +185,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         checkpoints = checkpoint_section(tmp, args.quick)
+        ddp = ddp_section(tmp, args.quick)
     text = (
         "## Training (`benchmarks/training.py`)\n\n"
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
@@ -190,6 +193,8 @@ def main() -> None:
         f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after. Command: "
         f"`python benchmarks/training.py{' --quick' if args.quick else ''} --write`.\n\n"
         + checkpoints
+        + "\n"
+        + ddp
     )
     print(text)
     if args.write:

@@ -44,11 +44,7 @@ def mlp(ctx: Any) -> Any:
     loader = torch.utils.data.DataLoader(data, batch_size=16, sampler=sampler)
     steps = int(ctx.config.get("steps", 12))
     ckpt = ctx.checkpointer(every=1, keep_last=2)
-    start = 0
-    restored = ckpt.restore()
-    if restored is not None:
-        restored.load_into(model=model, optimizer=opt)
-        start = restored.state["step"] + 1
+    start = ckpt.resume(model=model, optimizer=opt)  # 0, or the step after the latest
     kill_at = ctx.config.get("kill_at")
     marker = Path(str(ctx.config.get("marker", "")))
     batches = list(loader)

@@ -335,6 +335,16 @@ class Checkpointer:
             checkpoint.restore_rng()
         return checkpoint
 
+    def resume(self, **objects: Any) -> int:
+        """The step a loop starts from: 0 when nothing is stored yet, else the latest good
+        checkpoint's step + 1, its state loaded into ``objects`` (``model=``,
+        ``optimizer=``...) and the random generators put back, as :meth:`restore` does."""
+        checkpoint = self.restore()
+        if checkpoint is None:
+            return 0
+        checkpoint.load_into(**objects)
+        return checkpoint.step + 1
+
     def _chosen(self, listed: _manifest.Manifest, step: int | None, best: bool) -> CheckpointInfo:
         if listed.damaged:
             raise IntegrityError(
