@@ -35,6 +35,7 @@ def run_worker(payload: dict[str, Any], rank: int, local_rank: int, world_size: 
     if rank == 0:  # one writer: the group's starts, so a restart knows it is one
         attempt = int(runs.get(run_id).tags.get(STARTS_TAG, "0"))
         runs.set_tags(run_id, {STARTS_TAG: attempt + 1})
+    attempt = _from_rank_0(attempt, payload["backend"], local_rank)
     ctx = api.TrainContext(
         rank=rank,
         local_rank=local_rank,
@@ -58,6 +59,17 @@ def run_worker(payload: dict[str, Any], rank: int, local_rank: int, world_size: 
         info = default_client().blobs.put_bytes(cloudpickle.dumps(value))
         runs.set_tags(run_id, {VALUE_TAG: info.digest})
         _flush(run_id)
+
+
+def _from_rank_0(value: int, backend: str, local_rank: int) -> int:
+    """Rank 0's value on every rank (the group is up: one broadcast)."""
+    import torch
+    import torch.distributed as dist
+
+    device = torch.device("cuda", local_rank) if backend == "nccl" else torch.device("cpu")
+    box = [value]
+    dist.broadcast_object_list(box, src=0, device=device)
+    return int(box[0])
 
 
 def _takes_context(fn: Any) -> bool:
