@@ -175,16 +175,26 @@ def _check(train_fn: Any, num_workers: Any, backend: Any, max_failures: Any) -> 
         raise InvalidInput(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
     if isinstance(max_failures, bool) or not isinstance(max_failures, int) or max_failures < 0:
         raise InvalidInput(f"max_failures must be an integer >= 0; got {max_failures!r}")
-    params = [
-        p
-        for p in inspect.signature(train_fn).parameters.values()
-        if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
+    required = [p for p in inspect.signature(train_fn).parameters.values() if p.default is p.empty]
+    params = [p for p in required if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     if len(params) > 1:
         raise InvalidInput(
-            f"train_fn takes one argument (the TrainContext) or none; {train_fn.__name__} "
+            f"train_fn takes one argument (the TrainContext) or none; {_name(train_fn)} "
             f"requires {len(params)}"
         )
+    keywords = [p.name for p in required if p.kind is p.KEYWORD_ONLY]
+    if keywords:  # the workers pass none: it would fail on every start of the group
+        raise InvalidInput(
+            f"train_fn takes one argument (the TrainContext) or none; {_name(train_fn)} "
+            f"requires keyword argument(s) {', '.join(keywords)}: pass values through "
+            "config= (ctx.config) or bind them with functools.partial"
+        )
+
+
+def _name(train_fn: Any) -> str:
+    """A function's name; a ``functools.partial`` or a callable object has none of its own."""
+    inner = getattr(train_fn, "func", train_fn)
+    return str(getattr(inner, "__name__", type(inner).__name__))
 
 
 def _check_gpus(backend: str, num_workers: int, executor: str) -> None:
@@ -227,8 +237,6 @@ def fit(
     it is registered as the next version of that model with lineage to the run, to
     ``dataset`` and to the checkpoints.
     """
-    import cloudpickle
-
     from kiln.flows import settings_snapshot
     from kiln.flows.executors import parse_executor
     from kiln.tracking import Run, start_run
@@ -244,14 +252,14 @@ def fit(
     if register is not None and input_example is None:
         raise InvalidInput("register= needs input_example= (a few rows of the model's input)")
     try:
-        payload_fn = cloudpickle.dumps(train_fn)
+        payload_fn = _dumps(train_fn)
     except Exception as exc:
         raise InvalidInput(
             f"train_fn cannot be sent to the workers: {type(exc).__name__}: {exc}"
         ) from None
     owned = run is None
     if run is None:
-        run = start_run(experiment, name=run_name or f"fit-{train_fn.__name__}")
+        run = start_run(experiment, name=run_name or f"fit-{_name(train_fn)}")
     elif not isinstance(run, Run):
         raise InvalidInput(f"run must be a live kiln Run; got {run!r}")
     run.log_params(
@@ -326,3 +334,36 @@ def _kept_checkpoints(run_id: str) -> list[Any]:
 def _latest_checkpoint(run_id: str) -> Any:
     kept = _kept_checkpoints(run_id)
     return kept[-1] if kept else None
+
+
+def _dumps(train_fn: Any) -> bytes:
+    """The function as the workers load it (cloudpickle: by value from ``__main__`` or a
+    notebook, by reference from an importable module).
+
+    A function sent by value carries the submodules of the modules it uses whose names
+    its code mentions; ``torch.distributed.config`` (matched by ``torch``, ``.distributed``
+    and ``ctx.config``) is one of torch's configuration objects, a subclass of
+    ``ModuleType`` that pickle cannot copy. Such a module is sent as its name and imported
+    again in the worker, as cloudpickle sends a plain module.
+    """
+    import importlib
+    import io
+    import pickle
+    import sys
+    import types
+
+    import cloudpickle
+
+    class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle has no types
+        def reducer_override(self, obj: Any) -> Any:
+            if (
+                isinstance(obj, types.ModuleType)
+                and type(obj) is not types.ModuleType
+                and sys.modules.get(obj.__name__) is obj
+            ):
+                return importlib.import_module, (obj.__name__,)
+            return super().reducer_override(obj)
+
+    buffer = io.BytesIO()
+    _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(train_fn)
+    return buffer.getvalue()
