@@ -70,3 +70,26 @@ def test_arguments_the_workers_cannot_pass_are_refused_naming_the_function() -> 
         kiln.training.fit(_keyword)
     with pytest.raises(NotFound, match="no experiment named 'training'"):
         kiln.runs.search("training")  # refused before the fit's run was started
+
+
+def test_a_script_calling_fit_outside_a_main_guard_is_told_why_its_workers_die(
+    tmp_path: Any,
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "train.py"
+    script.write_text(
+        "import kiln\n\n\ndef train(ctx):\n    return 1\n\n\n"
+        "kiln.training.fit(train, num_workers=1, max_failures=0)\n"
+    )
+    env = {**os.environ, "KILN_HOME": str(tmp_path / "home")}
+    done = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode != 0
+    # the worker says what is wrong, the driver's failure points at it
+    assert "fit was called while a worker process was starting" in done.stderr
+    assert 'must do so under `if __name__ == "__main__":`' in done.stderr
+    assert "rank 0: exit code 1 before it ran train_fn" in done.stderr

@@ -5,6 +5,7 @@ weights equal to an uninterrupted run's."""
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,10 @@ def test_a_killed_worker_restarts_the_group_on_ray(
         cloudpickle.unregister_pickle_by_value(jobs)
     assert (tmp_path / "killed").exists() and result.restarts == 1
     assert _equal(result.value.state_dict(), uninterrupted)  # same group, same steps: same weights
+    # a dead worker is looked for every 0.5 s (Ray Train's default, 2 s, is most of a
+    # restart's wait), and the driver's environment is left as it was
+    assert (tmp_path / "killed").read_text() == "0.5"
+    assert "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S" not in os.environ
 
 
 def test_a_failing_function_fails_after_max_failures_with_its_error() -> None:

@@ -14,6 +14,8 @@ import os
 import socket
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 __all__ = ["launch_local", "launch_ray", "result", "run_worker"]
@@ -170,6 +172,11 @@ def launch_local(payload: dict[str, Any], num_workers: int, max_failures: int) -
             raise FitFailed(_describe(exc, max_failures)) from None
 
 
+# What torch's agent reports for a worker that left no error record: one that died while
+# starting, before the function that records errors ran.
+_NO_ERROR_FILE = "To enable traceback see"
+
+
 def _describe(exc: Any, max_failures: int) -> str:
     """The failure that came first (the others are usually its echo: peers losing their
     connection to the rank that failed), with its rank and error."""
@@ -178,6 +185,11 @@ def _describe(exc: Any, max_failures: int) -> str:
     if isinstance(message, dict):
         message = message.get("message", message)
     text = str(message).strip().splitlines()[0] if str(message).strip() else ""
+    if text.startswith(_NO_ERROR_FILE):  # it died before it could record what happened
+        text = (
+            f"exit code {failure.exitcode} before it ran train_fn (its output says why; "
+            'a script must call fit under `if __name__ == "__main__":`)'
+        )
     if failure.signal_name() not in ("", "<N/A>"):
         text = f"killed by {failure.signal_name()}"
     text = text or f"exit code {failure.exitcode}"
@@ -188,6 +200,25 @@ def _describe(exc: Any, max_failures: int) -> str:
 
 
 # -- Ray Train ----------------------------------------------------------------------------
+
+# How often Ray Train's controller asks whether its workers live, which bounds how long a
+# dead worker goes unnoticed: its default (2 s) is most of a restart's wait on one
+# machine. Ray Train passes the variable on to its controller; a value set by the user wins.
+_RAY_HEALTH_CHECK = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+_RAY_HEALTH_CHECK_S = "0.5"
+
+
+@contextmanager
+def _environ_default(name: str, value: str) -> Iterator[None]:
+    """``name`` set to ``value`` for the block unless it is set already."""
+    if name in os.environ:
+        yield
+        return
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        os.environ.pop(name, None)
 
 
 def ray_entry(config: dict[str, Any]) -> None:
@@ -219,7 +250,11 @@ def launch_ray(
 
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, configure_logging=False)
-    with tempfile.TemporaryDirectory(prefix="kiln-fit-ray-") as storage, warnings.catch_warnings():
+    with (
+        tempfile.TemporaryDirectory(prefix="kiln-fit-ray-") as storage,
+        warnings.catch_warnings(),
+        _environ_default(_RAY_HEALTH_CHECK, _RAY_HEALTH_CHECK_S),
+    ):
         # Ray Train's own modules warn about options they deprecate (its data layer's
         # shuffle setting) whatever the caller passes: nothing a user of fit can act on.
         warnings.simplefilter("ignore", DeprecationWarning)

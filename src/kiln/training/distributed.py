@@ -191,6 +191,20 @@ def _check(train_fn: Any, num_workers: Any, backend: Any, max_failures: Any) -> 
         )
 
 
+def _refuse_in_a_starting_worker() -> None:
+    """A worker process starting re-runs the script that called ``fit`` (Python's
+    ``spawn``); a script that calls ``fit`` outside ``if __name__ == "__main__":`` would
+    start workers from its workers. Say so, rather than multiprocessing's riddle."""
+    import multiprocessing
+
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise InvalidInput(
+            "fit was called while a worker process was starting: the script that calls "
+            'fit must do so under `if __name__ == "__main__":` (its workers run the '
+            "script's top level again as they start)"
+        )
+
+
 def _name(train_fn: Any) -> str:
     """A function's name; a ``functools.partial`` or a callable object has none of its own."""
     inner = getattr(train_fn, "func", train_fn)
@@ -242,6 +256,7 @@ def fit(
     from kiln.tracking import Run, start_run
     from kiln.training import _workers
 
+    _refuse_in_a_starting_worker()
     _check(train_fn, num_workers, backend, max_failures)
     kind, address = parse_executor(executor)
     if kind == "inline":
