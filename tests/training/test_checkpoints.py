@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -275,6 +276,37 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(
         assert "no good checkpoint left (3 damaged)" in messages[-1]
         with pytest.raises(IntegrityError, match=infos[3]):
             ckpt.restore(step=3)
+
+
+def test_a_synchronous_save_is_forced_to_disk_before_the_next_save_and_at_close(
+    run: kiln.tracking.Run,
+) -> None:
+    """``save`` returns once the checkpoint is readable; the saver thread forces it to
+    disk, and a later save (or close) waits for that, so at most the latest one is ever
+    not on disk (a power cut can cost it, and restore then skips it by its hash)."""
+    blobs = run.client.blobs
+    synced: list[tuple[str, str]] = []
+    real_sync = blobs.sync
+
+    def sync(digest: str) -> None:
+        time.sleep(0.2)  # a slow disk: save must not wait for it
+        real_sync(digest)
+        synced.append((digest, threading.current_thread().name))
+
+    blobs.sync = sync  # type: ignore[method-assign]
+    try:
+        with Checkpointer(run) as ckpt:
+            started = time.perf_counter()
+            first = ckpt.save({"w": torch.ones(10)}, 1)
+            assert first is not None and time.perf_counter() - started < 0.2
+            assert ckpt.restore(rng=False) is not None  # readable at once
+            second = ckpt.save({"w": torch.zeros(10)}, 2)
+            assert second is not None
+            assert [d for d, _ in synced][:1] == [first.digest]  # before the next listed
+        assert [d for d, _ in synced] == [first.digest, second.digest]  # close waited
+        assert {name for _, name in synced} == {"kiln-checkpoint_0"}
+    finally:
+        del blobs.sync
 
 
 def test_a_damaged_checkpoint_list_falls_back_to_latest_ckpt(run: kiln.tracking.Run) -> None:

@@ -51,13 +51,19 @@ class BlobStore(Protocol):
       ``IntegrityError`` when the stored bytes no longer hash to the digest; ``get_file``
       never leaves a partial destination file.
     - ``exists`` says whether a complete blob is stored under the digest.
+    - ``put_bytes(..., durable=False)`` may return before the bytes are on disk (they are
+      readable at once); ``sync(digest)`` returns once they are. Without it, a power cut
+      may leave the blob short, which a reader detects by its hash and the next put of
+      the same bytes repairs.
     """
 
     uri: str
 
     def put_file(self, path: str | os.PathLike[str]) -> BlobInfo: ...
 
-    def put_bytes(self, data: bytes | memoryview) -> BlobInfo: ...
+    def put_bytes(self, data: bytes | memoryview, *, durable: bool = True) -> BlobInfo: ...
+
+    def sync(self, digest: str) -> None: ...
 
     def get_bytes(self, digest: str) -> bytes: ...
 
@@ -118,20 +124,43 @@ class FsspecBlobStore:
         if not src.is_file():
             raise NotFound(f"cannot store {str(src)!r}: no such file")
         info = _hash_file(src)
-        if not self.exists(info.digest):
+        if not self._stored(info):
             with src.open("rb") as fh:
                 self._write(info.digest, lambda out: shutil.copyfileobj(fh, out, _CHUNK))
         return info
 
-    def put_bytes(self, data: bytes | memoryview) -> BlobInfo:
+    def put_bytes(self, data: bytes | memoryview, *, durable: bool = True) -> BlobInfo:
         if self._local and len(data) >= _OVERLAP_BYTES:
-            return self._put_large(data)
+            return self._put_large(data, durable)
         info = BlobInfo(hashlib.sha256(data).hexdigest(), len(data))
-        if not self.exists(info.digest):
-            self._write(info.digest, lambda out: out.write(data))
+        if not self._stored(info):
+            self._write(info.digest, lambda out: out.write(data), durable)
         return info
 
-    def _put_large(self, data: bytes | memoryview) -> BlobInfo:
+    def sync(self, digest: str) -> None:
+        """Force a blob put with ``durable=False`` to disk (object storage: stored already)."""
+        if not self._local:
+            return
+        try:
+            fd = os.open(self._key(_check_digest(digest)), os.O_RDONLY)
+        except FileNotFoundError:
+            raise NotFound(f"blob sha256:{digest} is not in the store {self.uri!r}") from None
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _stored(self, info: BlobInfo) -> bool:
+        """Whether the blob is there whole; on a local disk a file of another size (a
+        write a power cut left short) is not, and is written again."""
+        if not self._local:
+            return self.exists(info.digest)
+        try:
+            return os.stat(self._key(info.digest)).st_size == info.size
+        except FileNotFoundError:
+            return False
+
+    def _put_large(self, data: bytes | memoryview, durable: bool) -> BlobInfo:
         """Hash on a second thread while the bytes go to disk (both release the GIL), then
         move the file to the name its hash gives: a large blob costs the slower of the
         two, not their sum. Identical bytes already stored are kept, the new copy dropped."""
@@ -145,19 +174,23 @@ class FsspecBlobStore:
             with open(tmp, "wb") as out:
                 out.write(data)
                 out.flush()
-                os.fsync(out.fileno())
+                if durable:
+                    os.fsync(out.fileno())
             hasher.join()
-            key = self._key(digest[0])
-            if not os.path.exists(key):
+            info = BlobInfo(digest[0], len(data))
+            if not self._stored(info):
+                key = self._key(info.digest)
                 os.makedirs(os.path.dirname(key), exist_ok=True)
                 os.replace(tmp, key)
         finally:
             hasher.join()
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        return BlobInfo(digest[0], len(data))
+        return info
 
-    def _write(self, digest: str, fill: Callable[[IO[bytes]], object]) -> None:
+    def _write(
+        self, digest: str, fill: Callable[[IO[bytes]], object], durable: bool = True
+    ) -> None:
         key = self._key(digest)
         if self._local:
             tmp = f"{self._root}/tmp/{digest}.{new_id()}"
@@ -165,7 +198,8 @@ class FsspecBlobStore:
                 with open(tmp, "wb") as out:
                     fill(out)
                     out.flush()
-                    os.fsync(out.fileno())
+                    if durable:
+                        os.fsync(out.fileno())
                 os.makedirs(os.path.dirname(key), exist_ok=True)
                 os.replace(tmp, key)
             finally:

@@ -31,6 +31,7 @@ from kiln.errors import IntegrityError, InvalidInput, NotFound
 from kiln.store import BlobInfo, BlobStore
 
 __all__ = [
+    "test_a_put_that_is_not_durable_yet_is_readable_and_syncs",
     "test_blob_is_visible_only_when_complete",
     "test_concurrent_puts_of_the_same_bytes_agree",
     "test_corrupted_blob_raises_integrity_error",
@@ -100,6 +101,15 @@ def test_put_file_returns_sha256_and_size(blob_store: BlobStore, tmp_path: Path)
     assert blob_store.put_file(src) == _expected(data)
     assert blob_store.put_file(str(src)) == _expected(data)  # str paths work too
     assert src.read_bytes() == data  # the source is left as it was
+
+
+def test_a_put_that_is_not_durable_yet_is_readable_and_syncs(blob_store: BlobStore) -> None:
+    data = _payload(3 * MIB + 7, seed=5)
+    info = blob_store.put_bytes(data, durable=False)
+    assert info == _expected(data)
+    assert blob_store.get_bytes(info.digest) == data  # readable before it is on disk
+    blob_store.sync(info.digest)
+    assert blob_store.get_bytes(info.digest) == data
 
 
 def test_exists(blob_store: BlobStore) -> None:

@@ -97,7 +97,8 @@ class Checkpointer:
         self._staging = Staging()
         self._entries: list[CheckpointInfo] | None = None
         self._executor: ThreadPoolExecutor | None = None
-        self._inflight: tuple[int, Future[CheckpointInfo]] | None = None
+        # the background save in flight, or the forcing to disk of the last synchronous one
+        self._inflight: tuple[int, Future[Any]] | None = None
         self._closed = False
         self._warned_metric = False
         self._lock = threading.Lock()
@@ -164,7 +165,9 @@ class Checkpointer:
             self._inflight = (step, future)
             stored = future
         else:
-            stored = self._store(prepared, step, checked, rng, created)
+            stored = self._store(prepared, step, checked, rng, created, durable=False)
+            digest = stored.digest
+            self._inflight = (step, self._pool().submit(self.client.blobs.sync, digest))
         saved = Checkpoint(
             step=step,
             state=prepared,
@@ -200,9 +203,19 @@ class Checkpointer:
         metrics: dict[str, float],
         rng: dict[str, Any],
         created: int,
+        *,
+        durable: bool = True,
     ) -> CheckpointInfo:
         """Encode, store the bytes, then list them: runs in the caller or the saver thread,
-        never in both at once (a save waits for the one in flight)."""
+        never in both at once (a save waits for the one in flight).
+
+        A synchronous save stores with ``durable=False`` and leaves forcing the bytes to
+        disk to the saver thread, which the next save and ``close`` wait for: the loop
+        goes on as soon as the checkpoint is readable, as after ``torch.save``. A process
+        that dies meanwhile loses nothing (the bytes are in the OS's cache); a power cut
+        can cost only this checkpoint, which ``restore`` then skips by its hash for the
+        one before, forced to disk before this one was listed.
+        """
         with self._lock:
             fmt = TORCH if holds_torch(state) else PICKLE
             payload = {
@@ -214,7 +227,7 @@ class Checkpointer:
                 "rng": rng,
                 "state": state,
             }
-            blob = self.client.blobs.put_bytes(self._encoder.encode(payload, fmt))
+            blob = self.client.blobs.put_bytes(self._encoder.encode(payload, fmt), durable=durable)
             info = CheckpointInfo(
                 run_id=self.run_id,
                 step=step,
