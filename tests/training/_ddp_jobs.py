@@ -32,7 +32,10 @@ class MLP(torch.nn.Module):
 
 def mlp(ctx: Any) -> Any:
     """A small MLP, data-parallel over the group, checkpointed every step; with
-    config["kill_at"] rank 1 kills itself (SIGKILL) at that step on the first start."""
+    config["kill_at"] rank 1 kills itself (SIGKILL) at that step on the first start, and
+    with config["term_at"] rank 0 is stopped as a preempted machine stops it (SIGTERM) at
+    that step on the second start, and its checkpointer saves on the signal (local
+    processes: the function runs on the worker's main thread)."""
     from torch.nn.parallel import DistributedDataParallel
 
     torch.manual_seed(0)
@@ -43,8 +46,12 @@ def mlp(ctx: Any) -> Any:
     sampler = ctx.shard(data)
     loader = torch.utils.data.DataLoader(data, batch_size=16, sampler=sampler)
     steps = int(ctx.config.get("steps", 12))
-    ckpt = ctx.checkpointer(every=1, keep_last=2)
+    term_at = ctx.config.get("term_at")
+    ckpt = ctx.checkpointer(every=1, keep_last=2, on_sigterm=term_at is not None and ctx.rank == 0)
     start = ckpt.resume(model=model, optimizer=opt)  # 0, or the step after the latest
+    if ctx.rank == 0 and ctx.config.get("starts"):
+        with open(str(ctx.config["starts"]), "a") as starts:
+            starts.write(f"{start}\n")
     kill_at = ctx.config.get("kill_at")
     marker = Path(str(ctx.config.get("marker", "")))
     batches = list(loader)
@@ -53,6 +60,8 @@ def mlp(ctx: Any) -> Any:
             # what the engine told this worker about its health checks (Ray Train's)
             marker.write_text(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", ""))
             os.kill(os.getpid(), signal.SIGKILL)
+        if term_at is not None and step == term_at and ctx.attempt == 1 and ctx.rank == 0:
+            os.kill(os.getpid(), signal.SIGTERM)  # acted on at this step's save
         x, y = batches[step % len(batches)]
         opt.zero_grad()
         loss = torch.nn.functional.binary_cross_entropy_with_logits(ddp(x), y)

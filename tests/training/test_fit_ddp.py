@@ -51,7 +51,13 @@ def _equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 def test_a_killed_worker_restarts_the_group_from_the_latest_checkpoint_on_processes(
     tmp_path: Path, uninterrupted: dict[str, torch.Tensor]
 ) -> None:
-    config = {"steps": 12, "kill_at": 5, "marker": str(tmp_path / "killed")}
+    config = {
+        "steps": 12,
+        "kill_at": 5,
+        "term_at": 8,
+        "marker": str(tmp_path / "killed"),
+        "starts": str(tmp_path / "starts"),
+    }
     result = kiln.training.fit(
         jobs.mlp,
         num_workers=2,
@@ -61,11 +67,15 @@ def test_a_killed_worker_restarts_the_group_from_the_latest_checkpoint_on_proces
         register="mlp",
         input_example=torch.zeros(2, 8).numpy(),
     )
-    assert (tmp_path / "killed").exists() and result.restarts == 1
+    # SIGKILL of rank 1 at step 5, then SIGTERM of rank 0 at step 8 (it saved step 8
+    # before it stopped): two restarts, the same weights as a group never stopped
+    assert (tmp_path / "killed").exists() and result.restarts == 2
     assert _equal(result.value.state_dict(), uninterrupted)
     run = kiln.runs.get(result.run_id)
     assert run.status == "FINISHED" and run.params["num_workers"] == 2
-    assert run.tags["kiln.fit.restarts"] == "1"
+    assert run.tags["kiln.fit.restarts"] == "2"
+    # where each start resumed: step 8 was saved on the signal, so nothing was replayed
+    assert (tmp_path / "starts").read_text().split() == ["0", "5", "9"]
     losses = kiln.runs.metric_history(result.run_id, "loss")
     assert [p.step for p in losses][-1] == 11  # rank 0 logged, steps replayed after the kill
     assert result.checkpoint is not None and result.checkpoint.step == 11
@@ -83,7 +93,12 @@ def test_a_killed_worker_restarts_the_group_on_ray(
 ) -> None:
     import cloudpickle
 
-    config = {"steps": 12, "kill_at": 5, "marker": str(tmp_path / "killed")}
+    config = {
+        "steps": 12,
+        "kill_at": 5,
+        "marker": str(tmp_path / "killed"),
+        "starts": str(tmp_path / "starts"),
+    }
     # the session's Ray workers started without this directory on their path: the
     # function travels by value, as one defined in a notebook would
     cloudpickle.register_pickle_by_value(jobs)
@@ -92,6 +107,7 @@ def test_a_killed_worker_restarts_the_group_on_ray(
     finally:
         cloudpickle.unregister_pickle_by_value(jobs)
     assert (tmp_path / "killed").exists() and result.restarts == 1
+    assert (tmp_path / "starts").read_text().split() == ["0", "5"]
     assert _equal(result.value.state_dict(), uninterrupted)  # same group, same steps: same weights
     # a dead worker is looked for every 0.5 s (Ray Train's default, 2 s, is most of a
     # restart's wait), and the driver's environment is left as it was
