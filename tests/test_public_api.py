@@ -52,6 +52,7 @@ def test_top_level_names() -> None:
             "training",
             "tune",
             "tuning",
+            "validation",
         ]
     )
     for name in kiln.__all__:
@@ -88,6 +89,26 @@ def test_tuning_namespace() -> None:
         "tune",
     ]
     assert kiln.tune is kiln.tuning.tune
+
+
+def test_validation_namespace() -> None:
+    assert sorted(kiln.validation.__all__) == [
+        "Anomaly",
+        "ColumnProfile",
+        "ColumnSchema",
+        "Histogram",
+        "Profile",
+        "QUANTILES",
+        "Schema",
+        "ValidationFailed",
+        "ValidationReport",
+        "gate",
+        "infer_schema",
+        "load_profile",
+        "load_schema",
+        "profile",
+        "validate",
+    ]
 
 
 def test_models_namespace() -> None:

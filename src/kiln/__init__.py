@@ -47,6 +47,7 @@ if not TYPE_CHECKING:
             "training": "kiln.training",
             "tune": "kiln.tuning",
             "tuning": "kiln.tuning",
+            "validation": "kiln.validation",
             "lineage": "kiln.tracking.lineage",
             "models": "kiln.registry.models",
             "runs": "kiln.tracking.runs",
@@ -56,7 +57,7 @@ if not TYPE_CHECKING:
     )
 
 if TYPE_CHECKING:
-    from kiln import flows, training, tuning
+    from kiln import flows, training, tuning, validation
     from kiln.features import (
         Aggregation,
         DeltaSource,
@@ -128,4 +129,5 @@ __all__ = [
     "training",
     "tune",
     "tuning",
+    "validation",
 ]
