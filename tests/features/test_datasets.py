@@ -58,9 +58,17 @@ def test_snapshot_is_a_hashed_delta_table_in_the_model_lineage(store: kiln.Featu
     assert again.digest == snapshot.digest and again.delta_version == snapshot.delta_version + 1
     assert snapshot.to_arrow().num_rows == again.to_arrow().num_rows == 4
 
+    # the rows' profile is kept as the reference later data is compared with, and the
+    # model version reaches it through its lineage
+    reference = snapshot.reference_profile()
+    assert reference.to_dict()["columns"] == kiln.validation.profile(stored).to_dict()["columns"]
+    assert again.profile == snapshot.profile  # same rows, same profile
+
     graph = kiln.models.lineage(mv.ref)
     inputs = {(n.kind, n.id) for n in graph.inputs}
     assert ("dataset", snapshot.id) in inputs
+    dataset = next(n for n in graph.inputs if n.kind == "dataset")
+    assert dataset.attributes["profile"] == snapshot.profile
     upstream = kiln.lineage.edges("dataset", snapshot.id, direction="in")
     assert [(e.src_kind, e.src_id) for e in upstream] == [("feature_view", "user_stats@v1")]
     with pytest.raises(InvalidInput, match="dataset names"):

@@ -18,8 +18,9 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
-from kiln.core import InvalidInput
+from kiln.core import InvalidInput, NotFound
 from kiln.tracking import Run, TrackingClient, lineage
+from kiln.validation import profile
 
 __all__ = ["DatasetSnapshot", "TrainingSet"]
 
@@ -45,6 +46,16 @@ class DatasetSnapshot:
     rows: int
     columns: tuple[str, ...]
     feature_views: Mapping[str, int] = field(default_factory=dict)
+    profile: str | None = None  # digest of the rows' profile (kiln.validation), the reference
+
+    def reference_profile(self) -> Any:
+        """The :class:`kiln.validation.Profile` of the snapshot's rows, kept when it was
+        saved: what drift and validation compare later data with."""
+        from kiln.validation import load_profile
+
+        if self.profile is None:
+            raise NotFound(f"dataset {self.id} was saved without a profile")
+        return load_profile(self.profile)
 
     def to_arrow(self) -> pa.Table:
         """The snapshot's rows, read at its own Delta version (later saves do not leak in)."""
@@ -65,6 +76,7 @@ class DatasetSnapshot:
             "rows": self.rows,
             "columns": list(self.columns),
             "feature_views": dict(self.feature_views),
+            "profile": self.profile,
         }
 
 
@@ -127,6 +139,7 @@ class TrainingSet:
         path.parent.mkdir(parents=True, exist_ok=True)
         deltalake.write_deltalake(str(path), table, mode="overwrite", schema_mode="overwrite")
         version = deltalake.DeltaTable(str(path)).version()
+        reference = profile(table).save(self._client.blobs)
         snapshot = DatasetSnapshot(
             name=name,
             id=f"{name}@{digest[:16]}",
@@ -136,8 +149,15 @@ class TrainingSet:
             rows=table.num_rows,
             columns=tuple(table.column_names),
             feature_views=self._views,
+            profile=reference,
         )
-        props = {"name": name, "rows": snapshot.rows, "digest": digest, "delta_version": version}
+        props = {
+            "name": name,
+            "rows": snapshot.rows,
+            "digest": digest,
+            "delta_version": version,
+            "profile": reference,
+        }
         for view, view_version in sorted(self._views.items()):
             lineage.add_edge(
                 "feature_view",
