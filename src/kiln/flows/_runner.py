@@ -288,7 +288,7 @@ class Runner:
         if fn is None:
             import cloudpickle
 
-            fn = self._fns[task.node.id] = cloudpickle.dumps(step.fn)
+            fn = self._fns[task.node.id] = cloudpickle.dumps(step.runnable)
         assert task.args is not None
         spec = TaskSpec(
             run_id=self.run_id,
@@ -300,7 +300,7 @@ class Runner:
             experiment=self.experiment,
             attempt=task.attempts,
             resources=self._resources(step),
-            function=step.fn if in_process else None,
+            function=step.runnable if in_process else None,
         )
         self.running.add(task.key)
         self._emit(Event("started", task.key, step.name, task.attempts))

@@ -21,10 +21,11 @@ import inspect
 import re
 import typing
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from kiln.core import InvalidInput
+from kiln.flows._checks import check_checks, checked, checks_digest
 from kiln.flows._codehash import code_hash
 from kiln.flows._graph import (
     Each,
@@ -121,6 +122,7 @@ class StepOptions:
     timeout: float | None = None
     cache: bool = True
     resources: Resources = Resources()
+    checks: Mapping[str, Any] = field(default_factory=dict)  # name or "return" -> Schema
 
 
 class Step(Generic[P, R]):
@@ -154,7 +156,16 @@ class Step(Generic[P, R]):
         """The hash of this step's code and the project code it calls (for its cache key)."""
         if self._code is None:
             self._code = code_hash(self.fn)
+            if self.options.checks:
+                self._code += checks_digest(self.options.checks)
         return self._code
+
+    @property
+    def runnable(self) -> Callable[..., Any]:
+        """What a worker calls: the function, behind its quality gates if it has any."""
+        if not self.options.checks:
+            return self.fn
+        return checked(self.fn, self.options.checks, self.name)
 
     def invalidate(self) -> int:
         """Forget every cached output of this step; its next run computes afresh."""
@@ -172,7 +183,11 @@ class Step(Generic[P, R]):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         graph = building()
         if graph is None:
-            return self.fn(*args, **kwargs)
+            if not self.options.checks:
+                return self.fn(*args, **kwargs)
+            given = self.signature.bind(*args, **kwargs)  # gated as in a flow
+            given.apply_defaults()
+            return self.runnable(**given.arguments)
         site = call_site()
         bound = self._bind(args, kwargs, site)
         node = Node(
@@ -272,6 +287,7 @@ def step(
     cache: bool = True,
     resources: Mapping[str, Any] | Resources | None = None,
     name: str | None = None,
+    checks: Mapping[str, Any] | None = None,
 ) -> Callable[[Callable[P, R]], Step[P, R]]: ...
 
 
@@ -285,8 +301,14 @@ def step(
     cache: bool = True,
     resources: Mapping[str, Any] | Resources | None = None,
     name: str | None = None,
+    checks: Mapping[str, Any] | None = None,
 ) -> Step[P, R] | Callable[[Callable[P, R]], Step[P, R]]:
-    """Make a function a step (``@step`` or ``@step(retries=2, timeout="30m")``)."""
+    """Make a function a step (``@step`` or ``@step(retries=2, timeout="30m")``).
+
+    ``checks`` are quality gates: ``{"df": schema, "return": schema}`` validates that
+    argument before the step runs and its value after (``kiln.validation``); a failing
+    gate fails the task with the report, which is kept on the task's run either way.
+    """
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise InvalidInput(f"The 'retries' parameter of step must be an int >= 0. Got {retries!r}.")
     if not isinstance(cache, bool):
@@ -301,6 +323,7 @@ def step(
     )
 
     def wrap(f: Callable[P, R]) -> Step[P, R]:
-        return Step(f, options, name)
+        gated = replace(options, checks=check_checks(f, checks)) if checks else options
+        return Step(f, gated, name)
 
     return wrap(fn) if fn is not None else wrap
