@@ -127,6 +127,7 @@ def from_spec(
             online=spec.get("online", True),
             description=spec.get("description", ""),
             key_types=spec.get("key_types"),
+            checks=spec.get("checks"),
         )
     if kind == "windowed_view":
         return WindowedFeatureView(

@@ -398,6 +398,7 @@ class FeatureView:
     online: bool = True
     description: str = ""
     key_types: Mapping[str, str] = field(default_factory=dict)
+    checks: Any = None  # a kiln.validation.Schema the view's rows must meet (a quality gate)
 
     def __init__(
         self,
@@ -412,6 +413,7 @@ class FeatureView:
         online: bool = True,
         description: str = "",
         key_types: Mapping[str, str] | None = None,
+        checks: Any = None,
     ) -> None:
         owner = f"FeatureView {name!r}"
         object.__setattr__(self, "name", _name("FeatureView", "name", name))
@@ -454,6 +456,7 @@ class FeatureView:
         object.__setattr__(self, "online", bool(online))
         object.__setattr__(self, "description", str(description))
         object.__setattr__(self, "key_types", _key_types(owner, self.join_keys, key_types))
+        object.__setattr__(self, "checks", _checks(owner, checks))
 
     kind = "feature_view"
 
@@ -477,7 +480,22 @@ class FeatureView:
             "online": self.online,
             "description": self.description,
             **_key_spec(self.key_types),
+            **({"checks": self.checks.to_dict()} if self.checks is not None else {}),
         }
+
+
+def _checks(owner: str, checks: Any) -> Any:
+    """A quality gate's schema, or None; a dict is read as a saved schema."""
+    from kiln.validation import Schema
+
+    if checks is None or isinstance(checks, Schema):
+        return checks
+    if isinstance(checks, Mapping):
+        return Schema.from_dict(checks)
+    raise InvalidInput(
+        f"The 'checks' parameter of {owner} must be a kiln.validation.Schema. "
+        f"Got {type(checks).__name__} instead."
+    )
 
 
 def _key_spec(key_types: Mapping[str, str]) -> dict[str, Any]:

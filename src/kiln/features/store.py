@@ -27,6 +27,7 @@ from kiln.core import (
     to_millis,
 )
 from kiln.features import _tables as t
+from kiln.features._gates import all_rows, gate_rows
 from kiln.features._keys import key_types, online_keys
 from kiln.features._resolve import resolve_view
 from kiln.features._specs import Definition
@@ -94,6 +95,7 @@ class MaterializeResult:
     end: datetime
     entities: int
     written: int
+    validation: Any = None  # the gate's report (kiln.validation) for a view with checks
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,6 +104,7 @@ class MaterializeFailure:
 
     view: str
     error: str
+    validation: Any = None  # the failed gate's report, when a quality gate stopped it
 
 
 @dataclass(frozen=True)
@@ -201,6 +204,9 @@ class FeatureStore:
         default; the CLI passes the definitions file's directory) and stored absolute.
         """
         batch, inferred = self._resolved(objects, base)
+        for view in batch:  # quality gates first: a failing one stores nothing
+            if getattr(view, "checks", None) is not None:
+                gate_rows(view, all_rows(view, self.offline_dir), "apply")
         plan = self.catalog.apply(batch)
         self.refresh()
         return _with_inferred(plan, inferred)
@@ -406,6 +412,7 @@ class FeatureStore:
             end=end,
             offline_dir=self.offline_dir,
         )
+        report = gate_rows(view, table, "materialize")
         written = self.online.write(
             view.name,
             self._online_version(view.name),
@@ -430,7 +437,12 @@ class FeatureStore:
                 )
             )
         return MaterializeResult(
-            view=view.name, start=start, end=end, entities=table.num_rows, written=written
+            view=view.name,
+            start=start,
+            end=end,
+            entities=table.num_rows,
+            written=written,
+            validation=report,
         )
 
     def materialize(
@@ -636,5 +648,6 @@ def _each_view(
             results.append(work(view))
         except Exception as exc:  # reported per view, never swallowed
             reason = str(exc) if isinstance(exc, KilnError) else f"{type(exc).__name__}: {exc}"
-            failures.append(MaterializeFailure(view=view.name, error=reason))
+            report = getattr(exc, "report", None)
+            failures.append(MaterializeFailure(view=view.name, error=reason, validation=report))
     return MaterializeReport(tuple(results), tuple(failures))
