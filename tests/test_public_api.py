@@ -126,6 +126,7 @@ def test_models_namespace() -> None:
         "list_models",
         "list_versions",
         "load",
+        "reference_profile",
         "register",
         "resolve",
         "rollback",

@@ -69,6 +69,7 @@ def test_snapshot_is_a_hashed_delta_table_in_the_model_lineage(store: kiln.Featu
     assert ("dataset", snapshot.id) in inputs
     dataset = next(n for n in graph.inputs if n.kind == "dataset")
     assert dataset.attributes["profile"] == snapshot.profile
+    assert kiln.models.reference_profile(mv.ref) == reference
     upstream = kiln.lineage.edges("dataset", snapshot.id, direction="in")
     assert [(e.src_kind, e.src_id) for e in upstream] == [("feature_view", "user_stats@v1")]
     with pytest.raises(InvalidInput, match="dataset names"):

@@ -14,6 +14,7 @@ from kiln.registry.aliases import alias_history, delete_alias, resolve, rollback
 from kiln.registry.lineage import model_lineage as lineage
 from kiln.registry.loading import LoadedModel, load
 from kiln.registry.python_model import ModelContext, PythonModel
+from kiln.registry.references import reference_profile
 from kiln.registry.versions import (
     delete_model,
     delete_version,
@@ -39,6 +40,7 @@ __all__ = [
     "list_models",
     "list_versions",
     "load",
+    "reference_profile",
     "register",
     "resolve",
     "rollback",

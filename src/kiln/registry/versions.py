@@ -138,6 +138,8 @@ def register(
     tags: Mapping[str, Any] | None = None,
     artifacts: Mapping[str, str | Path] | None = None,
     flavor_options: Mapping[str, Any] | None = None,
+    training_data: Any = None,
+    checks: Any = None,
     client: TrackingClient | None = None,
 ) -> ModelVersion:
     """Save ``model`` as the next version of ``name`` and return the stored version.
@@ -147,12 +149,20 @@ def register(
     version to its params, metrics, data inputs and code. ``method`` picks what
     ``predict`` calls (``predict_proba`` for class probabilities); ``artifacts`` are extra
     files a Python-function model reads in ``load_context``.
+
+    ``training_data`` (a DataFrame, Arrow table, Parquet/Delta path or saved training
+    set) keeps its profile as the version's reference profile; ``checks`` (a
+    ``kiln.validation`` schema) is a quality gate on that data: a failing one refuses the
+    registration with the report.
     """
     client = client or default_client()
     name = check_model_name(name)
     description = _text(description, "description")
     version_tags = _tags(tags, "version")
     source = _source_run(run, client)
+    reference = _reference(name, training_data, checks, run, client)
+    if reference is not None:
+        version_tags = {**version_tags, REFERENCE_TAG: reference}
     flav = get_flavor(flavor) if flavor is not None else detect(model)
     if flavor is not None and not flav.matches(model):
         raise InvalidInput(
@@ -196,6 +206,35 @@ def register(
         description=description,
         tags=version_tags,
     )
+
+
+REFERENCE_TAG = "kiln.reference_profile"
+
+
+def _reference(name: str, data: Any, checks: Any, run: Any, client: TrackingClient) -> str | None:
+    """The digest of the training data's profile, after its quality gate passed."""
+    from kiln.validation import Schema, ValidationFailed, validate
+    from kiln.validation import profile as profile_of
+
+    if checks is not None and not isinstance(checks, Schema):
+        raise InvalidInput(f"checks must be a kiln.validation.Schema; got {type(checks).__name__}")
+    if data is None:
+        if checks is not None:
+            raise InvalidInput(
+                "checks= validates training_data=: pass the data the model was trained on"
+            )
+        return None
+    snapshot = getattr(data, "profile", None) if hasattr(data, "reference_profile") else None
+    rows = data.to_arrow() if hasattr(data, "reference_profile") else data
+    if checks is not None:
+        report = validate(rows, checks)
+        live = run if isinstance(run, Run) else active_run() if run is None else None
+        if live is not None:  # the report stays on the run, passed or not
+            live.log_dict(report.to_dict(), "validation/training_data.json")
+        if not report.ok:
+            raise ValidationFailed(f"the training data of model {name!r}", report)
+        return str(snapshot) if snapshot else report.profile.save(client.blobs)
+    return str(snapshot) if snapshot else profile_of(rows).save(client.blobs)
 
 
 @contextmanager
@@ -259,6 +298,8 @@ def _store_version(
     if git_commit:
         dirty = {"dirty": code.get("git_dirty")}
         edges.append(("code", str(git_commit), "built", MODEL_KIND, version_id, dirty))
+    if REFERENCE_TAG in tags:
+        edges.append(("profile", tags[REFERENCE_TAG], "reference_of", MODEL_KIND, version_id, {}))
     meta = client.meta
     with meta.write() as conn:
         _ensure_model(conn, meta.dialect, name, now)
