@@ -93,3 +93,19 @@ def test_apply_refuses_a_view_whose_rows_fail_and_stores_nothing(tmp_path: Path)
             source=kiln.ParquetSource(str(tmp_path / "users.parquet")),
             checks="schema.json",
         )
+
+
+def test_a_views_rows_and_a_training_set_are_profiled(tmp_path: Path) -> None:
+    GOOD.to_parquet(tmp_path / "users.parquet")
+    GOOD.to_parquet(tmp_path / "plain.parquet")
+    fs = kiln.FeatureStore()
+    fs.apply(views(tmp_path))
+    rows = fs.profile("user_stats")
+    assert list(rows.columns) == ["user_id", "spend", "segment"]  # keys and features
+    assert rows["spend"].mean == GOOD.spend.mean() and rows["segment"].distinct == 2
+    spine = pd.DataFrame({"user_id": [1, 2], "event_timestamp": [NOW, NOW]})
+    training = fs.get_historical_features(spine, ["user_stats:spend"])
+    assert profile(training)["spend"].count == 2  # anything with to_arrow()
+    not_a_view = r"'user' is not a feature view \(its kind: entity\)"
+    with pytest.raises(kiln.errors.InvalidInput, match=not_a_view):
+        fs.profile("user")

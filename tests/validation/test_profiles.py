@@ -130,7 +130,7 @@ def test_profiles_are_stored_by_content() -> None:
 
 def test_mistakes_are_named(tmp_path: Path) -> None:
     with pytest.raises(
-        InvalidInput, match=r"must be a pandas DataFrame, a pyarrow Table .* got int"
+        InvalidInput, match=r"must be a pandas DataFrame, a pyarrow Table.* got int"
     ):
         profile(42)
     with pytest.raises(NotFound, match=r"no such file or directory: .*nope\.parquet"):

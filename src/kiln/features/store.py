@@ -445,6 +445,19 @@ class FeatureStore:
             validation=report,
         )
 
+    def profile(self, view: str, **options: Any) -> Any:
+        """The :class:`kiln.validation.Profile` of a feature view's rows (its source with
+        its transformation, and the rows pushed to it): join keys and features."""
+        from kiln.validation import profile
+
+        definition = self.get(view)
+        if not isinstance(definition, FeatureView | WindowedFeatureView):
+            raise InvalidInput(
+                f"{view!r} is not a feature view (its kind: {definition.kind}); only feature "
+                "views have rows to profile"
+            )
+        return profile(all_rows(definition, self.offline_dir), **options)
+
     def materialize(
         self,
         start: datetime | None = None,

@@ -14,10 +14,20 @@ __all__ = ["describe", "read_table"]
 
 
 def read_table(data: Any, what: str = "data") -> pa.Table:
-    """``data`` as an Arrow table: a pandas DataFrame, an Arrow table or record batch, or
-    the path of a Parquet file, a directory of Parquet files or a Delta table."""
+    """``data`` as an Arrow table: a pandas DataFrame, an Arrow table or record batch, the
+    path of a Parquet file, a directory of Parquet files or a Delta table, or anything
+    with a ``to_arrow()`` (a training set, a saved dataset snapshot)."""
     if isinstance(data, pa.Table):
         return data
+    to_arrow = getattr(data, "to_arrow", None)
+    if callable(to_arrow) and not isinstance(data, type):
+        table = to_arrow()
+        if not isinstance(table, pa.Table):
+            raise InvalidInput(
+                f"{what}: {type(data).__name__}.to_arrow() gave {type(table).__name__}, "
+                "not an Arrow table"
+            )
+        return table
     if isinstance(data, pa.RecordBatch):
         return pa.Table.from_batches([data])
     if isinstance(data, str | Path):
@@ -30,8 +40,9 @@ def read_table(data: Any, what: str = "data") -> pa.Table:
                 f"{what}: a DataFrame column cannot be read as Arrow: {exc}"
             ) from None
     raise InvalidInput(
-        f"{what} must be a pandas DataFrame, a pyarrow Table or the path of a Parquet file, "
-        f"a directory of Parquet files or a Delta table; got {type(data).__name__}"
+        f"{what} must be a pandas DataFrame, a pyarrow Table, the path of a Parquet file, "
+        "a directory of Parquet files or a Delta table, or a training set; got "
+        f"{type(data).__name__}"
     )
 
 
