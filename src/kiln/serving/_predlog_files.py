@@ -9,14 +9,11 @@ no other file has, so readers never see a half-written file.
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, TypeAlias
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from kiln.serving._predlog_format import (
     ARROW_CAST_ERRORS,
@@ -174,43 +171,3 @@ def _to_arrow(values: np.ndarray) -> pa.Array:
     except ARROW_CAST_ERRORS:
         # Mixed kinds (a number here, text there): text as is, anything else as JSON.
         return pa.array([json_text(v) for v in values], type=pa.string())
-
-
-def write_atomically(directory: Path, name: str, table: pa.Table) -> bool:
-    """Write ``table`` as ``directory/name``, fsynced and published in one step.
-
-    Returns False, writing nothing, when that name is taken: a published file is never
-    replaced. Only a hidden ``.<name>.tmp`` can be left behind by a crash.
-    """
-    target = directory / name
-    tmp = directory / f".{name}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            pq.write_table(table, f, compression="zstd")
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, target)  # publishes without ever replacing another file
-        except FileExistsError:
-            return False
-        except OSError:  # no hard links on this file system
-            if target.exists():
-                return False
-            os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(directory)
-    return True
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # platforms without directory handles
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

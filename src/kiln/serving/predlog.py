@@ -114,9 +114,10 @@ from kiln.serving._predlog_entries import (
     Item,
     Prediction,
 )
-from kiln.serving._predlog_files import Entry, Key, build_table, write_atomically
+from kiln.serving._predlog_files import Entry, Key, build_table
 from kiln.serving._predlog_format import PREDICTION_SCHEMA, default_root, hour_label
 from kiln.serving._predlog_read import read_predictions
+from kiln.store import write_atomically
 
 __all__ = [
     "PREDICTION_SCHEMA",

@@ -13,6 +13,7 @@ if not TYPE_CHECKING:
         __name__,
         {
             "references": "kiln.store.references",
+            "write_atomically": "kiln.store.files",
             "big_id": "kiln.store._schema",
             "metadata": "kiln.store._schema",
             "VERSION_TABLE": "kiln.store.metadata_store",
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from kiln.store import references
     from kiln.store._schema import big_id, metadata
     from kiln.store.blobs import BlobInfo, BlobStore, FsspecBlobStore, open_blob_store
+    from kiln.store.files import write_atomically
     from kiln.store.kv import KVStore, RedisKVStore, SQLiteKVStore, open_kv_store
     from kiln.store.metadata_store import VERSION_TABLE, MetadataStore, open_metadata_store
 
@@ -49,4 +51,5 @@ __all__ = [
     "open_kv_store",
     "open_metadata_store",
     "references",
+    "write_atomically",
 ]
