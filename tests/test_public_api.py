@@ -46,6 +46,7 @@ def test_top_level_names() -> None:
             "get_settings",
             "lineage",
             "models",
+            "monitoring",
             "runs",
             "start_run",
             "step",

@@ -50,6 +50,7 @@ if not TYPE_CHECKING:
             "validation": "kiln.validation",
             "lineage": "kiln.tracking.lineage",
             "models": "kiln.registry.models",
+            "monitoring": "kiln.monitoring",
             "runs": "kiln.tracking.runs",
             **dict.fromkeys(_FEATURES, "kiln.features"),
             **dict.fromkeys(_TRACKING, "kiln.tracking"),
@@ -57,7 +58,7 @@ if not TYPE_CHECKING:
     )
 
 if TYPE_CHECKING:
-    from kiln import flows, training, tuning, validation
+    from kiln import flows, monitoring, training, tuning, validation
     from kiln.features import (
         Aggregation,
         DeltaSource,
@@ -123,6 +124,7 @@ __all__ = [
     "get_settings",
     "lineage",
     "models",
+    "monitoring",
     "runs",
     "start_run",
     "step",

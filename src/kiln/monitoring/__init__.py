@@ -1,0 +1,18 @@
+"""Layer 5: watching models in production.
+
+Kiln logs every prediction with the features served and the version that answered;
+monitoring reads that log. ``log_labels`` stores the true outcomes as they arrive (by
+request id, or by entity and time) and ``quality`` scores the predictions they label, per
+model version, traffic arm and window.
+"""
+
+from kiln.monitoring.labels import LabelBatch, log_labels
+from kiln.monitoring.quality import QualityReport, QualityRow, quality
+
+__all__ = [
+    "LabelBatch",
+    "QualityReport",
+    "QualityRow",
+    "log_labels",
+    "quality",
+]
