@@ -108,7 +108,21 @@ def test_validation_namespace() -> None:
         "load_profile",
         "load_schema",
         "profile",
+        "read_table",
         "validate",
+    ]
+
+
+def test_monitoring_namespace() -> None:
+    assert sorted(kiln.monitoring.__all__) == [
+        "ColumnDrift",
+        "DriftResult",
+        "LabelBatch",
+        "QualityReport",
+        "QualityRow",
+        "drift",
+        "log_labels",
+        "quality",
     ]
 
 

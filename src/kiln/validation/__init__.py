@@ -7,6 +7,7 @@ reads DataFrames, Arrow tables and Parquet or Delta paths; the feature store, fl
 the registry above it call these to gate what they build.
 """
 
+from kiln.validation._source import read_table
 from kiln.validation.profiles import (
     QUANTILES,
     ColumnProfile,
@@ -42,5 +43,6 @@ __all__ = [
     "load_profile",
     "load_schema",
     "profile",
+    "read_table",
     "validate",
 ]

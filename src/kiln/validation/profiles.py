@@ -320,8 +320,6 @@ def _aggregate(table: pa.Table, kinds: Mapping[str, str]) -> dict[str, dict[str,
             parts |= {
                 "min": f"min({c})::DOUBLE",
                 "max": f"max({c})::DOUBLE",
-                "mean": f"avg({c}::DOUBLE)",
-                "std": f"stddev_samp({c}::DOUBLE)",
                 "quantiles": f"quantile_cont({c}::DOUBLE, [{qs}])",
                 "distinct": f"approx_count_distinct({c})",
             }
@@ -359,7 +357,7 @@ def _numeric(
 ) -> ColumnProfile:
     if base.present == 0:
         return replace(base, distinct_exact=True)
-    values = col.drop_null().to_numpy()
+    values = col.drop_null().to_numpy().astype(np.float64, copy=False)
     finite = values[np.isfinite(values)] if base.type == "float" else values
     edges = _edges(s["min"], s["max"], bins, like)
     counts = _counts(finite.astype(np.float64, copy=False), edges)
@@ -368,8 +366,10 @@ def _numeric(
         base,
         min=float(s["min"]),
         max=float(s["max"]),
-        mean=float(s["mean"]),
-        std=None if s["std"] is None else float(s["std"]),
+        # numpy's pairwise sums over the whole column: the same data gives the same bits
+        # (a parallel SQL sum depends on how the rows were split), so the same digest
+        mean=float(np.mean(values)),
+        std=float(np.std(values, ddof=1)) if values.size > 1 else None,
         quantiles={str(q): float(v) for q, v in zip(QUANTILES, qs, strict=True)},
         histogram=Histogram(tuple(float(e) for e in edges), tuple(int(c) for c in counts)),
     )
