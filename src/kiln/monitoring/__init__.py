@@ -1,10 +1,10 @@
 """Layer 5: watching models in production.
 
 Kiln logs every prediction with the features served and the version that answered;
-monitoring reads that log. ``drift`` compares two datasets column by column (numbers
-by KS, PSI or Wasserstein, categories by chi-square or Jensen-Shannon); ``log_labels`` stores the true outcomes as they arrive (by
-request id, or by entity and time) and ``quality`` scores the predictions they label, per
-model version, traffic arm and window.
+monitoring reads that log. ``drift`` compares two datasets column by column (numbers by
+KS, PSI or Wasserstein, categories by chi-square or Jensen-Shannon); ``log_labels``
+stores the true outcomes as they arrive (by request id, or by entity and time) and
+``quality`` scores the predictions they label, per model version, traffic arm and window.
 """
 
 from kiln.monitoring.drift import ColumnDrift, DriftResult, drift
