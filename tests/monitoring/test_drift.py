@@ -157,3 +157,38 @@ def test_mistakes_are_named(tmp_path: Path) -> None:
         drift(reference=ref, current=tmp_path / "missing.parquet")
     with pytest.raises(InvalidInput, match="no column in common"):
         drift(reference=ref[["mean_shift"]], current=cur[["stable_int"]])
+
+
+def test_a_reference_profile_stands_for_the_reference_rows() -> None:
+    """A model version's reference profile is compared with new data without reading the
+    training rows again: the same columns flagged, statistics close to those on the rows
+    (the histogram's bins are the approximation: finer bins, closer figures)."""
+    from kiln.validation import profile
+
+    ref, cur = pair(200_000, seed=6)
+    reference = profile(ref)  # 100 bins per number
+    on_rows = drift(reference=ref, current=cur)
+    on_profile = drift(reference=reference, current=cur)
+    assert set(on_profile.drifted) == set(on_rows.drifted) == SHIFTED
+    for column in ("mean_shift", "scale_change", "stable_float", "stable_int"):
+        got, want = on_profile[column], on_rows[column]
+        assert got.method == want.method == "wasserstein"
+        assert got.statistic == pytest.approx(want.statistic, abs=0.01)
+        assert got.reference_count == want.reference_count == 200_000
+    for column in ("moved_mass", "new_category", "stable_text", "stable_flag"):
+        # every category is listed: the same table, the same figure
+        assert on_profile[column].statistic == pytest.approx(on_rows[column].statistic)
+    ks_rows = drift(reference=ref, current=cur, method="ks", columns=["mean_shift"])
+    ks_profile = drift(reference=reference, current=cur, method="ks", columns=["mean_shift"])
+    assert ks_profile["mean_shift"].statistic == pytest.approx(
+        ks_rows["mean_shift"].statistic, abs=0.01
+    )
+    numbers = ["mean_shift", "scale_change", "stable_float", "stable_int"]
+    psi = drift(reference=reference, current=cur, method="psi", columns=numbers)
+    assert set(psi.drifted) >= {"mean_shift", "scale_change"}
+    assert not {"stable_float", "stable_int"} & set(psi.drifted)
+    # a profile that lists only some values: the rest are one "other" count on both sides
+    few = profile(ref, top_k=2)
+    assert drift(reference=few, current=cur, columns=["new_category"]).drifted == [
+        "new_category"
+    ]

@@ -28,6 +28,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from kiln.core import InvalidInput
+from kiln.monitoring import _binned
+from kiln.monitoring._binned import Binned
 
 __all__ = ["DEFAULT_THRESHOLDS", "METHODS", "ColumnDrift", "DriftResult", "drift"]
 
@@ -44,6 +46,13 @@ DEFAULT_THRESHOLDS: Mapping[str, float] = {
 _SMALL = 1_000  # at most this many values on both sides: a test decides
 _PSI_BINS = 10
 _PSI_FLOOR = 1e-4
+_PROFILE_KINDS = {
+    "int": "numeric",
+    "float": "numeric",
+    "string": "categorical",
+    "bool": "categorical",
+}
+_OTHER = "\x00other"  # a profile's values beyond its top ones, counted together
 
 
 @dataclass(frozen=True)
@@ -108,17 +117,28 @@ def drift(
     """Compare ``current`` with ``reference`` (each a DataFrame, an Arrow table or a
     Parquet/Delta path), every column both have unless ``columns`` lists them.
 
+    ``reference`` may also be a :class:`kiln.validation.Profile` (a model version's
+    reference profile): the reference's rows are then never read again, and numbers are
+    compared with its histogram (see :mod:`kiln.monitoring._binned`).
+
     ``method`` is one method for every column or a mapping of column to method (the rest
     take the defaults); ``thresholds`` maps a method to its threshold.
     """
-    from kiln.validation import read_table
+    from kiln.validation import Profile, read_table
 
-    ref = read_table(reference, "reference")
     cur = read_table(current, "current")
-    names = _columns(ref, cur, columns)
+    if isinstance(reference, Profile):
+        ref: Any = reference
+        ref_names = list(reference.columns)
+        ref_types = {n: _PROFILE_KINDS.get(c.type) for n, c in reference.columns.items()}
+    else:
+        ref = read_table(reference, "reference")
+        ref_names = ref.column_names
+        ref_types = {n: _kind_of(ref.schema.field(n).type) for n in ref_names}
+    names = _columns(ref_names, cur, columns)
     limits = _thresholds(thresholds)
     chosen = _methods(method, names)
-    kinds = {n: _kind(ref.schema.field(n).type, cur.schema.field(n).type, n) for n in names}
+    kinds = {n: _kind(ref_types[n], cur.schema.field(n).type, n) for n in names}
     for name in names:
         m = chosen.get(name)
         if m is not None:
@@ -130,7 +150,11 @@ def drift(
                 )
 
     def one(name: str) -> ColumnDrift:
-        return _compare(name, kinds[name], ref.column(name), cur.column(name), chosen, limits)
+        if isinstance(ref, Profile):
+            side = _from_profile(ref[name], kinds[name])
+        else:
+            side = (_numbers if kinds[name] == "numeric" else _categories)(ref.column(name))
+        return _compare(name, kinds[name], side, cur.column(name), chosen, limits)
 
     workers = min(len(names), os.cpu_count() or 1)
     if workers <= 1:
@@ -139,23 +163,21 @@ def drift(
         return DriftResult(tuple(pool.map(one, names)))
 
 
-def _columns(ref: pa.Table, cur: pa.Table, columns: Sequence[str] | None) -> list[str]:
+def _columns(ref: Sequence[str], cur: pa.Table, columns: Sequence[str] | None) -> list[str]:
     if columns is None:
-        names = [c for c in ref.column_names if c in set(cur.column_names)]
+        names = [c for c in ref if c in set(cur.column_names)]
         if not names:
             raise InvalidInput(
                 "reference and current have no column in common; reference has: "
-                f"{', '.join(ref.column_names)}; current has: {', '.join(cur.column_names)}"
+                f"{', '.join(ref)}; current has: {', '.join(cur.column_names)}"
             )
         return names
     if isinstance(columns, str) or not all(isinstance(c, str) for c in columns):
         raise InvalidInput(f"columns must be a list of column names; got {columns!r}")
     for name in columns:
-        for side, table in (("reference", ref), ("current", cur)):
-            if name not in table.column_names:
-                raise InvalidInput(
-                    f"no column {name!r} in {side}; it has: {', '.join(table.column_names)}"
-                )
+        for side, have in (("reference", list(ref)), ("current", cur.column_names)):
+            if name not in have:
+                raise InvalidInput(f"no column {name!r} in {side}; it has: {', '.join(have)}")
     return list(dict.fromkeys(columns))
 
 
@@ -193,15 +215,16 @@ def _methods(method: str | Mapping[str, str] | None, names: Sequence[str]) -> di
     return chosen
 
 
-def _kind(a: pa.DataType, b: pa.DataType, name: str) -> str:
-    ka, kb = _kind_of(a), _kind_of(b)
+def _kind(ka: str | None, b: pa.DataType, name: str) -> str:
+    kb = _kind_of(b)
     if ka is None or kb is None:
+        where = "reference" if ka is None else f"current ({b})"
         raise InvalidInput(
-            f"column {name!r} holds {a if ka is None else b}: drift compares numbers and "
-            "categories (text, booleans)"
+            f"column {name!r} in {where} holds values drift cannot compare: it compares "
+            "numbers and categories (text, booleans)"
         )
     if ka != kb:
-        raise InvalidInput(f"column {name!r} is {ka} in reference ({a}) and {kb} in current ({b})")
+        raise InvalidInput(f"column {name!r} is {ka} in reference and {kb} in current ({b})")
     return ka
 
 
@@ -218,14 +241,13 @@ def _kind_of(t: pa.DataType) -> str | None:
 def _compare(
     name: str,
     kind: str,
-    ref_col: pa.ChunkedArray,
+    reference: tuple[Any, float],
     cur_col: pa.ChunkedArray,
     chosen: Mapping[str, str],
     limits: Mapping[str, float],
 ) -> ColumnDrift:
-    read = _numbers if kind == "numeric" else _categories
-    ref, ref_missing = read(ref_col)
-    cur, cur_missing = read(cur_col)
+    ref, ref_missing = reference
+    cur, cur_missing = (_numbers if kind == "numeric" else _categories)(cur_col)
     n_ref, n_cur = _count(ref), _count(cur)
     for side, n in (("reference", n_ref), ("current", n_cur)):
         if n == 0:
@@ -252,7 +274,44 @@ def _compare(
 
 
 def _count(values: Any) -> int:
-    return int(values.size) if isinstance(values, np.ndarray) else int(sum(values.values()))
+    if isinstance(values, Mapping):
+        return int(sum(values.values()))
+    return int(values.size)
+
+
+def _from_profile(column: Any, kind: str) -> tuple[Any, float]:
+    """A reference column as its profile knows it: a histogram for numbers, the counts of
+    its top values for categories (the rest as one "other" count when not all are
+    listed)."""
+    if (
+        kind == "numeric"
+        and column.distinct_exact
+        and column.top
+        and len(column.top) == column.distinct
+    ):
+        # every value the profile saw, with its count: the reference itself, exactly
+        values = np.array([float(v) for v, _ in column.top])
+        repeats = np.array([n for _, n in column.top], dtype=np.int64)
+        order = np.argsort(values)
+        return np.repeat(values[order], repeats[order]), column.missing_rate
+    if kind == "numeric":
+        hist = column.histogram
+        if hist is None:
+            return np.empty(0), column.missing_rate
+        binned = Binned(
+            edges=np.asarray(hist.edges, dtype=np.float64),
+            counts=np.asarray(hist.counts, dtype=np.float64),
+            std=float(column.std or 0.0) * math.sqrt((column.present - 1) / column.present)
+            if column.present > 1
+            else 0.0,
+            present=int(column.present),
+        )
+        return binned, column.missing_rate
+    listed = dict(column.top)
+    rest = column.present - sum(listed.values())
+    if rest > 0:
+        listed[_OTHER] = rest
+    return listed, column.missing_rate
 
 
 def _numbers(col: pa.ChunkedArray) -> tuple[Any, float]:
@@ -278,16 +337,20 @@ def _categories(col: pa.ChunkedArray) -> tuple[Any, float]:
     return out, (total - len(present)) / total if total else 0.0
 
 
-def _ks(ref: np.ndarray, cur: np.ndarray) -> tuple[float, float | None]:
+def _ks(ref: Any, cur: np.ndarray) -> tuple[float, float | None]:
     from scipy.stats import ks_2samp
 
+    if isinstance(ref, Binned):
+        return _binned.ks(ref, cur)
     result = ks_2samp(ref, cur)
     return float(result.statistic), float(result.pvalue)
 
 
-def _psi(ref: np.ndarray, cur: np.ndarray) -> tuple[float, float | None]:
+def _psi(ref: Any, cur: np.ndarray) -> tuple[float, float | None]:
     """Population stability index over the reference's deciles (open-ended outer bins),
-    empty shares floored at 1e-4 before the log."""
+    empty shares floored at 1e-4 before the log; over a profile's histogram bins."""
+    if isinstance(ref, Binned):
+        return _binned.psi(ref, cur)
     edges = np.quantile(ref, np.linspace(0, 1, _PSI_BINS + 1)[1:-1])
     r = np.diff(np.searchsorted(ref, edges, side="right"), prepend=0, append=ref.size)
     c = np.diff(np.searchsorted(cur, edges, side="right"), prepend=0, append=cur.size)
@@ -296,7 +359,7 @@ def _psi(ref: np.ndarray, cur: np.ndarray) -> tuple[float, float | None]:
     return float(np.sum((cs - rs) * np.log(cs / rs))), None
 
 
-def _wasserstein(ref: np.ndarray, cur: np.ndarray) -> tuple[float, float | None]:
+def _wasserstein(ref: Any, cur: np.ndarray) -> tuple[float, float | None]:
     """The first Wasserstein distance over the reference's standard deviation; with a
     constant reference, 0 when current equals it and infinity otherwise.
 
@@ -306,6 +369,8 @@ def _wasserstein(ref: np.ndarray, cur: np.ndarray) -> tuple[float, float | None]
     its own sample's values; where values tie the step between them is 0, so the sum is
     the same as scipy's searches give.
     """
+    if isinstance(ref, Binned):
+        return _binned.wasserstein(ref, cur)
     both = np.concatenate([ref, cur])
     order = np.argsort(both, kind="stable")
     from_ref = order < ref.size
@@ -320,6 +385,10 @@ def _wasserstein(ref: np.ndarray, cur: np.ndarray) -> tuple[float, float | None]
 
 
 def _table(ref: Mapping[str, int], cur: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    if _OTHER in ref:  # a profile listed only its top values: the rest of current joins
+        listed = set(ref) - {_OTHER}  # their "other" count
+        other = sum(n for k, n in cur.items() if k not in listed)
+        cur = {**{k: n for k, n in cur.items() if k in listed}, _OTHER: other}
     keys = sorted(set(ref) | set(cur))
     return (
         np.array([ref.get(k, 0) for k in keys], dtype=np.float64),

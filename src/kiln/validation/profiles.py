@@ -35,8 +35,9 @@ __all__ = [
 ]
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
-_BINS = 20
+_BINS = 100
 _TOP_K = 20
+_INT_VALUES = 1_000  # an integer column with at most this many values keeps all their counts
 _FORMAT = 1
 
 NUMERIC = ("int", "float")
@@ -362,8 +363,16 @@ def _numeric(
     edges = _edges(s["min"], s["max"], bins, like)
     counts = _counts(finite.astype(np.float64, copy=False), edges)
     qs = s["quantiles"] or []
+    top: tuple[tuple[str, int], ...] = ()
+    if base.type == "int" and base.distinct <= _INT_VALUES:  # few values: keep them all
+        found, freq = np.unique(values.astype(np.int64), return_counts=True)
+        if found.size <= _INT_VALUES:
+            order = np.lexsort((found, -freq))
+            top = tuple((str(int(found[i])), int(freq[i])) for i in order)
+            base = replace(base, distinct=int(found.size), distinct_exact=True)
     return replace(
         base,
+        top=top,
         min=float(s["min"]),
         max=float(s["max"]),
         # numpy's pairwise sums over the whole column: the same data gives the same bits
