@@ -120,6 +120,7 @@ def test_monitoring_namespace() -> None:
         "LabelBatch",
         "QualityReport",
         "QualityRow",
+        "ServedDrift",
         "drift",
         "log_labels",
         "quality",

@@ -189,6 +189,4 @@ def test_a_reference_profile_stands_for_the_reference_rows() -> None:
     assert not {"stable_float", "stable_int"} & set(psi.drifted)
     # a profile that lists only some values: the rest are one "other" count on both sides
     few = profile(ref, top_k=2)
-    assert drift(reference=few, current=cur, columns=["new_category"]).drifted == [
-        "new_category"
-    ]
+    assert drift(reference=few, current=cur, columns=["new_category"]).drifted == ["new_category"]

@@ -10,6 +10,7 @@ stores the true outcomes as they arrive (by request id, or by entity and time) a
 from kiln.monitoring.drift import ColumnDrift, DriftResult, drift
 from kiln.monitoring.labels import LabelBatch, log_labels
 from kiln.monitoring.quality import QualityReport, QualityRow, quality
+from kiln.monitoring.served import ServedDrift
 
 __all__ = [
     "ColumnDrift",
@@ -17,6 +18,7 @@ __all__ = [
     "LabelBatch",
     "QualityReport",
     "QualityRow",
+    "ServedDrift",
     "drift",
     "log_labels",
     "quality",

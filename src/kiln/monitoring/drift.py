@@ -3,10 +3,12 @@
 Numbers are compared with Kolmogorov-Smirnov, the population stability index or the
 normalized Wasserstein distance; categories with the chi-square test of the 2 x k
 contingency table or the Jensen-Shannon distance. The defaults follow the sample size:
-with at most 1,000 values on both sides a test (KS, chi-square) decides at p < 0.05; past
+with at most 1,000 values on either side a test (KS, chi-square) decides at p < 0.05; past
 that, a test flags differences too small to matter (every column of a large window
 "drifts"), so a distance with a fixed threshold decides instead (Wasserstein over the
-reference's standard deviation > 0.1, Jensen-Shannon > 0.1).
+reference's standard deviation > 0.1, Jensen-Shannon > 0.1). The smaller side decides:
+a distance measured on a few hundred values is mostly sampling noise, so a small current
+window is tested even against a large reference.
 
 Each column is read once from Arrow into numpy and sorted once; the columns are compared
 on a thread pool (numpy's sorts and searches release the GIL). KS, chi-square and
@@ -21,6 +23,7 @@ import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -31,7 +34,7 @@ from kiln.core import InvalidInput
 from kiln.monitoring import _binned
 from kiln.monitoring._binned import Binned
 
-__all__ = ["DEFAULT_THRESHOLDS", "METHODS", "ColumnDrift", "DriftResult", "drift"]
+__all__ = ["DEFAULT_THRESHOLDS", "METHODS", "ColumnDrift", "DriftResult", "compare", "drift"]
 
 NUMERIC_METHODS = ("ks", "psi", "wasserstein")
 CATEGORICAL_METHODS = ("chi2", "jensenshannon")
@@ -107,9 +110,59 @@ class DriftResult:
 
 
 def drift(
+    deployment: str | None = None,
     *,
+    reference: Any = None,
+    current: Any = None,
+    window: str | timedelta | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    columns: Sequence[str] | None = None,
+    method: str | Mapping[str, str] | None = None,
+    thresholds: Mapping[str, float] | None = None,
+) -> Any:
+    """Drift of a deployment's served traffic, or between two datasets.
+
+    ``drift("fraud-api", window="1h")`` compares the inputs (and, against a window, the
+    predictions) the deployment served in the last hour (or ``since``/``until``) with a
+    reference, per model version and traffic arm: ``reference="training"`` (the default:
+    each version's reference profile), a profile or data, or a window before the current
+    one (``reference="7d"``). It returns a :class:`~kiln.monitoring.ServedDrift`.
+
+    ``drift(reference=df_a, current=df_b)`` compares two datasets and returns a
+    :class:`DriftResult` (see :func:`compare`).
+    """
+    if deployment is not None:
+        from kiln.monitoring.served import served_drift
+
+        if current is not None:
+            raise InvalidInput(
+                "drift of a deployment compares what it served: give window= or since=, "
+                "not current="
+            )
+        return served_drift(
+            deployment,
+            reference="training" if reference is None else reference,
+            window=window,
+            since=since,
+            until=until,
+            columns=columns,
+            method=method,
+            thresholds=thresholds,
+        )
+    if reference is None or current is None:
+        raise InvalidInput(
+            "drift takes a deployment name, or reference= and current= (two datasets)"
+        )
+    if window is not None or since is not None or until is not None:
+        raise InvalidInput("window=, since= and until= select a deployment's traffic")
+    return compare(reference, current, columns=columns, method=method, thresholds=thresholds)
+
+
+def compare(
     reference: Any,
     current: Any,
+    *,
     columns: Sequence[str] | None = None,
     method: str | Mapping[str, str] | None = None,
     thresholds: Mapping[str, float] | None = None,
@@ -252,7 +305,7 @@ def _compare(
     for side, n in (("reference", n_ref), ("current", n_cur)):
         if n == 0:
             raise InvalidInput(f"column {name!r} has no values in {side} to compare")
-    small = n_ref <= _SMALL and n_cur <= _SMALL
+    small = min(n_ref, n_cur) <= _SMALL  # a distance on a small sample is mostly noise
     default = ("ks", "wasserstein") if kind == "numeric" else ("chi2", "jensenshannon")
     method = chosen.get(name) or default[0 if small else 1]
     statistic, p_value = _STATS[method](ref, cur)
