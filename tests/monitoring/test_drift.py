@@ -3,6 +3,7 @@ sizes; every statistic equals scipy's on the same data; mistakes are named."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -110,9 +111,13 @@ def test_input_forms_missing_values_and_the_result(tmp_path: Path) -> None:
     cur.loc[:29, "stable_float"] = np.nan
     cur.loc[:59, "stable_text"] = None
     ref.to_parquet(tmp_path / "ref.parquet")
+    (tmp_path / "parts").mkdir()
+    cur.iloc[:100].to_parquet(tmp_path / "parts" / "0.parquet")
+    cur.iloc[100:].to_parquet(tmp_path / "parts" / "1.parquet")
     from_paths = drift(reference=tmp_path / "ref.parquet", current=pa.Table.from_pandas(cur))
     from_frames = drift(reference=ref, current=cur)
-    assert from_paths.to_dict() == from_frames.to_dict()
+    from_folder = drift(reference=str(tmp_path / "ref.parquet"), current=tmp_path / "parts")
+    assert from_paths.to_dict() == from_frames.to_dict() == from_folder.to_dict()
     col = from_frames["stable_float"]
     assert col.current_count == 270 and col.missing_current == pytest.approx(0.1)
     assert from_frames["stable_text"].missing_current == pytest.approx(0.2)
@@ -157,6 +162,55 @@ def test_mistakes_are_named(tmp_path: Path) -> None:
         drift(reference=ref, current=tmp_path / "missing.parquet")
     with pytest.raises(InvalidInput, match="no column in common"):
         drift(reference=ref[["mean_shift"]], current=cur[["stable_int"]])
+    with pytest.raises(InvalidInput, match="thresholds must map a method to its threshold"):
+        drift(reference=ref, current=cur, thresholds=0.1)  # type: ignore[call-overload]
+    with pytest.raises(InvalidInput, match="columns is empty"):
+        drift(reference=ref, current=cur, columns=[])
+    with pytest.raises(InvalidInput, match="reference has no columns"):
+        drift(reference=ref[[]], current=cur)
+    with pytest.raises(
+        InvalidInput, match="column 'mean_shift' has infinite values in current: the Wasserstein"
+    ):
+        drift(
+            reference=ref,
+            current=cur.assign(mean_shift=np.r_[np.inf, cur.mean_shift[1:]]),
+            columns=["mean_shift"],
+            method="wasserstein",
+        )
+
+
+def test_edge_values_give_figures_not_errors() -> None:
+    """Integers past 2**53, a constant reference, near-identical category shares, numpy
+    thresholds and infinities under KS: figures, and a result that is valid JSON."""
+    big = np.array([2**62, 1] * 50, dtype=np.int64)
+    out = drift(
+        reference=pd.DataFrame({"i": big, "k": np.ones(100)}),
+        current=pd.DataFrame({"i": big[::-1], "k": np.r_[np.ones(99), 2.0]}),
+        method="wasserstein",
+        thresholds={"wasserstein": np.float32(0.5)},  # type: ignore[dict-item]
+    )
+    assert out["i"].statistic == 0.0 and not out["i"].drifted
+    assert out["k"].statistic == np.inf and out["k"].drifted  # constant reference, current left
+    as_json = json.loads(json.dumps(out.to_dict(), allow_nan=False))
+    assert as_json["columns"][1]["statistic"] is None and as_json["drifted"] == ["k"]
+    # shares equal but for one count in millions: scipy's square root of a rounding error
+    # below zero is NaN (with a RuntimeWarning); it is no distance
+    flags = np.zeros(102_248 + 7_281_249, dtype=bool)
+    flags[:102_248] = True
+    with np.errstate(invalid="ignore"):
+        assert np.isnan(jensenshannon([102_248, 7_281_249], [102_248, 7_281_250], base=2))
+    js = drift(
+        reference=pa.table({"flag": flags}),
+        current=pa.table({"flag": np.r_[flags, False]}),
+        method="jensenshannon",
+    )["flag"]
+    assert js.statistic == 0.0 and not js.drifted
+    ref, cur = pair(300, seed=7)
+    inf = cur.assign(mean_shift=np.r_[np.inf, -np.inf, cur.mean_shift[2:]])
+    got = drift(reference=ref, current=inf, columns=["mean_shift"])["mean_shift"]
+    want_ks = stats.ks_2samp(ref.mean_shift, inf.mean_shift)
+    assert got.statistic == pytest.approx(want_ks.statistic, rel=1e-12)
+    assert got.p_value == pytest.approx(want_ks.pvalue, rel=1e-9, abs=1e-300)
 
 
 def test_a_reference_profile_stands_for_the_reference_rows() -> None:

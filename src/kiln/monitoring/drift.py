@@ -19,12 +19,13 @@ from the sorted values as scipy computes them.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 import pyarrow as pa
@@ -33,6 +34,9 @@ import pyarrow.compute as pc
 from kiln.core import InvalidInput
 from kiln.monitoring import _binned
 from kiln.monitoring._binned import Binned
+
+if TYPE_CHECKING:
+    from kiln.monitoring.served import ServedDrift
 
 __all__ = ["DEFAULT_THRESHOLDS", "METHODS", "ColumnDrift", "DriftResult", "compare", "drift"]
 
@@ -96,10 +100,18 @@ class DriftResult:
         raise KeyError(column)
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain values only, valid JSON: an infinite statistic (a constant reference that
+        current leaves, under ``wasserstein``) is written as None."""
         return {
             "drifted": self.drifted,
             "share_drifted": self.share_drifted,
-            "columns": [asdict(c) for c in self.columns],
+            "columns": [
+                {
+                    k: None if isinstance(v, float) and not math.isfinite(v) else v
+                    for k, v in asdict(c).items()
+                }
+                for c in self.columns
+            ],
         }
 
     def to_pandas(self) -> Any:
@@ -107,6 +119,32 @@ class DriftResult:
 
         fields = list(ColumnDrift.__dataclass_fields__)
         return pd.DataFrame([asdict(c) for c in self.columns], columns=fields)
+
+
+@overload
+def drift(
+    deployment: None = None,
+    *,
+    reference: Any,
+    current: Any,
+    columns: Sequence[str] | None = None,
+    method: str | Mapping[str, str] | None = None,
+    thresholds: Mapping[str, float] | None = None,
+) -> DriftResult: ...
+
+
+@overload
+def drift(
+    deployment: str,
+    *,
+    reference: Any = None,
+    window: str | timedelta | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    columns: Sequence[str] | None = None,
+    method: str | Mapping[str, str] | None = None,
+    thresholds: Mapping[str, float] | None = None,
+) -> ServedDrift: ...
 
 
 def drift(
@@ -217,6 +255,9 @@ def compare(
 
 
 def _columns(ref: Sequence[str], cur: pa.Table, columns: Sequence[str] | None) -> list[str]:
+    for side, have in (("reference", list(ref)), ("current", cur.column_names)):
+        if not have:
+            raise InvalidInput(f"{side} has no columns to compare (an empty table or folder?)")
     if columns is None:
         names = [c for c in ref if c in set(cur.column_names)]
         if not names:
@@ -227,6 +268,8 @@ def _columns(ref: Sequence[str], cur: pa.Table, columns: Sequence[str] | None) -
         return names
     if isinstance(columns, str) or not all(isinstance(c, str) for c in columns):
         raise InvalidInput(f"columns must be a list of column names; got {columns!r}")
+    if not columns:
+        raise InvalidInput("columns is empty: name at least one column, or leave it out")
     for name in columns:
         for side, have in (("reference", list(ref)), ("current", cur.column_names)):
             if name not in have:
@@ -236,12 +279,20 @@ def _columns(ref: Sequence[str], cur: pa.Table, columns: Sequence[str] | None) -
 
 def _thresholds(given: Mapping[str, float] | None) -> dict[str, float]:
     limits = dict(DEFAULT_THRESHOLDS)
+    if given is not None and not isinstance(given, Mapping):
+        raise InvalidInput(
+            f"thresholds must map a method to its threshold, such as {{'psi': 0.1}}; got {given!r}"
+        )
     for name, value in (given or {}).items():
         if name not in METHODS:
             raise InvalidInput(
                 f"thresholds names unknown method {name!r}; known: {', '.join(METHODS)}"
             )
-        if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        if (
+            isinstance(value, bool | np.bool_)
+            or not isinstance(value, numbers.Real)
+            or math.isnan(value)
+        ):
             raise InvalidInput(f"the threshold of {name!r} must be a number; got {value!r}")
         limits[name] = float(value)
     return limits
@@ -308,6 +359,16 @@ def _compare(
     small = min(n_ref, n_cur) <= _SMALL  # a distance on a small sample is mostly noise
     default = ("ks", "wasserstein") if kind == "numeric" else ("chi2", "jensenshannon")
     method = chosen.get(name) or default[0 if small else 1]
+    if method == "wasserstein":
+        for side, values in (("reference", ref), ("current", cur)):
+            if isinstance(values, np.ndarray) and (
+                math.isinf(values[0]) or math.isinf(values[-1])  # sorted: at the ends
+            ):
+                raise InvalidInput(
+                    f"column {name!r} has infinite values in {side}: the Wasserstein "
+                    f"distance needs finite ones; compare it with method={{{name!r}: 'ks'}} "
+                    "or 'psi', or drop them"
+                )
     statistic, p_value = _STATS[method](ref, cur)
     threshold = limits[method]
     drifted = p_value < threshold if p_value is not None else statistic > threshold
@@ -370,7 +431,8 @@ def _from_profile(column: Any, kind: str) -> tuple[Any, float]:
 def _numbers(col: pa.ChunkedArray) -> tuple[Any, float]:
     """The column's values as sorted float64, missing ones (null, NaN) dropped."""
     total = len(col)
-    values = pc.cast(col.drop_null(), pa.float64()).to_numpy()
+    # unsafe: integers past 2**53 round to the nearest float rather than fail
+    values = pc.cast(col.drop_null(), pa.float64(), safe=False).to_numpy()
     values = values[~np.isnan(values)]
     values.sort()  # in place: the copy above is already ours
     return values, (total - values.size) / total if total else 0.0
@@ -463,7 +525,9 @@ def _jensenshannon(ref: Mapping[str, int], cur: Mapping[str, int]) -> tuple[floa
     from scipy.spatial.distance import jensenshannon
 
     r, c = _table(ref, cur)
-    return float(jensenshannon(r / r.sum(), c / c.sum(), base=2)), None
+    with np.errstate(invalid="ignore"):  # sqrt of a rounding error below 0: no distance
+        distance = float(jensenshannon(r / r.sum(), c / c.sum(), base=2))
+    return (0.0 if math.isnan(distance) else distance), None
 
 
 _STATS: dict[str, Any] = {
