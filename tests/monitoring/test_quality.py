@@ -142,6 +142,13 @@ def test_mistakes_are_named() -> None:
         log_labels("fraud-api", frame[["card_id"]].assign(label=1))
     with pytest.raises(InvalidInput, match="missing: event_time"):
         log_labels("fraud-api", frame[["card_id"]].assign(label=1), keys=["card_id"])
+    log_labels("fraud-api", ids.assign(label=frame.truth))
+    with pytest.raises(InvalidInput, match="no output column 'output_7' in the prediction log"):
+        quality("fraud-api", score="output_7")
+    with pytest.raises(InvalidInput, match="threshold must be a number in"):
+        quality("fraud-api", threshold="high")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="The 'window' parameter of quality"):
+        quality("fraud-api", window="weekly")
     with pytest.raises(InvalidInput, match="must be a pandas DataFrame, a pyarrow Table"):
         log_labels("fraud-api", "labels.csv")
     log_labels(

@@ -77,7 +77,9 @@ def test_against_an_earlier_window_the_predictions_are_compared_too() -> None:
     register(1)
     serve(rows(300, 20), version=1, arm="champion", hours_ago=5)
     serve(rows(300, 21, amount_mean=140.0), version=1, arm="champion", hours_ago=0.5)
-    result = kiln.monitoring.drift("fraud-api", window="1h", reference="6h")
+    result = kiln.monitoring.drift("fraud-api", window="60m", reference="6h")
+    same = kiln.monitoring.drift("fraud-api", window="3600000ms", reference=timedelta(hours=6))
+    assert same.drifted == result.drifted  # any duration the parser reads, text or not
     drifted = result.drifted[1, "champion"]
     assert "amount" in drifted and "output" in drifted  # more high scores than before
     assert "category" not in drifted

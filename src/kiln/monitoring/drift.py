@@ -247,11 +247,18 @@ def compare(
             side = (_numbers if kinds[name] == "numeric" else _categories)(ref.column(name))
         return _compare(name, kinds[name], side, cur.column(name), chosen, limits)
 
-    workers = min(len(names), os.cpu_count() or 1)
+    workers = min(len(names), _cores())
     if workers <= 1:
         return DriftResult(tuple(one(n) for n in names))
     with ThreadPoolExecutor(workers, thread_name_prefix="kiln-drift") as pool:
         return DriftResult(tuple(pool.map(one, names)))
+
+
+def _cores() -> int:
+    """The cores this process may run on (a container or ``taskset`` may allow fewer than
+    the machine has)."""
+    getaffinity = getattr(os, "sched_getaffinity", None)
+    return len(getaffinity(0)) if getaffinity is not None else os.cpu_count() or 1
 
 
 def _columns(ref: Sequence[str], cur: pa.Table, columns: Sequence[str] | None) -> list[str]:

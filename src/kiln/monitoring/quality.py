@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from kiln.core import InvalidInput, NotFound
+from kiln.features.definitions import parse_duration
 from kiln.monitoring.labels import EVENT_TIME, LABEL, LOGGED_AT, REQUEST_ID, ROW, read_labels
 
 __all__ = ["QualityReport", "QualityRow", "quality"]
@@ -95,7 +96,7 @@ def quality(
     check_name(deployment)
     if isinstance(threshold, bool) or not isinstance(threshold, int | float):
         raise InvalidInput(f"threshold must be a number in [0, 1]; got {threshold!r}")
-    step = _window(window)
+    step = None if window is None else parse_duration(window, owner="quality", param="window")
     predictions = read_predictions(deployment=deployment, since=since)
     if until is not None:
         import pyarrow.compute as pc
@@ -107,14 +108,6 @@ def quality(
     joined = _joined(deployment, predictions, column)
     rows = _grouped(joined, step, float(threshold))
     return QualityReport(deployment, float(threshold), column, tuple(rows))
-
-
-def _window(window: str | timedelta | None) -> timedelta | None:
-    if window is None or isinstance(window, timedelta):
-        return window
-    from kiln.features.definitions import parse_duration
-
-    return parse_duration(window, owner="quality", param="window")
 
 
 def _score_column(predictions: pa.Table, score: str | None) -> str:

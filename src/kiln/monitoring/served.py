@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from kiln.core import InvalidInput, NotFound
+from kiln.features.definitions import parse_duration
 from kiln.monitoring.drift import DriftResult, compare
 
 __all__ = ["ServedDrift", "served_drift"]
@@ -63,11 +64,11 @@ def served_drift(
 
     check_name(deployment)
     end = _aware(until, "until") or datetime.now(UTC)
-    span = _duration(window, "window") if window is not None else None
+    span = parse_duration(window, owner="drift", param="window") if window is not None else None
     start = _aware(since, "since") or (end - span if span is not None else None)
     if start is None:
         raise InvalidInput("drift of a deployment needs window= (e.g. '1h') or since=")
-    back = _duration(reference, "reference") if _is_duration(reference) else None
+    back = _earlier_span(reference)
     first = start - back if back is not None else start
     logged = read_predictions(deployment=deployment, since=first)
     logged = logged.filter(pc.invert(logged["shadow"]))
@@ -109,18 +110,17 @@ def _reference_of(model: str, reference: Any) -> Any:
     return reference
 
 
-def _is_duration(value: Any) -> bool:
-    if isinstance(value, timedelta):
-        return True
-    if not isinstance(value, str) or value == "training":
-        return False
-    return value[:-1].replace(".", "", 1).isdigit() and value[-1] in "smhdw"
-
-
-def _duration(value: Any, name: str) -> timedelta:
-    from kiln.features.definitions import parse_duration
-
-    return parse_duration(value, owner="drift", param=name)
+def _earlier_span(reference: Any) -> timedelta | None:
+    """The span before the window that ``reference`` names, when it names one (a
+    timedelta, or text the duration parser reads: ``"7d"``, ``"90m"``, ``"1500ms"``)."""
+    if isinstance(reference, timedelta):
+        return parse_duration(reference, owner="drift", param="reference")
+    if not isinstance(reference, str) or reference == "training":
+        return None
+    try:
+        return parse_duration(reference, owner="drift", param="reference")
+    except InvalidInput:  # not a duration: a path to reference data
+        return None
 
 
 def _aware(value: datetime | None, name: str) -> datetime | None:

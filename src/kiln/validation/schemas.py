@@ -36,6 +36,7 @@ __all__ = [
 ]
 
 TYPES = ("int", "float", "bool", "string", "timestamp", "date", "other")
+RULES = ("type", "max_missing_rate", "min", "max", "domain")  # what a column schema says
 _DOMAIN_MAX = 50  # categories listed in an inferred domain, at most
 _EXAMPLES = 5
 _FORMAT = 1
@@ -107,7 +108,7 @@ class Schema:
                 raise InvalidInput(f"column {name!r} is new: give its type= as well")
             column = ColumnSchema(name=name, **changes)
         else:
-            unknown = sorted(set(changes) - {"type", "max_missing_rate", "min", "max", "domain"})
+            unknown = sorted(set(changes) - set(RULES))
             if unknown:
                 raise InvalidInput(
                     f"with_column takes no {unknown[0]!r}; a column has type, "
@@ -137,7 +138,7 @@ class Schema:
         for name, spec in (data.get("columns") or {}).items():
             if not isinstance(spec, Mapping) or "type" not in spec:
                 raise InvalidInput(f"schema column {name!r} must be an object with a type")
-            unknown = sorted(set(spec) - {"type", "max_missing_rate", "min", "max", "domain"})
+            unknown = sorted(set(spec) - set(RULES))
             if unknown:
                 raise InvalidInput(f"schema column {name!r}: unknown rule {unknown[0]!r}")
             domain = spec.get("domain")
