@@ -115,15 +115,19 @@ def test_validation_namespace() -> None:
 
 def test_monitoring_namespace() -> None:
     assert sorted(kiln.monitoring.__all__) == [
+        "ArmReport",
         "ColumnDrift",
+        "ColumnReport",
         "DriftResult",
         "LabelBatch",
+        "MonitoringReport",
         "QualityReport",
         "QualityRow",
         "ServedDrift",
         "drift",
         "log_labels",
         "quality",
+        "report",
     ]
 
 
