@@ -115,19 +115,35 @@ def test_validation_namespace() -> None:
 
 def test_monitoring_namespace() -> None:
     assert sorted(kiln.monitoring.__all__) == [
+        "ActionState",
+        "AlertEvent",
         "ArmReport",
         "ColumnDrift",
         "ColumnReport",
         "DriftResult",
+        "Evaluation",
         "LabelBatch",
+        "Log",
+        "Monitor",
+        "MonitorService",
         "MonitoringReport",
+        "Observation",
         "QualityReport",
         "QualityRow",
+        "Retrain",
+        "Rollback",
+        "Rule",
         "ServedDrift",
+        "Webhook",
         "drift",
+        "evaluate",
+        "events",
+        "get_event",
+        "load_monitors",
         "log_labels",
         "quality",
         "report",
+        "run_pending",
     ]
 
 

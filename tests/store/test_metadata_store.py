@@ -17,9 +17,11 @@ from alembic.script import ScriptDirectory
 
 import kiln.features._tables  # declares the feature store's tables on kiln.store.metadata
 import kiln.flows._tables  # declares the flows tables on kiln.store.metadata
+import kiln.monitoring._tables  # declares monitoring's tables on kiln.store.metadata
 import kiln.registry._tables  # declares the registry's tables on kiln.store.metadata
 import kiln.serving._tables  # declares serving's tables on kiln.store.metadata
 import kiln.store
+import kiln.store.references  # declares the reference counts on kiln.store.metadata
 import kiln.tracking._tables  # declares tracking's tables on kiln.store.metadata
 from kiln.errors import ConfigError, StoreUnavailable
 from kiln.store import VERSION_TABLE, MetadataStore, open_metadata_store

@@ -20,6 +20,7 @@ from kiln.cli._features import features_app
 from kiln.cli._flows import flows_app
 from kiln.cli._format import JsonOpt, console, emit_json, fmt, report, status, table
 from kiln.cli._models import models_app
+from kiln.cli._monitor import monitor_app
 from kiln.cli._schedules import scheduler
 from kiln.cli._serve import serve
 from kiln.cli._tune import tune_app
@@ -46,6 +47,7 @@ app.add_typer(features_app, name="features")
 app.add_typer(deployments_app, name="deployments")
 app.add_typer(flows_app, name="flows")
 app.add_typer(tune_app, name="tune")
+app.add_typer(monitor_app, name="monitor")
 app.command("deploy", help=f"Shortcut for 'kiln deployments create'. {deploy.__doc__}")(deploy)
 app.command()(serve)
 app.command()(scheduler)

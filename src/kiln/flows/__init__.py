@@ -35,6 +35,7 @@ if not TYPE_CHECKING:
             "Schedule": "kiln.flows.records",
             "ScheduledRun": "kiln.flows.records",
             "Scheduler": "kiln.flows.scheduling",
+            "StartedFlow": "kiln.flows._launch",
             "Step": "kiln.flows.steps",
             "TaskLog": "kiln.flows.logs",
             "TaskRecord": "kiln.flows.records",
@@ -50,6 +51,7 @@ if not TYPE_CHECKING:
             "schedule": "kiln.flows.scheduling",
             "scheduled_runs": "kiln.flows.scheduling",
             "schedules": "kiln.flows.scheduling",
+            "start_flow": "kiln.flows._launch",
             "settings_snapshot": "kiln.flows.executors",
             "task_output": "kiln.flows.executors",
             "TaskResult": "kiln.flows._worker",
@@ -65,6 +67,7 @@ if not TYPE_CHECKING:
 if TYPE_CHECKING:
     from kiln.flows._flow import Flow, FlowFailed, FlowRun, flow, load_flow
     from kiln.flows._graph import FlowDefinitionError, each, unmapped
+    from kiln.flows._launch import StartedFlow, start_flow
     from kiln.flows._ray import RayExecutor
     from kiln.flows._records import get_run, list_runs, request_cancel, tasks
     from kiln.flows._runner import Event
@@ -106,6 +109,7 @@ __all__ = [
     "Schedule",
     "ScheduledRun",
     "Scheduler",
+    "StartedFlow",
     "Step",
     "TaskLog",
     "TaskRecord",
@@ -124,6 +128,7 @@ __all__ = [
     "scheduled_runs",
     "schedules",
     "settings_snapshot",
+    "start_flow",
     "step",
     "task_logs",
     "task_output",

@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shlex
 import socket
 import subprocess
 import sys
@@ -43,8 +42,8 @@ import sqlalchemy as sa
 from kiln.core import Conflict, InvalidInput, NotFound, get_settings, new_id, now_millis, to_millis
 from kiln.flows import _cron
 from kiln.flows._flow import load_flow
+from kiln.flows._launch import check_executor, flow_command, launch, text_params
 from kiln.flows._tables import flow_runs, flow_schedule_runs, flow_schedules
-from kiln.flows.executors import parse_executor
 from kiln.flows.records import Schedule, ScheduledRun
 from kiln.tracking import TrackingClient, default_client
 
@@ -99,7 +98,7 @@ def schedule(
         isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1
     ):
         raise InvalidInput(f"max_parallel must be an integer >= 1; got {max_parallel!r}")
-    text = _text_params(params)
+    text = text_params(params)
     flow = load_flow(target)
     flow.params(text, from_text=True)  # converted as the run will convert them
     label = _check_name(name if name is not None else flow.name, given=name is not None)
@@ -375,12 +374,9 @@ class Scheduler:
 
     def command(self, schedule: Schedule, due_at: int) -> list[str]:
         """The ``kiln flows run`` command line that starts ``schedule``'s run for ``due_at``."""
-        argv = [sys.executable, "-m", "kiln", "flows", "run", schedule.target]
-        for key, value in schedule.params.items():
-            argv += ["--param", f"{key}={value}"]
-        argv += ["--executor", schedule.executor]
-        if schedule.max_parallel is not None:
-            argv += ["--max-parallel", str(schedule.max_parallel)]
+        argv = flow_command(
+            schedule.target, schedule.params, schedule.executor, schedule.max_parallel
+        )
         return [*argv, "--schedule-id", schedule.id, "--due-at", str(due_at)]
 
     def log_path(self, schedule: Schedule) -> Path:
@@ -512,45 +508,15 @@ class Scheduler:
         does not reach it), output appended to the schedule's log."""
         argv = self.command(schedule, claim.due_at)
         log = self.log_path(schedule)
-        log.parent.mkdir(parents=True, exist_ok=True)
-        workdir = schedule.workdir if Path(schedule.workdir).is_dir() else None
-        with open(log, "ab") as out:
-            out.write(
-                f"--- {_iso(now_millis())} {self.identity} starts the run due {_iso(claim.due_at)}"
-                f": {shlex.join(argv)}\n".encode()
-            )
-            out.flush()
-            process = subprocess.Popen(
-                argv,
-                cwd=workdir,
-                env=self._environment(),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        process = launch(
+            argv,
+            log,
+            schedule.workdir,
+            client=self.client,
+            note=f"{self.identity} starts the run due {_iso(claim.due_at)}",
+        )
         with self._lock:
             self._children.append(_Child(process, schedule.id, claim.due_at, log))
-
-    def _environment(self) -> dict[str, str]:
-        """This process's environment with its resolved Kiln settings spelled out, so the
-        run opens the same stores wherever it imports from (its directory may hold another
-        kiln.toml) and however this process was configured."""
-        settings = get_settings()
-        env = dict(os.environ)
-        env.update(
-            KILN_HOME=str(settings.home),
-            KILN_DB_URL=self.client.meta.url,
-            KILN_ARTIFACT_URI=settings.artifact_uri,
-            KILN_ONLINE_URL=settings.online_url,
-            KILN_HEARTBEAT_TIMEOUT_S=repr(settings.heartbeat_timeout_s),
-            KILN_METRIC_FLUSH_INTERVAL_S=repr(settings.metric_flush_interval_s),
-        )
-        if settings.offline_dir is not None:
-            env["KILN_OFFLINE_DIR"] = str(settings.offline_dir)
-        if settings.s3_endpoint_url:
-            env["KILN_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
-        return env
 
 
 # -- reading ----------------------------------------------------------------------------------
@@ -645,7 +611,7 @@ def _claim(row: Any, name: str) -> ScheduledRun:
 def _check_executor(executor: str) -> None:
     """The names :func:`kiln.flows.open_executor` takes, checked without starting one."""
     try:
-        parse_executor(executor)
+        check_executor(executor)
     except InvalidInput as exc:
         raise InvalidInput(f"executor: {exc}") from None
 
@@ -658,27 +624,6 @@ def _check_name(name: str, *, given: bool) -> str:
         f"name: a schedule name is 1-128 letters, digits, '_', '.' or '-', starting with a "
         f"letter or digit; got {name!r}{hint}"
     )
-
-
-def _text_params(params: Mapping[str, Any] | None) -> dict[str, str]:
-    if params is None:
-        return {}
-    if not isinstance(params, Mapping):
-        raise InvalidInput(f"params must map parameter names to values; got {params!r}")
-    text: dict[str, str] = {}
-    for key, value in params.items():
-        if not isinstance(key, str) or not key:
-            raise InvalidInput(f"params: a parameter name is a non-empty string; got {key!r}")
-        if isinstance(value, bool):
-            text[key] = "true" if value else "false"
-        elif isinstance(value, str | int | float):
-            text[key] = str(value)
-        else:
-            raise InvalidInput(
-                f"params[{key!r}] must be text, as --param {key}=VALUE takes it, or a number; "
-                f"got {value!r}"
-            )
-    return text
 
 
 def _iso(ms: int) -> str:

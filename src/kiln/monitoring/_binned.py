@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Binned", "ks", "psi", "wasserstein"]
+__all__ = ["Binned", "ks", "psi", "psi_of", "wasserstein"]
 
 _PSI_FLOOR = 1e-4
 
@@ -43,9 +43,14 @@ def psi(ref: Binned, cur: np.ndarray) -> tuple[float, float | None]:
     index = np.searchsorted(ref.edges, cur, side="right") - 1
     np.clip(index, 0, len(ref.counts) - 1, out=index)
     c = np.bincount(index, minlength=len(ref.counts)) / cur.size
-    r = ref.counts / ref.counts.sum()
-    rs, cs = np.maximum(r, _PSI_FLOOR), np.maximum(c, _PSI_FLOOR)
-    return float(np.sum((cs - rs) * np.log(cs / rs))), None
+    return psi_of(ref.counts / ref.counts.sum(), c), None
+
+
+def psi_of(ref_shares: np.ndarray, cur_shares: np.ndarray) -> float:
+    """The index over shares of the same bins, each floored at 1e-4 before the log."""
+    rs = np.maximum(ref_shares, _PSI_FLOOR)
+    cs = np.maximum(cur_shares, _PSI_FLOOR)
+    return float(np.sum((cs - rs) * np.log(cs / rs)))
 
 
 def _gaps(ref: Binned, cur: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -41,8 +41,8 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_THRESHOLDS", "METHODS", "ColumnDrift", "DriftResult", "compare", "drift"]
 
 NUMERIC_METHODS = ("ks", "psi", "wasserstein")
-CATEGORICAL_METHODS = ("chi2", "jensenshannon")
-METHODS = (*NUMERIC_METHODS, *CATEGORICAL_METHODS)
+CATEGORICAL_METHODS = ("chi2", "jensenshannon", "psi")
+METHODS = ("ks", "psi", "wasserstein", "chi2", "jensenshannon")
 DEFAULT_THRESHOLDS: Mapping[str, float] = {
     "ks": 0.05,  # p-value below it: drifted
     "chi2": 0.05,  # p-value below it: drifted
@@ -52,7 +52,6 @@ DEFAULT_THRESHOLDS: Mapping[str, float] = {
 }
 _SMALL = 1_000  # at most this many values on both sides: a test decides
 _PSI_BINS = 10
-_PSI_FLOOR = 1e-4
 _PROFILE_KINDS = {
     "int": "numeric",
     "float": "numeric",
@@ -468,17 +467,19 @@ def _ks(ref: Any, cur: np.ndarray) -> tuple[float, float | None]:
     return float(result.statistic), float(result.pvalue)
 
 
-def _psi(ref: Any, cur: np.ndarray) -> tuple[float, float | None]:
+def _psi(ref: Any, cur: Any) -> tuple[float, float | None]:
     """Population stability index over the reference's deciles (open-ended outer bins),
-    empty shares floored at 1e-4 before the log; over a profile's histogram bins."""
+    empty shares floored at 1e-4 before the log; over a profile's histogram bins; over
+    the categories of both sides (a new category is a share the reference lacks)."""
     if isinstance(ref, Binned):
         return _binned.psi(ref, cur)
+    if isinstance(ref, Mapping):
+        r, c = _table(ref, cur)
+        return _binned.psi_of(r / r.sum(), c / c.sum()), None
     edges = np.quantile(ref, np.linspace(0, 1, _PSI_BINS + 1)[1:-1])
     r = np.diff(np.searchsorted(ref, edges, side="right"), prepend=0, append=ref.size)
     c = np.diff(np.searchsorted(cur, edges, side="right"), prepend=0, append=cur.size)
-    rs = np.maximum(r / ref.size, _PSI_FLOOR)
-    cs = np.maximum(c / cur.size, _PSI_FLOOR)
-    return float(np.sum((cs - rs) * np.log(cs / rs))), None
+    return _binned.psi_of(r / ref.size, c / cur.size), None
 
 
 def _wasserstein(ref: Any, cur: np.ndarray) -> tuple[float, float | None]:
