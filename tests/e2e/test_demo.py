@@ -22,6 +22,7 @@ from sklearn.metrics import roc_auc_score
 import kiln
 from kiln.cli._demo import DemoSummary, run_demo
 from kiln.cli._demo_features import DEMO_FEATURES, STORE_FEATURES
+from kiln.cli._demo_monitoring import PSI_LIMIT
 from kiln.cli._demo_serving import (
     CANARY_PERCENT,
     DEPLOYMENT,
@@ -224,9 +225,14 @@ def test_best_candidate_is_the_registered_champion(demo: tuple[DemoSummary, str]
 
     graph = kiln.models.lineage("fraud@champion")
     assert graph.run is not None and graph.run.id == summary.best_run_id
-    assert [(n.kind, n.label) for n in graph.inputs] == [("dataset", "fraud_demo_train")]
-    assert graph.inputs[0].attributes["rows"] == N_TRANSACTIONS
-    upstream = {c.id for c in graph.inputs[0].children}
+    best = kiln.runs.get(summary.best_run_id)
+    # Trained on the saved training set; the tuned candidate also on its study.
+    studied = {("study", best.tags["tuned_by"])} if best.name == "lightgbm" else set()
+    inputs = {(n.kind, n.label) for n in graph.inputs}
+    assert inputs == {("dataset", "fraud_demo_train")} | studied
+    (dataset,) = (n for n in graph.inputs if n.kind == "dataset")
+    assert dataset.attributes["rows"] == N_TRANSACTIONS
+    upstream = {c.id for c in dataset.children}
     assert upstream == {"user_tx@v1", "merchant_tx@v1", "amount_features@v1"}
     step, flow_run = graph.parents  # the flow step that trained it, then its flow run
     assert (step.kind, step.attributes["step"]) == ("flow_step", "train_candidate")
@@ -235,7 +241,7 @@ def test_best_candidate_is_the_registered_champion(demo: tuple[DemoSummary, str]
     assert "flow step train_candidate" in text
     assert f"flow run fraud_demo_training  {summary.flow_run_id}" in text
     assert "Registered fraud/1" in text and "fraud@champion" in text
-    assert "data inputs (1)" in text and "kiln models lineage fraud@champion" in text
+    assert f"data inputs ({len(inputs)})" in text and "kiln models lineage fraud@champion" in text
 
 
 def _snapshot() -> pd.DataFrame:
@@ -247,7 +253,7 @@ def test_features_online_equal_offline_and_training_is_point_in_time(
     demo: tuple[DemoSummary, str],
 ) -> None:
     _, text = demo
-    assert "online read vs offline at the same instant" in text
+    assert "online read vs offline at the same instant" in " ".join(text.split())
     assert "≠" not in text
     # Every store feature has a row in the table, marked equal, with the same two values.
     for name in STORE_FEATURES:
@@ -300,9 +306,13 @@ def test_no_request_failed_and_the_canary_took_its_share(demo: tuple[DemoSummary
     # The server's own prediction log: every request answered once; the warm-up by the
     # champion alone, the rest by one of the two arms.
     table = read_predictions(deployment=DEPLOYMENT)
-    ids = table["request_id"].to_pylist()
+    rows = [
+        (rid, arm)
+        for rid, arm in zip(table["request_id"].to_pylist(), table["arm"].to_pylist(), strict=True)
+        if not rid.startswith(("demo-ordinary-", "demo-surge-"))  # the monitoring act's
+    ]
+    ids = [rid for rid, _ in rows]
     assert len(ids) == len(set(ids)) == canary.requests
-    rows = list(zip(ids, table["arm"].to_pylist(), strict=True))
     warm_up = [arm for rid, arm in rows if rid.startswith("demo-warm-up-")]
     arms = [arm for rid, arm in rows if not rid.startswith("demo-warm-up-")]
     assert warm_up == ["champion"] * WARM_UP_REQUESTS
@@ -346,6 +356,36 @@ def test_guard_verdict_and_rollout_history(demo: tuple[DemoSummary, str]) -> Non
     assert deployment.traffic.policy == "canary"
     assert deployment.traffic.challenger == "fraud/2"
     assert f"kiln deployments promote {DEPLOYMENT}" in text
+
+
+def test_the_monitor_fires_on_the_surge_and_writes_the_report(
+    demo: tuple[DemoSummary, str],
+) -> None:
+    summary, text = demo
+    watched = summary.monitoring
+    assert watched.failed == 0 and watched.requests == 800
+    logged = read_predictions(deployment=DEPLOYMENT)["request_id"].to_pylist()
+    assert sum(r.startswith(("demo-ordinary-", "demo-surge-")) for r in logged) == 800
+    # Pricier purchases at pricier merchants: the amounts and the merchant features move,
+    # the hour of day and the card's last-hour activity do not.
+    assert {"amount", "merchant_avg_amount_7d"} <= set(watched.drifted)
+    assert not {"user_txns_1h", "hour"} & set(watched.drifted)
+    assert all(watched.psi[name] > PSI_LIMIT for name in watched.drifted)
+    assert len(watched.psi) == len(DEMO_FEATURES)
+    # One alert per drifted input of the champion, stored and firing.
+    assert watched.alerts == tuple(sorted(watched.drifted))
+    firing = kiln.monitoring.events(DEPLOYMENT, status="firing")
+    assert sorted(str(e.feature) for e in firing if e.arm == "champion") == list(watched.alerts)
+    for name in watched.drifted:
+        assert f"ALERT {name}: PSI {watched.psi[name]:.3f} > {PSI_LIMIT:g}" in text
+    # The canary's few dozen rows are not judged, and the demo says so.
+    assert any("canary" in reason and "min_rows" in reason for reason in watched.not_judged)
+    # The report: one self-contained HTML file, small.
+    html = watched.html.read_text(encoding="utf-8")
+    assert watched.html_bytes == len(html.encode()) < 300_000
+    assert "<script src" not in html and "https://" not in html and "http://" not in html
+    assert all(name in html for name in watched.drifted)
+    assert f"Drift report {watched.html}" in text
 
 
 def test_kiln_serve_is_stopped_however_the_block_ends(

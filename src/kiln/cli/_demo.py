@@ -46,7 +46,8 @@ from kiln.cli._demo_features import (
     online_vs_offline,
     training_set,
 )
-from kiln.cli._demo_serving import CanaryReport, serve_canary
+from kiln.cli._demo_monitoring import MonitoringReport, watch_traffic
+from kiln.cli._demo_serving import DEPLOYMENT, CanaryReport, serve_canary
 from kiln.cli._demo_tuning import best_settings, tune_lightgbm
 from kiln.cli._models import lineage_tree
 from kiln.core import InvalidInput, KilnError, mask_url
@@ -84,6 +85,8 @@ class DemoSummary:
     """The hyperparameter study that chose the LightGBM candidate's settings."""
     canary: CanaryReport
     """What the 10% canary did on ``kiln serve`` and the guard's verdict."""
+    monitoring: MonitoringReport
+    """What the drift monitor made of ordinary traffic and of a category surge."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,6 +100,7 @@ class _Data:
     dataset_id: str
     features: tuple[str, ...]
     valid_rows: pd.DataFrame
+    merchant_categories: pd.Series  # merchant_id -> category, for the traffic surge
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -161,8 +165,10 @@ def _prepare_data(fs: kiln.FeatureStore, n_transactions: int, seed: int) -> _Dat
     n_users = int(min(2_000, max(50, n_transactions // 25)))
     n_merchants = 300
     days = 90
-    # Midnight today: the same seed gives the same data all day, while dates stay recent.
-    end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    # The history runs up to this minute, as a live system's does: the trailing windows
+    # the server reads online (transactions in the last hour, day, week) then mean what
+    # they meant in training, and the monitor's comparison with training is fair.
+    end = datetime.now(UTC).replace(second=0, microsecond=0)
     df = make_fraud_transactions(
         n_transactions=n_transactions,
         n_users=n_users,
@@ -234,6 +240,7 @@ def _prepare_data(fs: kiln.FeatureStore, n_transactions: int, seed: int) -> _Dat
         dataset_id=snapshot.id,
         features=tuple(features),
         valid_rows=valid,
+        merchant_categories=df.groupby("merchant_id")["merchant_category"].first().astype(str),
         x_train=train[features],
         y_train=train["is_fraud"].to_numpy(dtype=np.int64),
         x_valid=valid[features],
@@ -608,6 +615,8 @@ def _print_where(
         f"kiln models show {MODEL_NAME}@champion",
         f"kiln models lineage {MODEL_NAME}@champion",
         "kiln features list",
+        f"kiln monitor events --deployment {DEPLOYMENT}",
+        f"kiln monitor report {DEPLOYMENT} --window 1h",
     ):
         console.print(f"  [cyan]{escape(command)}[/]", soft_wrap=True, highlight=False)
 
@@ -676,6 +685,7 @@ def run_demo(
         input_example=data.x_valid[:5],
         run=runner_up.id,
         method="predict_proba",
+        training_data=data.x_train,
         description=f"{runner_up.name} from kiln demo, the challenger",
     )
     canary = serve_canary(
@@ -686,6 +696,12 @@ def run_demo(
         rows=data.valid_rows,
         request_columns=REQUEST_COLUMNS,
         features=data.features,
+    )
+    monitoring = watch_traffic(
+        console,
+        rows=data.valid_rows,
+        categories=data.merchant_categories,
+        request_columns=REQUEST_COLUMNS,
     )
     _print_where(console, experiment, best.id, tuple(run_ids), flow_run_id)
     console.print(f"Done in {time.perf_counter() - started:.1f}s.")
@@ -698,6 +714,7 @@ def run_demo(
         flow_run_id=flow_run_id,
         study=study.name,
         canary=canary,
+        monitoring=monitoring,
     )
 
 
@@ -745,6 +762,7 @@ def _register_champion(
             input_example=data.x_valid[:5],
             run=best.id,
             method="predict_proba",
+            training_data=data.x_train,
             description=f"{best.name} from kiln demo, val_auc {best.metrics['val_auc']:.4f}",
         )
         kiln.models.set_alias(

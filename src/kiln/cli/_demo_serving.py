@@ -42,9 +42,12 @@ __all__ = [
     "CANARY_PERCENT",
     "DEPLOYMENT",
     "CanaryReport",
+    "bodies_of",
     "canary_guard",
     "kiln_serve",
+    "send",
     "serve_canary",
+    "wait_logged",
 ]
 
 DEPLOYMENT = "fraud-api"
@@ -198,7 +201,7 @@ def _deploy(model: str, service: str) -> None:
         kiln.deployments.update(DEPLOYMENT, model=model, service=service)
 
 
-def _bodies(
+def bodies_of(
     rows: pd.DataFrame, request_columns: tuple[str, ...], prefix: str
 ) -> list[dict[str, Any]]:
     entities = rows[["user_id", "merchant_id"]].to_dict(orient="records")
@@ -232,8 +235,8 @@ def serve_canary(
     offline_psi = _offline_shift(model_name, challenger, rows[list(features)])
     total = requests + WARM_UP_REQUESTS
     sample = rows.sample(n=total, replace=len(rows) < total, random_state=7)
-    warm_up = _bodies(sample[:WARM_UP_REQUESTS], request_columns, "demo-warm-up")
-    bodies = _bodies(sample[WARM_UP_REQUESTS:], request_columns, "demo")
+    warm_up = bodies_of(sample[:WARM_UP_REQUESTS], request_columns, "demo-warm-up")
+    bodies = bodies_of(sample[WARM_UP_REQUESTS:], request_columns, "demo")
     log = kiln.get_settings().home / "demo" / "serve.log"
     with ExitStack() as server:
         with console.status("Starting kiln serve..."):
@@ -244,7 +247,7 @@ def serve_canary(
             soft_wrap=True,
         )
         warm_started = datetime.now(UTC)
-        failures, _ = _send(console, url, warm_up, "Champion alone")
+        failures, _ = send(console, url, warm_up, "Champion alone")
         champion_p95 = _logged_p95(warm_started, len(warm_up) - sum(failures.values()))
         guard = canary_guard(champion_p95)
         console.print(_guard_line(challenger, guard, champion_p95, offline_psi), soft_wrap=True)
@@ -253,7 +256,7 @@ def serve_canary(
             DEPLOYMENT, model=challenger.ref, percent=CANARY_PERCENT, guard=guard,
             reason="kiln demo: the runner-up takes 10% of traffic",
         )  # fmt: skip
-        canary_failures, client_ms = _send(
+        canary_failures, client_ms = send(
             console, url, bodies, "Sending traffic", version=challenger.version
         )
         failures.update(canary_failures)
@@ -287,22 +290,29 @@ def canary_guard(champion_p95_ms: float) -> Guard:
     return Guard(max_error_rate=0.01, max_p95_ms=float(limit), max_psi=None, min_requests=50)
 
 
-def _logged_p95(since: datetime, answered: int, timeout_s: float = 15.0) -> float:
+def _logged_p95(since: datetime, answered: int) -> float:
     """The p95 of the server's own latencies since ``since``, once its log has them all."""
+    latency = wait_logged(since, answered)["latency_ms"].to_numpy()
+    return float(np.percentile(latency, 95))
+
+
+def wait_logged(since: datetime, answered: int, timeout_s: float = 15.0) -> Any:
+    """The server's prediction log since ``since``, once it holds ``answered`` answers
+    (the server writes it every second)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        latency = read_predictions(deployment=DEPLOYMENT, since=since)["latency_ms"].to_numpy()
-        if len(latency) >= answered:
-            return float(np.percentile(latency, 95))
+        table = read_predictions(deployment=DEPLOYMENT, since=since)
+        if table.num_rows >= answered:
+            return table
         if time.monotonic() > deadline:
             raise KilnError(
-                f"the server logged {len(latency)} of the {answered} answers it gave in "
-                f"{timeout_s:g} s; its prediction log is needed to measure its latency"
+                f"the server logged {table.num_rows} of the {answered} answers it gave in "
+                f"{timeout_s:g} s; its prediction log is what the demo reads back"
             )
         time.sleep(0.2)
 
 
-def _send(
+def send(
     console: Console,
     url: str,
     bodies: list[dict[str, Any]],

@@ -76,6 +76,13 @@ def measure(monitor: Monitor, start: datetime, end: datetime) -> Measurements:
         if window.num_rows == 0:
             out.problem(metrics & {"missing_rate", *drift_needed}, "nothing served in the window")
         for (version, arm), current in _by_version_and_arm(window).items():
+            if current.num_rows < monitor.min_rows:
+                out.problem(
+                    metrics & {"missing_rate", *drift_needed},
+                    f"version {version} ({arm}) answered {current.num_rows} rows, fewer than "
+                    f"min_rows={monitor.min_rows}: not judged",
+                )
+                continue
             columns = _served_columns(current, outputs=False)
             present = _missing_rates(columns, version, arm, out)
             if drift_needed:

@@ -182,7 +182,7 @@ def evaluate(
         for o in observations
     )
     for event in opened:
-        log.warning("alert %s: %s", event.id, event.message)
+        log.info("alert %s: %s", event.id, event.message)
     for event in resolved:
         log.info("alert %s resolved: %s", event.id, event.message)
     if run_actions:

@@ -298,7 +298,9 @@ class Monitor:
     ``reference`` is what drift compares with: ``"training"`` (each version's reference
     profile) or a duration (the same version and arm's traffic before the window).
     ``every`` is how often ``kiln monitor serve`` evaluates; ``skew_sample`` how many
-    logged requests skew recomputes offline.
+    logged requests skew recomputes offline. A version and arm that answered fewer than
+    ``min_rows`` rows in the window is not judged on drift and missing rates (a 10%
+    canary's few dozen rows give a PSI that is mostly noise); the evaluation says so.
     """
 
     deployment: str
@@ -307,6 +309,7 @@ class Monitor:
     every: str = "5m"
     reference: str = "training"
     skew_sample: int = 1000
+    min_rows: int = 100
 
     def __post_init__(self) -> None:
         from kiln.serving.specs import check_name
@@ -331,14 +334,10 @@ class Monitor:
         parse_duration(self.every, owner=owner, param="every")
         if self.reference != "training":
             parse_duration(self.reference, owner=owner, param="reference")
-        if (
-            isinstance(self.skew_sample, bool)
-            or not isinstance(self.skew_sample, int)
-            or self.skew_sample < 1
-        ):
-            raise InvalidInput(
-                f"{owner}: skew_sample must be an integer >= 1; got {self.skew_sample!r}"
-            )
+        for name in ("skew_sample", "min_rows"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidInput(f"{owner}: {name} must be an integer >= 1; got {value!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -347,6 +346,7 @@ class Monitor:
             "every": self.every,
             "reference": self.reference,
             "skew_sample": self.skew_sample,
+            "min_rows": self.min_rows,
             "rules": [r.to_dict() for r in self.rules],
         }
 
@@ -397,7 +397,7 @@ def load_monitors(path: str | os.PathLike[str]) -> list[Monitor]:
 
 
 def _monitor(table: Mapping[str, Any]) -> Monitor:
-    known = {"deployment", "window", "every", "reference", "skew_sample", "rule"}
+    known = {"deployment", "window", "every", "reference", "skew_sample", "min_rows", "rule"}
     _known_keys(table, known, "monitor")
     if "deployment" not in table:
         raise InvalidInput("deployment is missing")
