@@ -81,12 +81,20 @@ $(MLFLOW_VENV)/bin/mlflow:
 	$(PYTHON) -m venv $(MLFLOW_VENV)
 	$(MLFLOW_VENV)/bin/pip install --quiet mlflow lightgbm
 
+# The monitoring benchmark compares with Evidently, also in its own environment (its
+# releases import a pandas internal that pandas 3 removed, hence the bound).
+EVIDENTLY_VENV := .venv-evidently
+
+$(EVIDENTLY_VENV)/bin/python:
+	$(PYTHON) -m venv $(EVIDENTLY_VENV)
+	$(EVIDENTLY_VENV)/bin/pip install --quiet evidently "pandas<3"
+
 # Every figure in docs/benchmarks.md is written here, never typed: each script replaces its
 # own section. The serving comparison runs kiln serve and mlflow models serve with 1 and
 # with 2 workers each; --spread measures how much its closest figures move between runs.
 BENCH_DOC := docs/benchmarks.md
 
-bench: install-dev $(MLFLOW_VENV)/bin/mlflow
+bench: install-dev $(MLFLOW_VENV)/bin/mlflow $(EVIDENTLY_VENV)/bin/python
 	@command -v wrk >/dev/null 2>&1 || apt-get install -y wrk >/dev/null || { echo "make: wrk is needed: apt-get install wrk"; exit 2; }
 	$(PY) benchmarks/tracking.py --write $(BENCH_DOC)
 	$(PY) benchmarks/registry.py --write $(BENCH_DOC)
@@ -94,7 +102,7 @@ bench: install-dev $(MLFLOW_VENV)/bin/mlflow
 	$(PY) benchmarks/flows.py --write $(BENCH_DOC)
 	$(PY) benchmarks/tuning.py --write $(BENCH_DOC)
 	$(PY) benchmarks/training.py --write $(BENCH_DOC)
-	$(PY) benchmarks/monitoring.py --write $(BENCH_DOC)
+	$(PY) benchmarks/monitoring.py --evidently-python $(EVIDENTLY_VENV)/bin/python --write $(BENCH_DOC)
 	$(PY) benchmarks/serving.py --workers 1 2 --mlflow-python $(MLFLOW_VENV)/bin/python --write $(BENCH_DOC)
 	$(PY) benchmarks/serving.py --spread 8 --workers 2 --write $(BENCH_DOC)
 

@@ -339,6 +339,19 @@ actions = ["log", {{ webhook = "http://127.0.0.1:{receiver.port}/hook" }}]
     assert [(e["feature"], e["status"]) for e in listed] == [("amount", "firing")]
     assert [a["state"] for a in listed[0]["actions"]] == ["done", "done"]
 
+    html = tmp_path / "report.html"
+    code, out, err = cli("monitor", "report", "fraud-api", "--window", "1h", "--html", str(html),
+                         "--json")  # fmt: skip
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["html"] == str(html) and html.read_text().lower().startswith("<!doctype html>")
+    assert json.dumps(doc).count('"drifted": true') >= 1
+    code, out, err = cli("monitor", "report", "fraud-api", "--window", "1h", "--html", str(html))
+    assert code == 0, err
+    assert "amount" in out and str(html) in " ".join(out.split())
+    code, out, err = cli("monitor", "report", "nowhere", "--window", "1h")
+    assert code == 2 and "nowhere" in err
+
     code, out, err = cli("monitor", "run", str(tmp_path / "missing.toml"))
     assert code == 2
     assert "missing.toml" in err and "Traceback" not in err

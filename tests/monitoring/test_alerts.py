@@ -3,6 +3,7 @@ events opened once and resolved, values recorded, and rules refused by name."""
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -287,3 +288,37 @@ def test_bad_rules_are_refused_by_name() -> None:
 def test_evaluating_an_unknown_deployment_is_not_found() -> None:
     with pytest.raises(NotFound, match="nowhere"):
         evaluate(Monitor("nowhere", [Rule("psi", above=0.2)]))
+
+
+@pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
+def test_monitors_racing_on_one_deployment_open_each_event_once(
+    db_url: str, tmp_path: Path
+) -> None:
+    kiln.configure(db_url=db_url, artifact_uri=str(tmp_path / "artifacts"))
+    register()
+    kiln.deployments.create("fraud-api", model="fraud/1")
+    serve(rows(1_500, 8, amount_mean=170.0), NOW - timedelta(minutes=20))
+    monitor = Monitor("fraud-api", [Rule("psi", feature="*", above=0.2)])
+    gate = threading.Barrier(4)
+    opened: list[str] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        gate.wait()
+        try:
+            result = evaluate(monitor, now=NOW)
+        except BaseException as exc:  # reported below with the others
+            errors.append(exc)
+            return
+        opened.extend(e.id for e in result.opened)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == []
+    firing = events("fraud-api", status="firing")
+    assert [e.feature for e in firing] == ["amount"]
+    assert opened == [firing[0].id]  # one evaluator opened it; the others saw it open
+    assert [a.state for a in firing[0].actions] == ["done"]
