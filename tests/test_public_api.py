@@ -122,6 +122,7 @@ def test_monitoring_namespace() -> None:
         "ColumnReport",
         "DriftResult",
         "Evaluation",
+        "FeatureSkew",
         "LabelBatch",
         "Log",
         "Monitor",
@@ -134,6 +135,7 @@ def test_monitoring_namespace() -> None:
         "Rollback",
         "Rule",
         "ServedDrift",
+        "SkewResult",
         "Webhook",
         "drift",
         "evaluate",
@@ -144,6 +146,7 @@ def test_monitoring_namespace() -> None:
         "quality",
         "report",
         "run_pending",
+        "skew",
     ]
 
 

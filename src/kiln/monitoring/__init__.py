@@ -5,6 +5,8 @@ monitoring reads that log. ``drift`` compares two datasets column by column (num
 KS, PSI or Wasserstein, categories by chi-square or Jensen-Shannon); ``log_labels``
 stores the true outcomes as they arrive (by request id, or by entity and time) and
 ``quality`` scores the predictions they label, per model version, traffic arm and window.
+``skew`` recomputes a sample of the served features offline, point in time at each
+request, and names the features whose served values differ (training-serving skew).
 Rules (``Rule``, grouped per deployment in a ``Monitor``, as code or TOML) judge drift,
 missing and skew rates and live quality; ``evaluate`` opens and resolves alert
 ``events`` with actions (log, webhook, rollback, retraining flow), and a
@@ -38,6 +40,7 @@ from kiln.monitoring.rules import (
 )
 from kiln.monitoring.served import ServedDrift
 from kiln.monitoring.service import MonitorService
+from kiln.monitoring.skew import FeatureSkew, SkewResult, skew
 
 __all__ = [
     "ActionState",
@@ -47,6 +50,7 @@ __all__ = [
     "ColumnReport",
     "DriftResult",
     "Evaluation",
+    "FeatureSkew",
     "LabelBatch",
     "Log",
     "Monitor",
@@ -59,6 +63,7 @@ __all__ = [
     "Rollback",
     "Rule",
     "ServedDrift",
+    "SkewResult",
     "Webhook",
     "drift",
     "evaluate",
@@ -69,4 +74,5 @@ __all__ = [
     "quality",
     "report",
     "run_pending",
+    "skew",
 ]

@@ -63,21 +63,14 @@ def served_drift(
     from kiln.serving.specs import check_name
 
     check_name(deployment)
-    end = _aware(until, "until") or datetime.now(UTC)
-    span = parse_duration(window, owner="drift", param="window") if window is not None else None
-    start = _aware(since, "since") or (end - span if span is not None else None)
-    if start is None:
-        raise InvalidInput("drift of a deployment needs window= (e.g. '1h') or since=")
+    start, end = window_bounds(window, since, until, owner="drift")
     back = _earlier_span(reference)
     first = start - back if back is not None else start
     logged = read_predictions(deployment=deployment, since=first)
     logged = logged.filter(pc.invert(logged["shadow"]))
     in_window = _between(logged, start, end)
     if in_window.num_rows == 0:
-        raise NotFound(
-            f"deployment {deployment!r} served nothing between {start.isoformat()} and "
-            f"{end.isoformat()}"
-        )
+        raise _served_nothing(deployment, start, end)
     results: dict[tuple[int, str], DriftResult] = {}
     for (version, arm), current in _by_version_and_arm(in_window).items():
         model = str(current["model"][0].as_py())
@@ -121,6 +114,31 @@ def _earlier_span(reference: Any) -> timedelta | None:
         return parse_duration(reference, owner="drift", param="reference")
     except InvalidInput:  # not a duration: a path to reference data
         return None
+
+
+def window_bounds(
+    window: str | timedelta | None,
+    since: datetime | None,
+    until: datetime | None,
+    *,
+    owner: str,
+) -> tuple[datetime, datetime]:
+    """The ``[since, until)`` a monitoring function of a deployment reads: ``until``
+    (default now) back ``window``, or from ``since``. ``owner`` names the function in
+    errors."""
+    end = _aware(until, "until") or datetime.now(UTC)
+    span = parse_duration(window, owner=owner, param="window") if window is not None else None
+    start = _aware(since, "since") or (end - span if span is not None else None)
+    if start is None:
+        raise InvalidInput(f"{owner} of a deployment needs window= (e.g. '1h') or since=")
+    return start, end
+
+
+def _served_nothing(deployment: str, start: datetime, end: datetime) -> NotFound:
+    return NotFound(
+        f"deployment {deployment!r} served nothing between {start.isoformat()} and "
+        f"{end.isoformat()}"
+    )
 
 
 def _aware(value: datetime | None, name: str) -> datetime | None:

@@ -3,7 +3,8 @@
 Everything a write needs is checked here (names, shapes, dtypes, JSON-serializable
 objects), so a buffered request can always be written; each request gets the key of the
 file it goes to (deployment, hour, model version, input and output layout). The work is
-O(1) Python per request (O(inputs) for columns), whatever its row count.
+O(1) Python per request (O(inputs) for columns, O(keys) for entity keys), whatever its
+row count.
 """
 
 from __future__ import annotations
@@ -25,19 +26,24 @@ from kiln.serving.specs import check_name
 BatchInputs: TypeAlias = Mapping[str, np.ndarray] | tuple[Sequence[str], np.ndarray]
 """A request's inputs: columns by name, or ``(names, matrix)`` with one column per name."""
 
+Entities: TypeAlias = Mapping[str, np.ndarray]
+"""A request's entity keys: one column per key, one value per row, as given for lookup."""
+
 Item: TypeAlias = tuple[Key, Entry]
 """One checked request: the key of its file and its buffered entry."""
 
 _DTYPE_KEYS: dict[np.dtype[Any], str] = {}  # storable dtypes seen, by their key
 _NUMERIC: set[str] = set()  # keys of numeric dtypes: outputs stored as double
+_WITH_ENTITIES = {"matrix": "matrix+entities", "columns": "columns+entities"}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Prediction:
     """One answer, as logged. ``at`` is an aware datetime (naive means UTC) or epoch µs.
 
-    ``features`` and ``output`` are plain JSON-serializable values (numbers, strings,
-    None, lists, dicts, numpy scalars and arrays).
+    ``features``, ``entities`` and ``output`` are plain JSON-serializable values (numbers,
+    strings, None, lists, dicts, numpy scalars and arrays). ``entities`` holds the entity
+    keys the features were looked up with, when there were any.
     """
 
     request_id: str
@@ -51,6 +57,7 @@ class Prediction:
     at: datetime | int
     fallback: bool = False
     shadow: bool = False
+    entities: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +66,8 @@ class AnsweredRequests:
 
     ``inputs`` and ``outputs`` hold the requests' rows one request after the other
     (``counts`` rows each); ``request_ids``, ``arms``, ``shadows`` and ``latency_ms``
-    one value per request. ``at`` as in :class:`Prediction`.
+    one value per request. ``at`` as in :class:`Prediction`. ``entities``, when the
+    requests looked features up, holds their entity keys as ``inputs`` holds columns.
     """
 
     deployment: str
@@ -73,6 +81,7 @@ class AnsweredRequests:
     outputs: np.ndarray
     latency_ms: np.ndarray
     at: datetime | int
+    entities: Entities | None = None
 
 
 class EntryChecker:
@@ -96,8 +105,15 @@ class EntryChecker:
         fallback: bool,
         shadow: bool,
         copy: bool,
+        entities: Entities | None = None,
     ) -> Item | None:
-        """Checks and keys one request: O(1) Python work per request (O(inputs) for columns)."""
+        """Checks and keys one request: O(1) Python work per request (O(inputs) for columns,
+        O(keys) for ``entities``, the entity key columns).
+
+        A request with entities has the layout ``"<layout>+entities"``: its key's third
+        item is ``(the inputs' key, entity names, entity column keys)`` and its data
+        ``(the inputs' data, entity columns)``, so the inputs are kept as they came.
+        """
         rid = request_id if type(request_id) is str else str(request_id)
         if deployment not in self._known_deployments:
             check_name(deployment)
@@ -161,6 +177,10 @@ class EntryChecker:
                 columns.append(col.copy() if copy else col)
             in_key = ("columns", names, tuple(keys))
             data = tuple(columns)
+        if entities:
+            entity_names, entity_keys, entity_columns = _entity_columns(entities, rows, rid, copy)
+            in_key = (_WITH_ENTITIES[in_key[0]], in_key[1], (in_key[2], entity_names, entity_keys))
+            data = (data, entity_columns)
         if rows == 0:
             return None
         if copy:
@@ -203,7 +223,7 @@ class EntryChecker:
             )
         item = self.batch(
             a.deployment, a.model, a.version, str(arms[0]), str(request_ids[0]), a.inputs,
-            a.outputs, 0.0, a.at, False, False, False,
+            a.outputs, 0.0, a.at, False, False, False, a.entities,
         )  # fmt: skip
         if item is None:
             return None
@@ -236,7 +256,13 @@ class EntryChecker:
                 r.request_id,
                 f"'features' must be a dict of input values; got {type(r.features).__name__}",
             )
+        if r.entities is not None and not isinstance(r.entities, Mapping):
+            raise _refused(
+                r.request_id,
+                f"'entities' must be a dict of entity key values; got {type(r.entities).__name__}",
+            )
         _check_json(r.features, "'features'", r.request_id)
+        _check_json(r.entities, "'entities'", r.request_id)
         _check_json(r.output, "'output'", r.request_id)
         value = r.output.tolist() if isinstance(r.output, np.ndarray) else r.output
         output: np.ndarray
@@ -251,9 +277,10 @@ class EntryChecker:
         else:
             output = _object_cell(value)
         columns = {name: _object_cell(v) for name, v in r.features.items()}
+        entities = {name: _object_cell(v) for name, v in r.entities.items()} if r.entities else None
         item = self.batch(
             r.deployment, r.model, r.version, r.arm, r.request_id, columns, output,
-            r.latency_ms, r.at, r.fallback, r.shadow, False,
+            r.latency_ms, r.at, r.fallback, r.shadow, False, entities,
         )  # fmt: skip
         assert item is not None
         return item
@@ -261,6 +288,38 @@ class EntryChecker:
 
 def _refused(request_id: str, problem: str) -> InvalidInput:
     return InvalidInput(f"prediction {request_id!r}: {problem}")
+
+
+def _entity_columns(
+    entities: Entities, rows: int, request_id: str, copy: bool
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[np.ndarray, ...]]:
+    """Entity key names, column keys and 1-D columns of one row per input row: O(keys)."""
+    if type(entities) is not dict and not isinstance(entities, Mapping):
+        raise _refused(
+            request_id,
+            f"'entities' must map entity keys to columns; got {type(entities).__name__}",
+        )
+    names = tuple(entities)
+    keys = []
+    columns = []
+    for name in names:
+        if type(name) is not str:
+            raise _refused(request_id, f"entity keys must be named by strings; got {name!r}")
+        col = entities[name]
+        if type(col) is not np.ndarray:
+            col = _as_array(col)
+        if col.shape != (rows,):
+            raise _refused(
+                request_id,
+                f"entity key {name!r} has shape {col.shape}; it must have one value per row "
+                f"({rows})",
+            )
+        key = _DTYPE_KEYS.get(col.dtype)  # known dtypes: no message to build
+        keys.append(
+            key if key is not None else _column_key(col, f"entity key {name!r}", request_id)
+        )
+        columns.append(col.copy() if copy else col)
+    return names, tuple(keys), tuple(columns)
 
 
 def _check_json(values: Any, what: str, request_id: str) -> None:

@@ -21,7 +21,9 @@ from kiln.serving._predlog_format import (
     json_text,
 )
 
-# Inputs: ("matrix", names, dtype key) or ("columns", names, column keys).
+# Inputs: ("matrix", names, dtype key) or ("columns", names, column keys); a request with
+# entity keys has layout "matrix+entities" or "columns+entities", the third item
+# (that key, entity names, entity column keys) and inputs (that data, entity columns).
 InKey: TypeAlias = tuple[str, tuple[str, ...], Any]
 # Output: category ("num": as double, "obj": typed by Arrow), dtype key, width (0: one value).
 OutKey: TypeAlias = tuple[str, str, int]
@@ -33,6 +35,7 @@ Key: TypeAlias = tuple[str, int, str, int, InKey, OutKey]  # deployment, hour, m
 # value per request (a tuple or an array), and a tenth item their row counts.
 Entry: TypeAlias = tuple[Any, ...]
 
+_WITH_ENTITIES = "+entities"  # the layout suffix of requests logged with their entity keys
 _CONCAT_SLICE = 512  # arrays per np.concatenate call: lets other threads take the GIL between
 
 
@@ -72,7 +75,16 @@ def build_table(key: Key, entries: Sequence[Entry]) -> pa.Table:
         pa.array(per_request(fallback_v)),
         pa.array(per_request(shadow_v)),
     ]
-    layout, names, _ = in_key
+    layout, names, spec = in_key
+    entities: pa.StructArray | None = None
+    if layout.endswith(_WITH_ENTITIES):
+        layout = layout[: -len(_WITH_ENTITIES)]
+        entity_names = spec[1]
+        entity_columns = [
+            _to_arrow(_concat(col)) for col in zip(*(d[1] for d in inputs), strict=True)
+        ]
+        entities = pa.StructArray.from_arrays(entity_columns, names=list(entity_names))
+        inputs = [d[0] for d in inputs]
     if names:
         if layout == "matrix":
             children = _matrix_columns(_concat(inputs))
@@ -81,6 +93,9 @@ def build_table(key: Key, entries: Sequence[Entry]) -> pa.Table:
         features = pa.StructArray.from_arrays(children, names=list(names))
         fields.append(pa.field("features", features.type))
         arrays.append(features)
+    if entities is not None:
+        fields.append(pa.field("entities", entities.type))
+        arrays.append(entities)
     category, _, width = out_key
     out = _concat(outputs)
     if category == "num":

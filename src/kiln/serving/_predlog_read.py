@@ -38,7 +38,8 @@ def read_predictions(
     """Read the published prediction files as one Arrow table.
 
     Columns: :data:`PREDICTION_SCHEMA`, then ``features`` (a struct with every input any
-    file has, null where a file lacks it) and the output columns, then ``deployment`` and
+    file has, null where a file lacks it), ``entities`` when any file has entity keys
+    (null for rows of files without them) and the output columns, then ``deployment`` and
     ``hour`` from the path. ``deployment`` keeps one deployment; ``since`` (aware datetime,
     naive meaning UTC, or epoch µs) keeps rows answered at or after it. Rows come in no
     particular order; temporary files of writes in progress are never read.
@@ -147,6 +148,8 @@ def _conform_array(arr: pa.Array, to: pa.DataType) -> pa.Array:
 def _column_order(name: str) -> tuple[int, int, str]:
     if name == "features":
         return (0, 0, name)
+    if name == "entities":
+        return (0, 1, name)
     match = _OUTPUT_RE.match(name)
     if match:
         return (1, -1 if match.group(1) is None else int(match.group(1)), name)

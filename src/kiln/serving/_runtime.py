@@ -69,15 +69,34 @@ class _Served:
     request whose batch could not be taken whole (a request in it timed out, several
     deployments share the batch, no room in the log's buffer) does what is left on its
     own after its answer, as a fallback's answer always does.
+
+    ``entities`` are the entity keys the request's features were looked up with (the
+    native path), logged beside its inputs so the features can be recomputed offline.
     """
 
-    __slots__ = ("accounted", "arm", "deployment", "logged", "request_id", "shadow")
+    __slots__ = (
+        "accounted",
+        "arm",
+        "deployment",
+        "entities",
+        "logged",
+        "request_id",
+        "shadow",
+    )
 
-    def __init__(self, deployment: str, request_id: str, arm: str, shadow: bool) -> None:
+    def __init__(
+        self,
+        deployment: str,
+        request_id: str,
+        arm: str,
+        shadow: bool,
+        entities: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
         self.deployment = deployment
         self.request_id = request_id
         self.arm = arm
         self.shadow = shadow
+        self.entities = entities
         self.logged = False
         self.accounted = False
 
@@ -526,7 +545,10 @@ class Runtime:
                 columns[column] = lookup[column]
         data = slot.layout.from_columns(columns, rows)
         served = {n: _plain_list(columns[n]) for n in slot.layout.names}
-        answer = await self._answer(live, slot, arm, data, request_id, served)
+        entities = None
+        if self.predlog is not None and live.entity_keys and live.features is not None:
+            entities = {k: _key_column(lookup[k]) for k in live.entity_keys if k in lookup}
+        answer = await self._answer(live, slot, arm, data, request_id, served, entities)
         return answer, served
 
     def _route(self, live: Live, key: str | None) -> tuple[ModelSlot, Arm]:
@@ -544,6 +566,7 @@ class Runtime:
         data: np.ndarray | Mapping[str, np.ndarray],
         request_id: str | None,
         features: Mapping[str, Any] | None,
+        entities: Mapping[str, np.ndarray] | None = None,
     ) -> Answer:
         rid = request_id or new_request_id()
         spec = live.spec
@@ -558,12 +581,12 @@ class Runtime:
         start = time.perf_counter()
         label = arm_label(spec.traffic, arm)
         if live.challenger is not None and mirrors(spec.traffic):
-            self._spawn(self._shadow(live, data, rid, features))
+            self._spawn(self._shadow(live, data, rid, features, entities))
         outputs: np.ndarray | list[Any] | None = None
         answered_by: ModelSlot | None = slot
         fallback = False
         outcome: Outcome = "ok"
-        served = _Served(spec.name, rid, label, False)
+        served = _Served(spec.name, rid, label, False, entities)
         if slot.breaker.allow():
             batcher = slot.batcher
             try:
@@ -611,7 +634,9 @@ class Runtime:
             request_id=rid,
         )
         if not served.logged:  # a fallback's answer is never logged yet
-            await self._log(live, slot, answer, features, data, seconds, shadow=False)
+            await self._log(
+                live, slot, answer, features, data, seconds, shadow=False, entities=entities
+            )
         return answer
 
     async def _fallback(
@@ -645,6 +670,7 @@ class Runtime:
         data: np.ndarray | Mapping[str, np.ndarray],
         request_id: str,
         features: Mapping[str, Any] | None,
+        entities: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         """The challenger answers a copy of the request; logged, never returned."""
         slot = live.challenger
@@ -652,7 +678,7 @@ class Runtime:
         start = time.perf_counter()
         ok, outputs = True, None
         served = (
-            _Served(live.spec.name, request_id, "shadow", True)
+            _Served(live.spec.name, request_id, "shadow", True, entities)
             if self.predlog is not None
             else None
         )
@@ -669,7 +695,9 @@ class Runtime:
         self.metrics.observe_shadow(live.spec.name, slot.ref, "ok" if ok else "error", seconds)
         if outputs is not None and (served is None or not served.logged):
             answer = Answer(outputs, slot.ref, slot.version.version, "shadow", False, request_id)
-            await self._log(live, slot, answer, features, data, seconds, shadow=True)
+            await self._log(
+                live, slot, answer, features, data, seconds, shadow=True, entities=entities
+            )
 
     async def _log(
         self,
@@ -681,12 +709,14 @@ class Runtime:
         seconds: float,
         *,
         shadow: bool,
+        entities: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         """One call per request: the log keeps references to the arrays served, no copies.
 
         The inputs are what the model was given: ``data`` (the matrix in signature order,
         labelled with the input names, or the columns), so the native path's ``features``
-        lists are only needed for their names.
+        lists are only needed for their names. ``entities`` are the entity keys of a
+        native request with features.
         """
         if self.predlog is None:
             return
@@ -705,6 +735,7 @@ class Runtime:
                 at=time.time_ns() // 1000,
                 fallback=answer.fallback,
                 shadow=shadow,
+                entities=entities,
             )
         except InvalidInput as exc:  # never fail an answer already given over its log row
             log.error("%s: request %s not logged: %s", deployment, answer.request_id, exc)
@@ -773,6 +804,7 @@ class Runtime:
                 outputs=np.asarray(batch.outputs),
                 latency_ms=latencies * 1000.0,
                 at=time.time_ns() // 1000,
+                entities=_joined_entities(served, batch.counts),
             )
             rows = predlog.try_append_requests(answered)
         except InvalidInput as exc:  # refused as each request would be: said once
@@ -844,6 +876,44 @@ def _online_name(source: str, online: Mapping[str, Any]) -> str:
         return source
     view, _, feature = source.partition(":")
     return feature if feature in online else f"{view}__{feature}"
+
+
+def _key_column(values: Any) -> np.ndarray:
+    """One entity key's values, as the request gave them, as a column for the log: O(1)
+    numpy calls. Integers are int64 and text is text; keys beyond int64 are text."""
+    if isinstance(values, np.ndarray):
+        return values
+    column = np.asarray(values)
+    if column.dtype.kind not in "iuU":  # a key beyond int64 (numpy keeps it as an object)
+        column = np.asarray([str(v) for v in values])
+    return column
+
+
+def _joined_entities(
+    served: Sequence[_Served], counts: Sequence[int]
+) -> dict[str, np.ndarray] | None:
+    """The entity keys of a batch's requests, one column per key across the batch.
+
+    None when no request carries any. A request without them (a v2 request in the same
+    batch) gets nulls; requests that gave one key as integers and others as text are
+    joined as objects (the log writes them as text).
+    """
+    first = next((t.entities for t in served if t.entities is not None), None)
+    if first is None:
+        return None
+    if len(served) == 1:
+        return dict(first)
+    out: dict[str, np.ndarray] = {}
+    for key in first:
+        parts = []
+        for t, n in zip(served, counts, strict=True):
+            column = t.entities.get(key) if t.entities is not None else None
+            parts.append(column if column is not None else np.full(n, None, dtype=object))
+        try:
+            out[key] = np.concatenate(parts)
+        except (TypeError, ValueError):  # int64 beside text: no common numpy type
+            out[key] = np.concatenate([p.astype(object) for p in parts])
+    return out
 
 
 def _plain_list(values: Any) -> list[Any]:

@@ -73,6 +73,13 @@ and then, typed by what was served:
   ``features.amount`` (DuckDB) or ``pc.struct_field`` / ``table["features"].flatten()``
   (Arrow). Across versions the struct gains and loses fields; both readers fill the
   missing ones with null.
+- ``entities``: a struct with one field per entity key the request's online features
+  were looked up with (``user_id``...), holding the values the request gave (``int64``
+  or ``string`` as sent). Written only for requests that carry entity keys (the native
+  endpoint of a deployment with features, or ``entities=`` given to the appenders);
+  absent from other files, so it reads as null for their rows. It is what
+  :func:`kiln.monitoring.skew` recomputes the features from, point in time, at ``at``;
+  entity keys that are also model inputs are in ``features`` too.
 - the answer: ``output`` (double) when the model gives one number per row, or
   ``output_0``, ``output_1``, ... (double) when it gives several (class probabilities:
   ``output_1`` is the positive class of a binary classifier). Separate top-level columns,
@@ -110,6 +117,7 @@ from kiln.core import InvalidInput
 from kiln.serving._predlog_entries import (
     AnsweredRequests,
     BatchInputs,
+    Entities,
     EntryChecker,
     Item,
     Prediction,
@@ -239,6 +247,7 @@ class PredictionLog:
         fallback: bool = False,
         shadow: bool = False,
         copy: bool = False,
+        entities: Entities | None = None,
     ) -> int:
         """Buffer one request's predictions, one row per input row; returns the row count.
 
@@ -246,7 +255,9 @@ class PredictionLog:
         of one length; a 2-D array is one list-valued input) or ``(names, matrix)`` with a
         2-D matrix whose columns are ``names`` in order. ``outputs`` has one entry (or one
         row of entries) per input row. ``at`` is an aware datetime (naive means UTC) or
-        epoch µs.
+        epoch µs. ``entities`` are the entity keys the request's features were looked up
+        with (one column per key, one value per row), written to the ``entities`` struct
+        so the features can be recomputed offline (training-serving skew).
 
         The arrays are kept by reference until written, not copied: the caller must not
         modify them afterwards, or pass ``copy=True`` (the server never modifies a
@@ -254,7 +265,7 @@ class PredictionLog:
         """
         item = self._checker.batch(
             deployment, model, version, arm, request_id, inputs, outputs, latency_ms, at,
-            fallback, shadow, copy,
+            fallback, shadow, copy, entities,
         )  # fmt: skip
         return 0 if item is None else self._put_blocking([item])
 
@@ -273,11 +284,12 @@ class PredictionLog:
         fallback: bool = False,
         shadow: bool = False,
         copy: bool = False,
+        entities: Entities | None = None,
     ) -> int:
         """:meth:`append_batch` for event loops: awaits room without blocking the loop."""
         item = self._checker.batch(
             deployment, model, version, arm, request_id, inputs, outputs, latency_ms, at,
-            fallback, shadow, copy,
+            fallback, shadow, copy, entities,
         )  # fmt: skip
         if item is None:
             return 0
