@@ -202,6 +202,18 @@ def test_a_transformation_changed_on_the_offline_path_is_named(tmp_path: Path) -
         == pytest.approx(2 * first["served"])
         == pytest.approx(2 * X[USERS.index(user)])
     )
+    # A monitor's skew rules fire on it: the deployment's rate, and the feature's by name.
+    monitor = kiln.monitoring.Monitor(
+        DEPLOYMENT,
+        [
+            kiln.monitoring.Rule("skew_rate", above=0.01),
+            kiln.monitoring.Rule("skew_rate", feature="*", above=0.01, name="per-feature"),
+        ],
+    )
+    evaluation = kiln.monitoring.evaluate(monitor)
+    fired = sorted((e.rule, e.feature, e.value) for e in evaluation.opened)
+    assert fired == [("per-feature", "x", 1.0), ("skew_rate>0.01", None, 1.0)]
+    assert evaluation.problems == {}
 
 
 def test_bad_input_is_refused_with_the_argument_named(tmp_path: Path) -> None:
