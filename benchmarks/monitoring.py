@@ -8,14 +8,22 @@ Wasserstein distance), and with ``method="ks"``. The baseline, per column:
 in the reference's deciles, and PSI over the same bins with numpy. Rounds alternate which
 runs first; medians. Peak memory is what tracemalloc sees allocated above the inputs in a
 separate, untimed run of each.
+
+With ``--evidently-python`` (the interpreter of an environment with Evidently, which
+``make bench`` builds in ``.venv-evidently``), Evidently's ``DataDriftPreset`` runs on the
+same data written to Parquet (reading not timed), at ``--evidently-rows`` beside Kiln
+and the baseline on that size (medians), and once at the full size.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
+import subprocess
+import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -23,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 from scipy import stats
 
 from _common import add_write_flag, replace_section, verdict
@@ -63,6 +72,72 @@ def on_one_core(fn: Callable[[], Any]) -> Any:
         os.sched_setaffinity(0, allowed)
 
 
+def evidently(python: str, ref: pa.Table, cur: pa.Table, rounds: int) -> dict[str, Any]:
+    """Evidently's DataDriftPreset on ``ref`` and ``cur``, in its own interpreter."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_evidently_drift.py")
+    with tempfile.TemporaryDirectory() as folder:
+        paths = [os.path.join(folder, f"{side}.parquet") for side in ("reference", "current")]
+        for table, path in zip((ref, cur), paths, strict=True):
+            pq.write_table(table, path)
+        done = subprocess.run(
+            [python, script, *paths, str(rounds)], capture_output=True, text=True, check=False
+        )
+    if done.returncode != 0:
+        raise SystemExit(f"Evidently failed:\n{done.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def evidently_rows(
+    args: argparse.Namespace, ref: pa.Table, cur: pa.Table
+) -> list[tuple[str, str, str, str, str]]:
+    """Evidently beside Kiln and the baseline at ``--evidently-rows``, then once at the full
+    size; each measured in this run."""
+    import kiln
+
+    n = min(args.evidently_rows, ref.num_rows)
+    small_ref, small_cur = ref.slice(0, n), cur.slice(0, n)
+    times: dict[str, list[float]] = {"kiln": [], "scipy": []}
+    for _ in range(args.rounds):
+        for name, fn in (
+            ("kiln", lambda: kiln.monitoring.drift(reference=small_ref, current=small_cur)),
+            ("scipy", lambda: scipy_baseline(small_ref, small_cur)),
+        ):
+            started = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - started)
+    small = evidently(args.evidently_python, small_ref, small_cur, args.rounds)
+    med_kiln, med_scipy = statistics.median(times["kiln"]), statistics.median(times["scipy"])
+    med_ev = statistics.median(small["seconds"])
+    rows = [
+        (
+            f"(2) Evidently {small['version']} `DataDriftPreset`, {n:,} rows x "
+            f"{ref.num_columns} columns",
+            f"{med_ev:.2f} s",
+            f"Kiln {med_kiln:.2f} s is {med_kiln / med_ev:.3f}x Evidently's time; the scipy "
+            f"baseline {med_scipy:.2f} s; Evidently runs "
+            f"{', '.join(f'{t:.2f}' for t in small['seconds'])}; it flagged "
+            f"{', '.join(sorted(small['flagged'], key=lambda c: int(c[1:])))}",
+            "reported",
+            "-",
+        )
+    ]
+    if args.evidently_full_rounds > 0:
+        full = evidently(args.evidently_python, ref, cur, args.evidently_full_rounds)
+        med_full = statistics.median(full["seconds"])
+        rows.append(
+            (
+                f"(2b) Evidently `DataDriftPreset`, {ref.num_rows:,} rows x "
+                f"{ref.num_columns} columns ({args.evidently_full_rounds} run; it is slow)",
+                f"{med_full:.2f} s",
+                f"Kiln's median in (1) is {args.kiln_full_s / med_full:.3f}x Evidently's time",
+                "reported",
+                "-",
+            )
+        )
+    return rows
+
+
 def peak_mb(fn: Callable[[], Any]) -> float:
     tracemalloc.start()
     try:
@@ -77,6 +152,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--columns", type=int, default=25)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--evidently-python", help="interpreter of an Evidently environment")
+    parser.add_argument("--evidently-rows", type=int, default=100_000)
+    parser.add_argument("--evidently-full-rounds", type=int, default=1)
     add_write_flag(parser, "monitoring")
     args = parser.parse_args()
     import kiln
@@ -153,11 +231,17 @@ def main() -> None:
     ]
     if flagged != expected:
         raise SystemExit(f"drift flagged {flagged}, the shifted columns are {expected}")
+    if args.evidently_python:
+        args.kiln_full_s = med["kiln"]
+        rows.extend(evidently_rows(args, ref, cur))
+    else:
+        rows.append(("(2) Evidently", "not measured (no --evidently-python)", "", "", "-"))
     text = (
         "## Monitoring (`benchmarks/monitoring.py`)\n\n"
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}; load average {load_before:.1f} before, "
-        f"{os.getloadavg()[0]:.1f} after. Command: `python benchmarks/monitoring.py --write`. "
+        f"{os.getloadavg()[0]:.1f} after. Command: `python benchmarks/monitoring.py "
+        "--evidently-python .venv-evidently/bin/python --write` (in `make bench`). "
         f"Medians of {args.rounds} rounds, the contenders alternating which goes first. Both "
         "start from the same two Arrow tables (every fifth column shifted by 0.3 standard "
         "deviations). The baseline is what a user writes with scipy, per column and on one "
