@@ -165,10 +165,8 @@ def _prepare_data(fs: kiln.FeatureStore, n_transactions: int, seed: int) -> _Dat
     n_users = int(min(2_000, max(50, n_transactions // 25)))
     n_merchants = 300
     days = 90
-    # The history runs up to this minute, as a live system's does: the trailing windows
-    # the server reads online (transactions in the last hour, day, week) then mean what
-    # they meant in training, and the monitor's comparison with training is fair.
-    end = datetime.now(UTC).replace(second=0, microsecond=0)
+    # Midnight today: the same seed gives the same data all day, while dates stay recent.
+    end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     df = make_fraud_transactions(
         n_transactions=n_transactions,
         n_users=n_users,
