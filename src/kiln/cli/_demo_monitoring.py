@@ -7,8 +7,8 @@ against the ordinary traffic just before it, both read from the server's own pre
 log: the alerts name the inputs that moved, and the drift report is written as one HTML
 file. (Against the training profile, the trailing-window features read online "now"
 differ from the same windows computed at each training transaction's time even on
-ordinary traffic, because a card's activity clusters around its own purchases; the
-comparison of two live windows isolates the surge.)
+ordinary traffic: the demo's history ends at midnight, and a card's activity clusters
+around its own purchases. Comparing two live windows isolates the surge.)
 """
 
 from __future__ import annotations
