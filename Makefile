@@ -9,7 +9,7 @@ STAMP_DEV := $(VENV)/.kiln-dev
 LOCK := requirements/dev.lock
 TORCH := torch==2.13.0
 
-.PHONY: demo test lint bench services install install-dev lock lock-check clean
+.PHONY: demo test lint bench services browser install install-dev lock lock-check clean
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=python3 ...'"; exit 2; }
@@ -42,8 +42,14 @@ lint: install-dev
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-test: install-dev lock-check services lint
+test: install-dev lock-check services lint browser
 	$(PY) -m pytest -q
+
+# The dashboard's browser tests drive Debian's chromium headless (nothing is downloaded).
+browser:
+	@command -v chromium >/dev/null 2>&1 || apt-get install -y chromium >/dev/null 2>&1 \
+	  || { apt-get update >/dev/null && apt-get install -y chromium >/dev/null; } \
+	  || { echo "make: chromium is needed for the browser tests: apt-get install chromium"; exit 2; }
 
 # Resolve pyproject.toml (with every extra `make test` installs) afresh in a throw-away
 # environment and write the versions it chose as the lock. Run it after changing a

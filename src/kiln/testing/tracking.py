@@ -351,6 +351,43 @@ def test_search_bad_arguments(tracking_client: TrackingClient, population: dict[
         runs.search("search", order_by=["metrics.val_auc sideways"], client=tracking_client)
 
 
+def test_search_pages_counts_and_nesting(
+    tracking_client: TrackingClient, population: dict[str, str]
+) -> None:
+    order = ["-metrics.val_auc"]
+    pages = [
+        _names(runs.search("search", order_by=order, limit=2, offset=o, client=tracking_client))
+        for o in (0, 2, 4, 6)
+    ]
+    assert pages == [["f", "b"], ["a", "c"], ["d", "e"], []]
+    assert runs.count("search", client=tracking_client) == 6
+    assert runs.count("search", "params.num_leaves = 31", client=tracking_client) == 3
+    assert runs.count(None, "metrics.val_auc > 0.98", client=tracking_client) == 2
+    with start_run("search", name="parent", client=tracking_client) as parent:
+        with start_run("search", name="child-1", parent=parent, client=tracking_client):
+            pass
+        with start_run("search", name="child-2", parent=parent, client=tracking_client):
+            pass
+    assert runs.count("search", top_level=True, client=tracking_client) == 7
+    assert runs.count("search", client=tracking_client) == 9
+    top = runs.search("search", top_level=True, client=tracking_client)
+    assert "child-1" not in _names(top) and "parent" in _names(top)
+    nested = runs.children([parent.id, population["a"]], client=tracking_client)
+    assert list(nested) == [parent.id]
+    assert _names(nested[parent.id]) == ["child-1", "child-2"]
+    assert runs.children([], client=tracking_client) == {}
+    keys = experiments.keys("search", client=tracking_client)
+    assert keys.params == ("algo", "num_leaves")
+    assert keys.metrics == ("val_auc",)
+    assert "team" in keys.tags
+    with pytest.raises(InvalidInput, match="offset"):
+        runs.search("search", offset=-1, client=tracking_client)
+    with pytest.raises(InvalidInput, match="recent"):
+        experiments.keys("search", recent=0, client=tracking_client)
+    with pytest.raises(NotFound, match="did you mean search"):
+        experiments.keys("serch", client=tracking_client)
+
+
 def test_compare(tracking_client: TrackingClient, population: dict[str, str]) -> None:
     result = runs.compare([population["a"], population["b"]], client=tracking_client)
     assert [r.name for r in result.runs] == ["a", "b"]

@@ -21,7 +21,9 @@ from kiln.tracking.search import compile_clause, compile_order, parse_filter, pa
 
 __all__ = [
     "RunComparison",
+    "children",
     "compare",
+    "count",
     "download_artifacts",
     "get",
     "list_artifacts",
@@ -56,17 +58,22 @@ def search(
     order_by: Sequence[str] | str | None = None,
     limit: int | None = DEFAULT_LIMIT,
     *,
+    offset: int = 0,
+    top_level: bool = False,
     client: TrackingClient | None = None,
 ) -> list[RunRecord]:
     """Runs of ``experiment`` (a name, names, or all) matching ``filter``, in ``order_by``.
 
     ``filter`` example: ``"metrics.val_auc > 0.9 and params.num_leaves = 31"``;
     ``order_by`` example: ``["-metrics.val_auc", "attributes.start_time"]``. Without an
-    order, newest runs come first. ``limit=None`` returns every match.
+    order, newest runs come first. ``limit=None`` returns every match; ``offset`` skips
+    that many first (a page); ``top_level=True`` keeps runs without a parent (nested runs
+    are then read with :func:`children`).
     """
     client = client or default_client()
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise InvalidInput(f"limit must be a positive integer or None; got {limit!r}")
+    _check_offset(offset)
     clauses = parse_filter(filter)
     keys = parse_order(order_by)
     query, joined = compile_order(
@@ -75,15 +82,75 @@ def search(
     conditions = [compile_clause(c, joined) for c in clauses]
     reap_dead_runs(client)
     with client.meta.read() as conn:
-        if experiment is not None:
-            names = [experiment] if isinstance(experiment, str) else list(experiment)
-            ids = [experiment_id(conn, name) for name in names]
-            conditions.append(t.runs.c.experiment_id.in_(ids))
+        conditions += _scope(conn, experiment, top_level)
         query = query.where(*conditions)
         if limit is not None:
             query = query.limit(limit)
+        if offset:
+            query = query.offset(offset)
         run_ids = list(conn.execute(query).scalars())
         return load_runs(conn, run_ids)
+
+
+def count(
+    experiment: str | Sequence[str] | None = None,
+    filter: str | None = None,
+    *,
+    top_level: bool = False,
+    client: TrackingClient | None = None,
+) -> int:
+    """How many runs :func:`search` would find with the same arguments and no limit."""
+    client = client or default_client()
+    clauses = parse_filter(filter)
+    _, joined = compile_order(
+        sa.select(t.runs.c.id), [], {c.name for c in clauses if c.kind == "metrics"}
+    )
+    with client.meta.read() as conn:
+        conditions = [compile_clause(c, joined) for c in clauses]
+        conditions += _scope(conn, experiment, top_level)
+        query = sa.select(sa.func.count()).select_from(t.runs).where(*conditions)
+        return int(conn.execute(query).scalar() or 0)
+
+
+def children(
+    parent_ids: Sequence[str], *, client: TrackingClient | None = None
+) -> dict[str, list[RunRecord]]:
+    """The nested runs of each run in ``parent_ids``, oldest first (a parent without any
+    is left out)."""
+    client = client or default_client()
+    if isinstance(parent_ids, str):
+        raise InvalidInput("children takes a list of run ids")
+    if not parent_ids:
+        return {}
+    with client.meta.read() as conn:
+        rows = conn.execute(
+            sa.select(t.runs.c.id, t.runs.c.parent_id)
+            .where(t.runs.c.parent_id.in_(list(parent_ids)))
+            .order_by(t.runs.c.start_time, t.runs.c.id)
+        ).all()
+        records = {r.id: r for r in load_runs(conn, [row.id for row in rows])}
+    out: dict[str, list[RunRecord]] = {}
+    for row in rows:
+        out.setdefault(row.parent_id, []).append(records[row.id])
+    return out
+
+
+def _scope(conn: Any, experiment: str | Sequence[str] | None, top_level: bool) -> list[Any]:
+    conditions: list[Any] = []
+    if experiment is not None:
+        names = [experiment] if isinstance(experiment, str) else list(experiment)
+        ids = [experiment_id(conn, name) for name in names]
+        conditions.append(t.runs.c.experiment_id.in_(ids))
+    if not isinstance(top_level, bool):
+        raise InvalidInput(f"top_level must be True or False; got {top_level!r}")
+    if top_level:
+        conditions.append(t.runs.c.parent_id.is_(None))
+    return conditions
+
+
+def _check_offset(offset: int) -> None:
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise InvalidInput(f"offset must be an integer >= 0; got {offset!r}")
 
 
 def metric_history(
