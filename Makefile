@@ -9,7 +9,7 @@ STAMP_DEV := $(VENV)/.kiln-dev
 LOCK := requirements/dev.lock
 TORCH := torch==2.13.0
 
-.PHONY: demo test lint bench services browser install install-dev lock lock-check clean
+.PHONY: demo test lint bench services browser ui-assets install install-dev lock lock-check clean
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=python3 ...'"; exit 2; }
@@ -44,6 +44,13 @@ lint: install-dev
 
 test: install-dev lock-check services lint browser
 	$(PY) -m pytest -q
+
+# The dashboard's front-end files come from npm at development time and ship inside the
+# package (src/kiln/ui/static/vendor, with their licenses): nothing loads from a CDN.
+ui-assets:
+	cd ui-assets && npm ci --no-audit --no-fund
+	cp ui-assets/node_modules/uplot/dist/uPlot.iife.min.js ui-assets/node_modules/uplot/dist/uPlot.min.css \
+	  ui-assets/node_modules/uplot/LICENSE src/kiln/ui/static/vendor/uplot/
 
 # The dashboard's browser tests drive Debian's chromium headless (nothing is downloaded).
 browser:

@@ -29,7 +29,7 @@ from kiln.cli import app, main
 
 ROOT = Path(__file__).resolve().parents[2]
 # Commands that print no result to script against: the demo narrates, serve serves.
-NO_RESULT = {("demo",), ("serve",)}
+NO_RESULT = {("demo",), ("serve",), ("ui",)}
 
 
 def walk(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:

@@ -24,6 +24,7 @@ from kiln.cli._monitor import monitor_app
 from kiln.cli._schedules import scheduler
 from kiln.cli._serve import serve
 from kiln.cli._tune import tune_app
+from kiln.cli._ui import ui
 
 # Click hands these to every sub-command's context, so ``-h`` works at every level.
 HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
@@ -51,6 +52,7 @@ app.add_typer(monitor_app, name="monitor")
 app.command("deploy", help=f"Shortcut for 'kiln deployments create'. {deploy.__doc__}")(deploy)
 app.command()(serve)
 app.command()(scheduler)
+app.command()(ui)
 
 
 def _version(value: bool) -> None:

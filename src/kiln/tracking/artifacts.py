@@ -21,7 +21,7 @@ from kiln.tracking._queries import get_run
 from kiln.tracking.client import TrackingClient, default_client
 from kiln.tracking.records import ArtifactRecord
 
-__all__ = ["download_artifacts", "list_artifacts", "record_artifacts"]
+__all__ = ["download_artifacts", "list_artifacts", "read_artifact", "record_artifacts"]
 
 
 def _upsert(client: TrackingClient, run_id: str, rows: list[dict[str, Any]]) -> None:
@@ -124,6 +124,19 @@ def list_artifacts(
         else:
             level[key] = f
     return list(level.values())
+
+
+def read_artifact(run: Any, path: str, *, client: TrackingClient | None = None) -> bytes:
+    """The bytes of one logged file, sha256-verified (a viewer's preview; use
+    :func:`download_artifacts` for directories and large files)."""
+    client = client or default_client()
+    run_id = _run_id(run)
+    prefix = v.artifact_path(path)
+    files = [f for f in _files(client, run_id, prefix) if f.path == prefix]
+    if not files:
+        known = [f.path for f in _files(client, run_id, "")]
+        raise NotFound(f"run {run_id} has no file {prefix!r}{close_matches(prefix, known)}")
+    return client.blobs.get_bytes(files[0].digest or "")
 
 
 def download_artifacts(

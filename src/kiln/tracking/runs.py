@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from kiln.core import InvalidInput, NotFound, close_matches, from_millis
 from kiln.tracking import _tables as t
 from kiln.tracking._queries import experiment_id, get_run, load_runs, reap_dead_runs
-from kiln.tracking.artifacts import download_artifacts, list_artifacts
+from kiln.tracking.artifacts import download_artifacts, list_artifacts, read_artifact
 from kiln.tracking.client import TrackingClient, default_client
 from kiln.tracking.records import MetricPoint, RunRecord
 from kiln.tracking.search import compile_clause, compile_order, parse_filter, parse_order
@@ -28,6 +28,7 @@ __all__ = [
     "get",
     "list_artifacts",
     "metric_history",
+    "read_artifact",
     "search",
     "set_tags",
 ]

@@ -1,0 +1,17 @@
+"""The dashboard's pages, one module per area; each handler reads only the public SDK."""
+
+from kiln.ui.pages.charts import metric_series
+from kiln.ui.pages.home import experiments, home
+from kiln.ui.pages.run import artifact_page, artifact_raw, compare, run_page
+from kiln.ui.pages.runs import runs_table
+
+__all__ = [
+    "artifact_page",
+    "artifact_raw",
+    "compare",
+    "experiments",
+    "home",
+    "metric_series",
+    "run_page",
+    "runs_table",
+]
