@@ -115,6 +115,7 @@ bench: install-dev $(MLFLOW_VENV)/bin/mlflow $(EVIDENTLY_VENV)/bin/python
 	$(PY) benchmarks/flows.py --write $(BENCH_DOC)
 	$(PY) benchmarks/tuning.py --write $(BENCH_DOC)
 	$(PY) benchmarks/training.py --write $(BENCH_DOC)
+	$(PY) benchmarks/ui.py --mlflow-python $(MLFLOW_VENV)/bin/python --write $(BENCH_DOC)
 	$(PY) benchmarks/monitoring.py --evidently-python $(EVIDENTLY_VENV)/bin/python --write $(BENCH_DOC)
 	$(PY) benchmarks/serving.py --workers 1 2 --mlflow-python $(MLFLOW_VENV)/bin/python --write $(BENCH_DOC)
 	$(PY) benchmarks/serving.py --spread 8 --workers 2 --write $(BENCH_DOC)

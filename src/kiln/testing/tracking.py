@@ -197,6 +197,26 @@ def test_metrics_history_latest_and_special_values(tracking_client: TrackingClie
         runs.metric_history(run.id, "acu", client=tracking_client)
 
 
+def test_metric_series_reads_steps_and_values_as_arrays(tracking_client: TrackingClient) -> None:
+    with start_run("series", client=tracking_client) as run:
+        for step in range(10):
+            run.log_metric("loss", float("nan") if step == 3 else 1.0 / (step + 1), step=step)
+        run.log_metric("other", 1.0)
+    series = runs.metric_series(run.id, "loss", client=tracking_client)
+    assert series.steps.tolist() == list(range(10))
+    assert math.isnan(series.values[3]) and series.values[4] == 0.2
+    window = runs.metric_series(run.id, "loss", min_step=2, max_step=5, client=tracking_client)
+    assert window.steps.tolist() == [2, 3, 4, 5]
+    empty = runs.metric_series(run.id, "loss", min_step=50, client=tracking_client)
+    assert empty.steps.size == 0
+    with pytest.raises(NotFound, match="no metric 'los'"):
+        runs.metric_series(run.id, "los", client=tracking_client)
+    with pytest.raises(NotFound):
+        runs.metric_series("0" * 32, "loss", client=tracking_client)
+    with pytest.raises(InvalidInput, match="min_step"):
+        runs.metric_series(run.id, "loss", min_step="a", client=tracking_client)  # type: ignore[arg-type]
+
+
 def test_metric_input_is_validated(tracking_client: TrackingClient) -> None:
     with start_run("e", client=tracking_client) as run:
         with pytest.raises(InvalidInput, match="'auc' must be a number"):

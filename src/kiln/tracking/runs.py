@@ -20,6 +20,7 @@ from kiln.tracking.records import MetricPoint, RunRecord
 from kiln.tracking.search import compile_clause, compile_order, parse_filter, parse_order
 
 __all__ = [
+    "MetricSeries",
     "RunComparison",
     "children",
     "compare",
@@ -28,6 +29,7 @@ __all__ = [
     "get",
     "list_artifacts",
     "metric_history",
+    "metric_series",
     "read_artifact",
     "search",
     "set_tags",
@@ -182,6 +184,58 @@ def metric_history(
         )
         for r in rows
     ]
+
+
+@dataclass(frozen=True)
+class MetricSeries:
+    """A metric's values by step as two numpy arrays (step order; NaN where NaN was
+    logged): what a chart or an analysis reads, without a Python object per point."""
+
+    key: str
+    steps: Any  # np.ndarray of int64
+    values: Any  # np.ndarray of float64
+
+
+def metric_series(
+    run_id: str,
+    key: str,
+    *,
+    min_step: int | float | None = None,
+    max_step: int | float | None = None,
+    client: TrackingClient | None = None,
+) -> MetricSeries:
+    """Every value logged for ``key`` with its step, between ``min_step`` and
+    ``max_step`` (inclusive) when given: one indexed query straight into numpy."""
+    import numpy as np
+
+    client = client or default_client()
+    client.flush()
+    for name, bound in (("min_step", min_step), ("max_step", max_step)):
+        if bound is not None and (isinstance(bound, bool) or not isinstance(bound, int | float)):
+            raise InvalidInput(f"{name} must be a number; got {bound!r}")
+    m = t.metrics.c
+    query = sa.select(m.step, m.value, m.is_nan).where(m.run_id == run_id, m.key == key)
+    if min_step is not None:
+        query = query.where(m.step >= min_step)
+    if max_step is not None:
+        query = query.where(m.step <= max_step)
+    with client.meta.read() as conn:
+        rows = conn.execute(query.order_by(m.step, m.timestamp, m.id)).all()
+        if not rows:
+            get_run(client, run_id)  # NotFound for an unknown run
+            known = list(
+                conn.execute(
+                    sa.select(t.latest_metrics.c.key).where(t.latest_metrics.c.run_id == run_id)
+                ).scalars()
+            )
+            if key not in known:
+                raise NotFound(f"run {run_id} has no metric {key!r}{close_matches(key, known)}")
+    if not rows:
+        return MetricSeries(key, np.empty(0, np.int64), np.empty(0, np.float64))
+    steps, numbers, nans = zip(*rows, strict=True)  # columns of plain tuples, not Row objects
+    values = np.array(numbers, dtype=np.float64)
+    values[np.array(nans, dtype=bool)] = np.nan
+    return MetricSeries(key=key, steps=np.array(steps, dtype=np.int64), values=values)
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,16 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from kiln.core import InvalidInput
 from kiln.ui.app import UISettings, create_app
 
-__all__ = ["TOKEN_ENV", "serve_ui"]
+__all__ = ["TOKEN_ENV", "running", "serve_ui"]
 
 TOKEN_ENV = "KILN_UI_TOKEN"
 
@@ -60,3 +65,27 @@ def serve_ui(
         asyncio.run(run())
     except OSError as exc:
         raise InvalidInput(f"--host {host} --port {port}: cannot listen there: {exc}") from None
+
+
+@contextmanager
+def running(app: Any, host: str = "127.0.0.1", ready_timeout_s: float = 20.0) -> Iterator[str]:
+    """``app`` on uvicorn in a background thread, on a free port of ``host``, until the
+    block ends; yields its base URL (tests and benchmarks talk to a real server)."""
+    import uvicorn
+
+    config = uvicorn.Config(app, host=host, port=0, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="kiln-ui", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + ready_timeout_s
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            server.should_exit = True
+            raise RuntimeError(f"the dashboard did not start on {host} in {ready_timeout_s:g} s")
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)

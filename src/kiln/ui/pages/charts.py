@@ -50,18 +50,10 @@ def _number(request: Request, name: str, default: float | None) -> float | None:
 
 
 def _series(run_id: str, key: str, request: Request) -> dict[str, Any]:
-    history = kiln.runs.metric_history(run_id, key)
-    steps = np.fromiter((p.step for p in history), dtype=np.float64, count=len(history))
-    values = np.fromiter((p.value for p in history), dtype=np.float64, count=len(history))
     low = _number(request, "from", None)
     high = _number(request, "to", None)
-    if low is not None or high is not None:
-        mask = np.ones(steps.size, dtype=bool)
-        if low is not None:
-            mask &= steps >= low
-        if high is not None:
-            mask &= steps <= high
-        steps, values = steps[mask], values[mask]
+    series = kiln.runs.metric_series(run_id, key, min_step=low, max_step=high)
+    steps, values = series.steps.astype(np.float64), series.values
     points = int(_number(request, "points", DEFAULT_POINTS) or DEFAULT_POINTS)
     if not 2 <= points <= MAX_POINTS:
         raise InvalidInput(f"points must be between 2 and {MAX_POINTS}; got {points}")
@@ -72,7 +64,7 @@ def _series(run_id: str, key: str, request: Request) -> dict[str, Any]:
         "key": key,
         "total": total,
         "exact": int(steps.size) == total,
-        "steps": steps.tolist(),
+        "steps": steps.astype(np.int64).tolist(),
         "values": [None if not np.isfinite(v) else float(v) for v in values],
     }
 

@@ -39,6 +39,17 @@
     return [xs].concat(ys);
   }
 
+  // When every chart of the page has drawn its first data: the time is kept for the
+  // benchmark and the browser tests (performance.now(), ms since navigation started).
+  var pendingCharts = 0;
+  function chartDone() {
+    pendingCharts -= 1;
+    if (pendingCharts === 0) {
+      window.kilnChartsReadyAt = performance.now();
+      document.documentElement.setAttribute("data-charts-ready", "1");
+    }
+  }
+
   function chart(figure) {
     var runs = figure.dataset.runs.split(",");
     var labels = JSON.parse(figure.dataset.labels || "[]");
@@ -79,7 +90,8 @@
         var data = align(series);
         if (!range) { full = { data: data, exact: exact }; }
         draw(data, exact);
-      }).catch(function (e) { note.textContent = "Could not load " + key + ": " + e.message; });
+        if (!range) { chartDone(); }
+      }).catch(function (e) { note.textContent = "Could not load " + key + ": " + e.message; chartDone(); });
     }
 
     logBox.addEventListener("change", function () { if (raw) { draw(raw, true); } });
@@ -102,7 +114,9 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
-    document.querySelectorAll("figure.chart").forEach(chart);
+    var figures = document.querySelectorAll("figure.chart");
+    pendingCharts = figures.length;
+    figures.forEach(chart);
     folding();
   });
 })();
