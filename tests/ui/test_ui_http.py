@@ -187,3 +187,15 @@ def test_the_dashboard_imports_only_the_public_api() -> None:
                 if parts[0] == "kiln" and parts[1:2] != ["ui"] and private:
                     offenders.append(f"{path.name}: {name}")
     assert offenders == []
+
+
+def test_search_finds_runs_by_name_and_id(http: httpx.Client, population: dict[str, str]) -> None:
+    found = http.get("/search", params={"q": "trial"})
+    assert found.status_code == 200
+    assert f'href="/runs/{population["trial-0"]}"' in found.text
+    assert f'href="/runs/{population["trial-1"]}"' in found.text
+    by_id = http.get("/search", params={"q": population["run-3"]})
+    assert f'href="/runs/{population["run-3"]}"' in by_id.text
+    odd = http.get("/search", params={"q": "it's <b>"})
+    assert odd.status_code == 200 and "it&#39;s &lt;b&gt;" in odd.text
+    assert http.get("/search").status_code == 200

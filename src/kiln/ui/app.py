@@ -105,6 +105,7 @@ def create_app(settings: UISettings | None = None) -> Starlette:
             Route("/runs/{run_id}/artifacts/{path:path}", pages.artifact_page),
             Route("/api/runs/{run_id}/artifacts/{path:path}", pages.artifact_raw),
             Route("/compare", pages.compare),
+            Route("/search", pages.search),
             Route("/api/runs/{run_id}/metrics/{key:path}", pages.metric_series),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],

@@ -4,6 +4,7 @@ from kiln.ui.pages.charts import metric_series
 from kiln.ui.pages.home import experiments, home
 from kiln.ui.pages.run import artifact_page, artifact_raw, compare, run_page
 from kiln.ui.pages.runs import runs_table
+from kiln.ui.pages.search import search
 
 __all__ = [
     "artifact_page",
@@ -14,4 +15,5 @@ __all__ = [
     "metric_series",
     "run_page",
     "runs_table",
+    "search",
 ]

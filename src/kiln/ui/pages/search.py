@@ -1,0 +1,56 @@
+"""The global search box: runs, models, deployments and feature definitions by name or id.
+
+Runs are searched by the database (a name containing the text, or the exact id); the
+other kinds are few enough to filter by name in memory. Each kind shows at most
+:data:`LIMIT` matches.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+import kiln
+from kiln.core import NotFound
+from kiln.ui._render import page
+
+LIMIT = 20
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def _found(text: str) -> dict[str, Any]:
+    needle = text.lower()
+    if not needle:
+        return {"runs": [], "models": [], "deployments": [], "features": []}
+    quoted = text.replace("'", "''")
+    runs = kiln.runs.search(filter=f"attributes.name ILIKE '%{quoted}%'", limit=LIMIT)
+    if _RUN_ID.match(needle):
+        try:
+            runs = [kiln.runs.get(needle), *runs]
+        except NotFound:
+            pass
+    models = [m for m in kiln.models.list_models() if needle in m.name.lower()][:LIMIT]
+    deployments = [d for d in kiln.deployments.list() if needle in d.name.lower()][:LIMIT]
+    definitions = kiln.FeatureStore().list_definitions()
+    latest: dict[tuple[str, str], Any] = {}
+    for record in definitions:
+        if needle in record.name.lower():
+            key = (record.kind, record.name)
+            if key not in latest or record.version > latest[key].version:
+                latest[key] = record
+    return {
+        "runs": runs,
+        "models": models,
+        "deployments": deployments,
+        "features": sorted(latest.values(), key=lambda r: (r.kind, r.name))[:LIMIT],
+    }
+
+
+async def search(request: Request) -> Response:
+    text = request.query_params.get("q", "").strip()
+    found = await run_in_threadpool(_found, text)
+    return page(request, "search.html", query=text, limit=LIMIT, **found)
