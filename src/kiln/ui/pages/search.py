@@ -7,6 +7,7 @@ other kinds are few enough to filter by name in memory. Each kind shows at most
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Any
 
@@ -29,10 +30,8 @@ def _found(text: str) -> dict[str, Any]:
     quoted = text.replace("'", "''")
     runs = kiln.runs.search(filter=f"attributes.name ILIKE '%{quoted}%'", limit=LIMIT)
     if _RUN_ID.match(needle):
-        try:
+        with contextlib.suppress(NotFound):  # an id-shaped name, not an id
             runs = [kiln.runs.get(needle), *runs]
-        except NotFound:
-            pass
     models = [m for m in kiln.models.list_models() if needle in m.name.lower()][:LIMIT]
     deployments = [d for d in kiln.deployments.list() if needle in d.name.lower()][:LIMIT]
     definitions = kiln.FeatureStore().list_definitions()
