@@ -388,6 +388,12 @@ def test_the_monitor_fires_on_the_surge_and_writes_the_report(
     assert f"Drift report {watched.html}" in text
 
 
+def test_the_summary_ends_with_the_dashboard(demo: tuple[DemoSummary, str]) -> None:
+    _, text = demo
+    assert "Open the dashboard" in text
+    assert "kiln ui   then http://127.0.0.1:5000/experiments/fraud-demo" in text
+
+
 def test_kiln_serve_is_stopped_however_the_block_ends(
     demo: tuple[DemoSummary, str], tmp_path: Path
 ) -> None:

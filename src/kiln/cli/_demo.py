@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -617,6 +618,12 @@ def _print_where(
         f"kiln monitor report {DEPLOYMENT} --window 1h",
     ):
         console.print(f"  [cyan]{escape(command)}[/]", soft_wrap=True, highlight=False)
+    console.print("[bold]Open the dashboard[/]")
+    console.print(
+        f"  [cyan]kiln ui[/]   then http://127.0.0.1:5000/experiments/{quote(experiment)}",
+        soft_wrap=True,
+        highlight=False,
+    )
 
 
 def run_demo(
