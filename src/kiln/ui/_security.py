@@ -62,8 +62,12 @@ def csrf_token(request: Request) -> str:
     known = request.cookies.get(CSRF_COOKIE)
     if known and len(known) == 43:
         return known
-    fresh: str = request.state.__dict__.setdefault("new_csrf", secrets.token_urlsafe(32))
-    return fresh
+    fresh = getattr(request.state, "new_csrf", None)
+    if fresh is None:
+        # Kept on the request's state (shared by every Request object of one request),
+        # so the middleware sets the cookie the page's form relies on.
+        fresh = request.state.new_csrf = secrets.token_urlsafe(32)
+    return str(fresh)
 
 
 async def guard(request: Request, call_next: Handler, token: str | None) -> Response:
@@ -108,7 +112,7 @@ def _set_token_cookie(response: Response, token: str, request: Request) -> None:
 def _finish(response: Response, request: Request, started: float) -> Response:
     for name, value in _HEADERS.items():
         response.headers.setdefault(name, value)
-    fresh = request.state.__dict__.get("new_csrf")
+    fresh = getattr(request.state, "new_csrf", None)
     if fresh is not None:
         response.set_cookie(CSRF_COOKIE, fresh, httponly=True, samesite="strict", path="/")
     elapsed_ms = (time.perf_counter() - started) * 1000.0
