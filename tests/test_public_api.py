@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 import kiln
 import kiln.errors
 import kiln.store
@@ -62,12 +64,17 @@ def test_top_level_names() -> None:
 
 def test_runs_namespace() -> None:
     assert sorted(kiln.runs.__all__) == [
+        "MetricSeries",
         "RunComparison",
+        "children",
         "compare",
+        "count",
         "download_artifacts",
         "get",
         "list_artifacts",
         "metric_history",
+        "metric_series",
+        "read_artifact",
         "search",
         "set_tags",
     ]
@@ -197,11 +204,13 @@ def _imports(path: Path) -> list[str]:
     return names
 
 
-def test_cli_uses_only_public_modules() -> None:
-    """DESIGN.md: the CLI is thin over the public API and never imports kiln.x._y."""
-    for path in (SRC / "cli").glob("*.py"):
+@pytest.mark.parametrize("package", ["cli", "ui"])
+def test_cli_and_dashboard_use_only_public_modules(package: str) -> None:
+    """DESIGN.md: the CLI and the dashboard are thin over the public API and never import
+    another package's private modules (kiln.x._y)."""
+    for path in (SRC / package).rglob("*.py"):
         for module in _imports(path):
             parts = module.split(".")
-            if parts[0] != "kiln" or parts[:2] == ["kiln", "cli"]:
+            if parts[0] != "kiln" or parts[:2] == ["kiln", package]:
                 continue
             assert not any(p.startswith("_") for p in parts), f"{path.name} imports {module}"

