@@ -1,11 +1,10 @@
 """The dashboard over HTTP (a real server on 127.0.0.1): pages, paging and sorting, escaping,
-the token, read-only mode, errors as 4xx pages, and the public-API-only rule."""
+the token, errors as 4xx pages, and the global search."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -14,8 +13,6 @@ from _server import running
 
 import kiln
 from kiln.ui import UISettings, create_app
-
-UI = Path(kiln.__file__).parent / "ui"
 
 
 @pytest.fixture
