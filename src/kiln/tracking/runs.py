@@ -70,8 +70,8 @@ def search(
     ``filter`` example: ``"metrics.val_auc > 0.9 and params.num_leaves = 31"``;
     ``order_by`` example: ``["-metrics.val_auc", "attributes.start_time"]``. Without an
     order, newest runs come first. ``limit=None`` returns every match; ``offset`` skips
-    that many first (a page); ``top_level=True`` keeps runs without a parent (nested runs
-    are then read with :func:`children`).
+    that many first (a page); ``top_level=True`` keeps runs without a parent in the
+    experiments searched (nested runs are then read with :func:`children`).
     """
     client = client or default_client()
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
@@ -140,14 +140,22 @@ def children(
 
 def _scope(conn: Any, experiment: str | Sequence[str] | None, top_level: bool) -> list[Any]:
     conditions: list[Any] = []
-    if experiment is not None:
-        names = [experiment] if isinstance(experiment, str) else list(experiment)
-        ids = [experiment_id(conn, name) for name in names]
-        conditions.append(t.runs.c.experiment_id.in_(ids))
     if not isinstance(top_level, bool):
         raise InvalidInput(f"top_level must be True or False; got {top_level!r}")
+    if experiment is None:
+        if top_level:
+            conditions.append(t.runs.c.parent_id.is_(None))
+        return conditions
+    names = [experiment] if isinstance(experiment, str) else list(experiment)
+    ids = [experiment_id(conn, name) for name in names]
+    conditions.append(t.runs.c.experiment_id.in_(ids))
     if top_level:
-        conditions.append(t.runs.c.parent_id.is_(None))
+        # Top-level within these experiments: no parent, or a parent elsewhere (a flow's
+        # task run, say, that nests a training run of another experiment).
+        parents = sa.select(t.runs.c.id).where(t.runs.c.experiment_id.in_(ids))
+        conditions.append(
+            sa.or_(t.runs.c.parent_id.is_(None), t.runs.c.parent_id.not_in(parents))
+        )
     return conditions
 
 
