@@ -40,6 +40,7 @@ if not TYPE_CHECKING:
             "OnlineStore": "kiln.features.online",
             "FeatureRequirements": "kiln.features.store",
             "FeatureStore": "kiln.features.store",
+            "MaterializationRecord": "kiln.features.store",
             "MaterializeFailure": "kiln.features.store",
             "MaterializeReport": "kiln.features.store",
             "MaterializeResult": "kiln.features.store",
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
     from kiln.features.store import (
         FeatureRequirements,
         FeatureStore,
+        MaterializationRecord,
         MaterializeFailure,
         MaterializeReport,
         MaterializeResult,
@@ -77,6 +79,7 @@ __all__ = [
     "FeatureStore",
     "FeatureView",
     "Field",
+    "MaterializationRecord",
     "MaterializeFailure",
     "MaterializeReport",
     "MaterializeResult",

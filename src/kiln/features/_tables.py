@@ -26,5 +26,6 @@ materializations = sa.Table(
     sa.Column("view_version", sa.Integer, primary_key=True),
     sa.Column("watermark", sa.BigInteger, nullable=False),
     sa.Column("rows", sa.BigInteger, nullable=False),
+    sa.Column("newest_event", sa.BigInteger, nullable=True),  # ms; newest event time written
     sa.Column("updated_at", sa.BigInteger, nullable=False),
 )

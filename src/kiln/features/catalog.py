@@ -4,7 +4,9 @@
 would be created, updated (with the fields that change) or left as it is. ``apply``
 checks the whole batch first (references, name clashes, and each view's source against
 its schema through ``check_source``) and then stores a new version of every changed
-definition in one transaction, so a failed apply changes nothing.
+definition in one transaction, so a failed apply changes nothing. Every version stays
+stored: ``history`` reads them back, and ``DefinitionRecord.changes_from`` says what
+changed between two of them in the words ``plan`` uses.
 """
 
 from __future__ import annotations
@@ -86,6 +88,14 @@ class DefinitionRecord:
     spec: Mapping[str, Any] = field(default_factory=dict)
     created_at: datetime
 
+    def changes_from(self, previous: DefinitionRecord | None) -> tuple[str, ...]:
+        """What changed from ``previous`` (an earlier version) to this one, in the words
+        ``plan`` uses: fields added, removed or retyped, TTL, source, and every other
+        setting as ``old -> new``; empty for a first version (``previous`` None)."""
+        if previous is None:
+            return ()
+        return tuple(_differences(previous.spec, self.spec))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
@@ -97,6 +107,49 @@ class DefinitionRecord:
         }
 
 
+def _text(value: Any) -> str:
+    return json.dumps(value, default=str)
+
+
+def _named(items: Any) -> dict[str, Mapping[str, Any]] | None:
+    """A list of named items (schema fields, aggregations, request sources) by name, or
+    None for any other value."""
+    if not isinstance(items, list) or not items:
+        return None
+    if not all(isinstance(i, Mapping) and isinstance(i.get("name"), str) for i in items):
+        return None
+    by_name = {i["name"]: i for i in items}
+    return by_name if len(by_name) == len(items) else None
+
+
+def _item(item: Mapping[str, Any]) -> str:
+    if set(item) == {"name", "dtype"}:  # a field: "amount: float64"
+        return f"{item['name']}: {item['dtype']}"
+    return str(item["name"])
+
+
+def _list_differences(key: str, old: Any, new: Any) -> list[str] | None:
+    """Named items compared by name: added, removed, retyped or changed, reordered."""
+    before, after = _named(old), _named(new)
+    if (before is None and old not in (None, [])) or (after is None and new not in (None, [])):
+        return None
+    before, after = before or {}, after or {}
+    out = [f"{key}: added {_item(after[n])}" for n in after if n not in before]
+    out += [f"{key}: removed {_item(before[n])}" for n in before if n not in after]
+    for name in (n for n in after if n in before and before[n] != after[n]):
+        a, b = before[name], after[name]
+        if set(a) == set(b) == {"name", "dtype"}:
+            out.append(f"{key}: {name} retyped {a['dtype']} -> {b['dtype']}")
+        else:
+            out.extend(_differences(a, b, f"{key}[{name}]."))
+    kept = [n for n in before if n in after]
+    if not out and kept != [n for n in after if n in before]:
+        out.append(
+            f"{key}: order {', '.join(kept)} -> {', '.join(n for n in after if n in before)}"
+        )
+    return out
+
+
 def _differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
     out = []
     for key in sorted(set(old) | set(new)):
@@ -105,10 +158,12 @@ def _differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "
             continue
         if isinstance(a, Mapping) and isinstance(b, Mapping):
             out.extend(_differences(a, b, f"{prefix}{key}."))
+            continue
+        listed = _list_differences(f"{prefix}{key}", a, b)
+        if listed is not None:
+            out.extend(listed)
         else:
-            out.append(
-                f"{prefix}{key}: {json.dumps(a, default=str)} -> {json.dumps(b, default=str)}"
-            )
+            out.append(f"{prefix}{key}: {_text(a)} -> {_text(b)}")
     return out
 
 
@@ -144,18 +199,7 @@ class Catalog:
         """The latest version of every definition (of one kind), by kind and name."""
         with self.meta.read() as conn:
             rows = self._latest_rows(conn)
-        out = [
-            DefinitionRecord(
-                kind=r.kind,
-                name=r.name,
-                version=r.version,
-                digest=r.digest,
-                spec=json.loads(r.spec),
-                created_at=from_millis(r.created_at),
-            )
-            for r in rows.values()
-            if kind is None or r.kind == kind
-        ]
+        out = [_record(r) for r in rows.values() if kind is None or r.kind == kind]
         return sorted(out, key=lambda r: (r.kind, r.name))
 
     def load(self) -> tuple[dict[str, Definition], dict[str, int]]:
@@ -164,6 +208,22 @@ class Catalog:
             rows = self._latest_rows(conn)
         versions = {r.name: int(r.version) for r in rows.values() if r.namespace == "view"}
         return _rebuild(rows.values()), versions
+
+    def history(self, namespace: str, name: str) -> list[DefinitionRecord]:
+        """Every stored version of ``name`` in ``namespace`` (entity, view, service),
+        oldest first; NotFound (naming close matches) when none is applied."""
+        d = t.feature_definitions.c
+        with self.meta.read() as conn:
+            rows = conn.execute(
+                sa.select(t.feature_definitions)
+                .where(d.namespace == namespace, d.name == name)
+                .order_by(d.version)
+            ).all()
+            known = [] if rows else list(self._latest_rows(conn, namespace))
+        if not rows:
+            names = [n for _, n in known]
+            raise NotFound(f"no {namespace} named {name!r} is applied{close_matches(name, names)}")
+        return [_record(r) for r in rows]
 
     def version_of(self, namespace: str, name: str) -> int:
         with self.meta.read() as conn:
@@ -217,6 +277,17 @@ class Catalog:
                     )
                 )
         return Plan(tuple(changes))
+
+
+def _record(row: Any) -> DefinitionRecord:
+    return DefinitionRecord(
+        kind=row.kind,
+        name=row.name,
+        version=row.version,
+        digest=row.digest,
+        spec=json.loads(row.spec),
+        created_at=from_millis(row.created_at),
+    )
 
 
 def _batch(objects: Iterable[Any]) -> list[Definition]:

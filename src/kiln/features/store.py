@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from kiln.core import (
@@ -22,6 +23,7 @@ from kiln.core import (
     KilnError,
     NotFound,
     close_matches,
+    from_millis,
     get_settings,
     now_millis,
     to_millis,
@@ -30,7 +32,7 @@ from kiln.features import _tables as t
 from kiln.features._gates import all_rows, gate_rows
 from kiln.features._keys import key_types, online_keys
 from kiln.features._resolve import resolve_view
-from kiln.features._specs import Definition
+from kiln.features._specs import NAMESPACES, Definition
 from kiln.features.catalog import Catalog, DefinitionRecord, Plan, require_views
 from kiln.features.datasets import TrainingSet
 from kiln.features.definitions import (
@@ -65,6 +67,7 @@ from kiln.tracking import TrackingClient, default_client
 __all__ = [
     "FeatureRequirements",
     "FeatureStore",
+    "MaterializationRecord",
     "MaterializeFailure",
     "MaterializeReport",
     "MaterializeResult",
@@ -96,6 +99,21 @@ class MaterializeResult:
     entities: int
     written: int
     validation: Any = None  # the gate's report (kiln.validation) for a view with checks
+
+
+@dataclass(frozen=True, kw_only=True)
+class MaterializationRecord:
+    """How fresh a view version's online values are: when it was last materialized, up
+    to which time (``watermark``: the latest ``end`` asked for), the newest event time
+    materialized so far, and how many entities the last run read. ``newest_event`` is
+    None when no run found a row (or the record predates it being kept)."""
+
+    view: str
+    version: int
+    materialized_at: datetime
+    watermark: datetime
+    newest_event: datetime | None
+    rows: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -234,7 +252,46 @@ class FeatureStore:
         self._direct = set()
 
     def list_definitions(self, kind: str | None = None) -> list[DefinitionRecord]:
+        """The latest version of every applied definition (of one ``kind``)."""
         return self.catalog.records(kind)
+
+    def history(self, name: str, *, kind: str = "view") -> list[DefinitionRecord]:
+        """Every applied version of one definition, oldest first.
+
+        ``kind`` is ``view`` (any feature view: plain, windowed, on-demand), ``entity`` or
+        ``service`` (a definition kind such as ``feature_view`` is accepted too). Pair
+        consecutive records with ``DefinitionRecord.changes_from`` for what each version
+        changed. NotFound names close matches when ``name`` was never applied.
+        """
+        namespaces = {**NAMESPACES, **{n: n for n in NAMESPACES.values()}}
+        if kind not in namespaces:
+            raise InvalidInput(
+                f"history: kind must be one of {', '.join(sorted(set(namespaces.values())))} "
+                f"(or a definition kind); got {kind!r}"
+            )
+        return self.catalog.history(namespaces[kind], name)
+
+    def materializations(self, view: str | None = None) -> list[MaterializationRecord]:
+        """Freshness: per view version ever materialized (of ``view`` when given), the
+        last materialization, its watermark and the newest event time materialized;
+        newest materialization first. Views never materialized have no record."""
+        m = t.materializations.c
+        query = sa.select(t.materializations).order_by(m.updated_at.desc(), m.view)
+        if view is not None:
+            query = query.where(m.view == view)
+        with self.client.meta.read() as conn:
+            rows = conn.execute(query).all()
+        return [
+            MaterializationRecord(
+                view=r.view,
+                version=int(r.view_version),
+                materialized_at=from_millis(r.updated_at),
+                watermark=from_millis(r.watermark),
+                newest_event=from_millis(r.newest_event),
+                rows=int(r.rows),
+            )
+            for r in rows
+        ]
 
     def _state(self) -> tuple[dict[str, Definition], dict[str, int]]:
         if self._loaded is None:
@@ -379,6 +436,7 @@ class FeatureStore:
         events = recent_events(view, end=end, offline_dir=self.offline_dir)
         version = self._online_version(view.name)
         written = update_windows(self.online, view, version, events, replace=True)
+        self._record_materialization(view, end, events, written)
         return MaterializeResult(
             view=view.name,
             start=end - view.max_window,
@@ -404,7 +462,6 @@ class FeatureStore:
     ) -> MaterializeResult:
         if isinstance(view, WindowedFeatureView):
             return self._materialize_windows(view, end)
-        version = self._version(view)
         table = latest_per_entity(
             view,
             start=None if incremental else start,
@@ -420,22 +477,7 @@ class FeatureStore:
             join_keys=view.join_keys,
             features=view.feature_names,
         )
-        now = now_millis()
-        m = t.materializations
-        with self.client.meta.write() as conn:
-            key = (m.c.view == view.name) & (m.c.view_version == version)
-            old = conn.execute(sa.select(m.c.watermark).where(key)).scalar_one_or_none()
-            mark = max(to_millis(end), old or 0)
-            conn.execute(m.delete().where(key))
-            conn.execute(
-                m.insert().values(
-                    view=view.name,
-                    view_version=version,
-                    watermark=mark,
-                    rows=table.num_rows,
-                    updated_at=now,
-                )
-            )
+        self._record_materialization(view, end, table, table.num_rows)
         return MaterializeResult(
             view=view.name,
             start=start,
@@ -444,6 +486,32 @@ class FeatureStore:
             written=written,
             validation=report,
         )
+
+    def _record_materialization(
+        self, view: FeatureView | WindowedFeatureView, end: datetime, table: pa.Table, rows: int
+    ) -> None:
+        """Keep the view version's freshness: watermark and newest event only move forward."""
+        newest = pc.max(table["event_ts"]).as_py() if table.num_rows else None
+        m = t.materializations
+        version = self._version(view)
+        with self.client.meta.write() as conn:
+            key = (m.c.view == view.name) & (m.c.view_version == version)
+            old = conn.execute(sa.select(m.c.watermark, m.c.newest_event).where(key)).first()
+            marks = [to_millis(end)] + ([old.watermark] if old is not None else [])
+            events = [to_millis(newest)] if newest is not None else []
+            if old is not None and old.newest_event is not None:
+                events.append(old.newest_event)
+            conn.execute(m.delete().where(key))
+            conn.execute(
+                m.insert().values(
+                    view=view.name,
+                    view_version=version,
+                    watermark=max(marks),
+                    newest_event=max(events) if events else None,
+                    rows=rows,
+                    updated_at=now_millis(),
+                )
+            )
 
     def profile(self, view: str, **options: Any) -> Any:
         """The :class:`kiln.validation.Profile` of a feature view's rows (its source with
