@@ -25,6 +25,8 @@ if not TYPE_CHECKING:
             "Flow": "kiln.flows._flow",
             "FlowDefinitionError": "kiln.flows._graph",
             "FlowFailed": "kiln.flows._flow",
+            "FlowGraph": "kiln.flows.records",
+            "FlowNode": "kiln.flows.records",
             "FlowRun": "kiln.flows._flow",
             "FlowRunRecord": "kiln.flows.records",
             "InlineExecutor": "kiln.flows.executors",
@@ -48,10 +50,12 @@ if not TYPE_CHECKING:
             "open_executor": "kiln.flows.executors",
             "prestart": "kiln.flows.executors",
             "request_cancel": "kiln.flows._records",
+            "run_graph": "kiln.flows.graphs",
             "schedule": "kiln.flows.scheduling",
             "scheduled_runs": "kiln.flows.scheduling",
             "schedules": "kiln.flows.scheduling",
             "start_flow": "kiln.flows._launch",
+            "start_resume": "kiln.flows._launch",
             "settings_snapshot": "kiln.flows.executors",
             "task_output": "kiln.flows.executors",
             "TaskResult": "kiln.flows._worker",
@@ -67,7 +71,7 @@ if not TYPE_CHECKING:
 if TYPE_CHECKING:
     from kiln.flows._flow import Flow, FlowFailed, FlowRun, flow, load_flow
     from kiln.flows._graph import FlowDefinitionError, each, unmapped
-    from kiln.flows._launch import StartedFlow, start_flow
+    from kiln.flows._launch import StartedFlow, start_flow, start_resume
     from kiln.flows._ray import RayExecutor
     from kiln.flows._records import get_run, list_runs, request_cancel, tasks
     from kiln.flows._runner import Event
@@ -81,8 +85,16 @@ if TYPE_CHECKING:
         settings_snapshot,
         task_output,
     )
+    from kiln.flows.graphs import run_graph
     from kiln.flows.logs import TaskLog, task_logs
-    from kiln.flows.records import FlowRunRecord, Schedule, ScheduledRun, TaskRecord
+    from kiln.flows.records import (
+        FlowGraph,
+        FlowNode,
+        FlowRunRecord,
+        Schedule,
+        ScheduledRun,
+        TaskRecord,
+    )
     from kiln.flows.scheduling import (
         Scheduler,
         get_schedule,
@@ -99,6 +111,8 @@ __all__ = [
     "Flow",
     "FlowDefinitionError",
     "FlowFailed",
+    "FlowGraph",
+    "FlowNode",
     "FlowRun",
     "FlowRunRecord",
     "InlineExecutor",
@@ -124,11 +138,13 @@ __all__ = [
     "open_executor",
     "prestart",
     "request_cancel",
+    "run_graph",
     "schedule",
     "scheduled_runs",
     "schedules",
     "settings_snapshot",
     "start_flow",
+    "start_resume",
     "step",
     "task_logs",
     "task_output",

@@ -28,6 +28,7 @@ from kiln.flows._runner import Event, FlowStopped, Runner
 from kiln.flows._values import ValueRef, load
 from kiln.flows._worker import LazySequence, walk
 from kiln.flows.executors import Executor, open_executor, settings_snapshot
+from kiln.flows.graphs import GRAPH_ARTIFACT, describe
 from kiln.flows.records import FlowRunRecord, TaskRecord
 from kiln.tracking import TrackingClient, default_client
 
@@ -193,6 +194,9 @@ class Flow(Generic[P, R]):
                 params=values,
                 executor=engine.name,
             )
+            # The graph as it ran, for `kiln.flows.run_graph` and the dashboard.
+            described = describe(graph, run_id=tracked.id, flow=self.name)
+            tracked.log_dict(described.to_dict(), GRAPH_ARTIFACT)
         except BaseException:
             engine.close()
             raise

@@ -19,12 +19,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kiln.core import InvalidInput, get_settings, now_millis
+from kiln.core import Conflict, InvalidInput, NotFound, get_settings, now_millis
 from kiln.flows._flow import load_flow
 from kiln.flows.executors import parse_executor
 from kiln.tracking import TrackingClient, default_client
 
-__all__ = ["StartedFlow", "check_executor", "flow_command", "launch", "start_flow", "text_params"]
+__all__ = [
+    "StartedFlow",
+    "check_executor",
+    "flow_command",
+    "launch",
+    "start_flow",
+    "start_resume",
+    "text_params",
+]
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,101 @@ def start_flow(
     # Waited for by a thread of its own: reaped when it ends, never left a zombie.
     threading.Thread(target=process.wait, name=f"kiln-flow-{process.pid}", daemon=True).start()
     return StartedFlow(process.pid, tuple(argv), path)
+
+
+def start_resume(
+    run_id: str,
+    *,
+    executor: str | None = None,
+    max_parallel: int | None = None,
+    log: str | os.PathLike[str] | None = None,
+    workdir: str | os.PathLike[str] | None = None,
+    actor: str | None = None,
+    reason: str | None = None,
+    client: TrackingClient | None = None,
+) -> StartedFlow:
+    """Resume flow run ``run_id`` (``kiln flows resume``) in a process of its own, and
+    return without waiting for it.
+
+    Refused (InvalidInput) when the run finished, and (Conflict) while its process is
+    alive or another resume started it within the heartbeat timeout; a run whose process
+    died (its tracked run lost its heartbeat) may be resumed. The flow is imported here
+    first, from ``workdir`` (default: the directory of the schedule that started the run,
+    else the current one), so an import error is this call's error. ``executor`` defaults
+    to the run's own; ``actor`` and ``reason`` are recorded on the run's tracked run
+    (tag ``kiln.flow.resumed_by``) and in the log's first line.
+    """
+    from kiln.flows._records import get_run, note_actor
+    from kiln.flows._tables import flow_runs
+    from kiln.tracking import RunStatus
+    from kiln.tracking.runs import get as get_tracked
+
+    client = client or default_client()
+    record = get_run(run_id, client=client)
+    if record.status == "finished":
+        raise InvalidInput(f"flow run {run_id} already finished; nothing to resume")
+    if record.status == "running":
+        if get_tracked(run_id, client=client).status == RunStatus.RUNNING:
+            raise Conflict(
+                f"flow run {run_id} is still running (its process is alive); cancel it first"
+            )
+        waited = (now_millis() - record.updated_at) / 1000.0
+        if waited < client.heartbeat_timeout_s:
+            raise Conflict(
+                f"flow run {run_id} was started again {waited:.0f} s ago; look at it again "
+                f"after {client.heartbeat_timeout_s:g} s if it has not moved"
+            )
+    if executor is None:
+        try:
+            check_executor(record.executor)
+            executor = record.executor
+        except InvalidInput:
+            executor = "processes"
+    check_executor(executor)
+    if max_parallel is not None and (
+        isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1
+    ):
+        raise InvalidInput(f"max_parallel must be an integer >= 1; got {max_parallel!r}")
+    if workdir is None and record.schedule is not None:
+        workdir = _schedule_workdir(record.schedule, client)
+    flow = _load_from(record.target, workdir)
+    if flow.name != record.flow:
+        raise InvalidInput(
+            f"{record.target!r} is now flow {flow.name!r}, but run {run_id} is a run of "
+            f"{record.flow!r}"
+        )
+    # Claimed with a compare-and-set, so two resumes at once start one process.
+    with client.meta.write() as conn:
+        claimed = conn.execute(
+            flow_runs.update()
+            .where(
+                flow_runs.c.id == run_id,
+                flow_runs.c.status == record.status,
+                flow_runs.c.updated_at == record.updated_at,
+            )
+            .values(status="running", cancel_requested=False, updated_at=now_millis())
+        ).rowcount
+    if not claimed:
+        raise Conflict(f"flow run {run_id} changed while it was being resumed; look again")
+    argv = [sys.executable, "-m", "kiln", "flows", "resume", run_id, "--executor", executor]
+    if max_parallel is not None:
+        argv += ["--max-parallel", str(max_parallel)]
+    path = Path(log) if log is not None else get_settings().home / "flows" / f"{flow.name}.log"
+    who = actor or f"pid {os.getpid()}"
+    process = launch(argv, path, workdir, client=client, note=f"{who} resumes run {run_id}")
+    threading.Thread(target=process.wait, name=f"kiln-flow-{process.pid}", daemon=True).start()
+    if actor is not None:
+        note_actor(client, run_id, "kiln.flow.resumed_by", actor, reason)
+    return StartedFlow(process.pid, tuple(argv), path)
+
+
+def _schedule_workdir(name: str, client: TrackingClient) -> str | None:
+    from kiln.flows.scheduling import get_schedule
+
+    try:
+        return get_schedule(name, client=client).workdir
+    except NotFound:  # the schedule was deleted since
+        return None
 
 
 def _load_from(target: str, workdir: str | os.PathLike[str] | None) -> Any:

@@ -8,12 +8,13 @@ never a finished task without its output.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
 
-from kiln.core import NotFound, now_millis
+from kiln.core import InvalidInput, NotFound, now_millis
 from kiln.flows._tables import flow_cache, flow_runs, flow_tasks
 from kiln.flows._values import ValueRef
 from kiln.flows.records import FlowRunRecord, TaskRecord
@@ -27,6 +28,7 @@ __all__ = [
     "forget_cached",
     "get_run",
     "list_runs",
+    "note_actor",
     "request_cancel",
     "set_run_status",
     "start_task",
@@ -111,19 +113,43 @@ def get_run(run_id: str, *, client: TrackingClient | None = None) -> FlowRunReco
 
 
 def list_runs(
-    flow: str | None = None, *, limit: int = 50, client: TrackingClient | None = None
+    flow: str | None = None,
+    *,
+    limit: int = 50,
+    offset: int = 0,
+    client: TrackingClient | None = None,
 ) -> list[FlowRunRecord]:
-    """Flow runs, newest first (of one flow when ``flow`` is given)."""
+    """Flow runs, newest first (of one flow when ``flow`` is given); ``offset`` skips the
+    newest ones, for pages."""
+    for name, value, least in (("limit", limit, 1), ("offset", offset, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise InvalidInput(f"list_runs: {name} must be an integer >= {least}; got {value!r}")
     client = client or default_client()
-    query = sa.select(flow_runs).order_by(flow_runs.c.created_at.desc()).limit(limit)
+    query = (
+        sa.select(flow_runs)
+        .order_by(flow_runs.c.created_at.desc(), flow_runs.c.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
     if flow is not None:
         query = query.where(flow_runs.c.flow == flow)
     with client.meta.read() as conn:
         return [_run_record(r) for r in conn.execute(query).all()]
 
 
-def request_cancel(run_id: str, *, client: TrackingClient | None = None) -> FlowRunRecord:
-    """Ask the process running ``run_id`` to stop it (it checks about twice a second)."""
+def request_cancel(
+    run_id: str,
+    *,
+    actor: str | None = None,
+    reason: str | None = None,
+    client: TrackingClient | None = None,
+) -> FlowRunRecord:
+    """Ask the process running ``run_id`` to stop it (it checks about twice a second).
+
+    ``actor`` (and ``reason``) are recorded on the run's tracked run as the tag
+    ``kiln.flow.cancel_requested_by``, so its page says who asked. A run that is not
+    running is returned unchanged.
+    """
     client = client or default_client()
     record = get_run(run_id, client=client)
     if record.status != "running":
@@ -134,7 +160,21 @@ def request_cancel(run_id: str, *, client: TrackingClient | None = None) -> Flow
             .where(flow_runs.c.id == run_id)
             .values(cancel_requested=True, updated_at=now_millis())
         )
+    if actor is not None:
+        note_actor(client, run_id, "kiln.flow.cancel_requested_by", actor, reason)
     return get_run(run_id, client=client)
+
+
+def note_actor(
+    client: TrackingClient, run_id: str, tag: str, actor: str, reason: str | None
+) -> None:
+    """Who acted on a flow run, when and why, as a tag of its tracked run."""
+    from kiln.tracking.runs import set_tags
+
+    stamp = datetime.fromtimestamp(now_millis() / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    set_tags(
+        run_id, {tag: f"{actor} at {stamp}" + (f": {reason}" if reason else "")}, client=client
+    )
 
 
 def cancel_requested(client: TrackingClient, run_id: str) -> bool:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from kiln.flows._values import ValueRef
 
-__all__ = ["FlowRunRecord", "Schedule", "ScheduledRun", "TaskRecord"]
+__all__ = ["FlowGraph", "FlowNode", "FlowRunRecord", "Schedule", "ScheduledRun", "TaskRecord"]
 
 
 @dataclass(frozen=True)
@@ -97,3 +97,55 @@ class Schedule:
     created_at: int
     updated_at: int
     last: ScheduledRun | None  # the latest due time acted on
+
+
+@dataclass(frozen=True)
+class FlowNode:
+    """One call of a step in a flow's graph: a task, or a mapped step's tasks
+    (``score[0]``, ``score[1]``...). ``upstream`` names the nodes whose outputs it reads."""
+
+    name: str  # unique in the flow: "train", "train-2" for a second call
+    step: str
+    upstream: tuple[str, ...]
+    mapped: bool
+    site: str  # "path/to/flow.py:12", where the flow calls the step
+
+
+@dataclass(frozen=True)
+class FlowGraph:
+    """The graph a flow run ran: its nodes in the order the flow called them.
+
+    ``recorded`` is True when the run stored its graph as it started; False when it was
+    rebuilt from the flow's code (a run from before graphs were recorded), which shows
+    the code as it is now.
+    """
+
+    run_id: str
+    flow: str
+    nodes: tuple[FlowNode, ...]
+    recorded: bool = True
+
+    @property
+    def edges(self) -> list[tuple[str, str]]:
+        """(upstream, downstream) node names, in node order."""
+        return [(up, node.name) for node in self.nodes for up in node.upstream]
+
+    @staticmethod
+    def node_of(task: str) -> str:
+        """The node a task belongs to: ``score[3]`` -> ``score``."""
+        return task.split("[", 1)[0] if task.endswith("]") else task
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "flow": self.flow,
+            "nodes": [
+                {
+                    "name": n.name,
+                    "step": n.step,
+                    "upstream": list(n.upstream),
+                    "mapped": n.mapped,
+                    "site": n.site,
+                }
+                for n in self.nodes
+            ],
+        }
