@@ -1,6 +1,8 @@
 """The dashboard's pages, one module per area; each handler reads only the public SDK."""
 
 from kiln.ui.pages.charts import metric_series
+from kiln.ui.pages.features import feature_definition, features
+from kiln.ui.pages.flows import flow_action, flow_run, flow_runs
 from kiln.ui.pages.home import experiments, home
 from kiln.ui.pages.run import artifact_page, artifact_raw, compare, run_page
 from kiln.ui.pages.runs import runs_table
@@ -11,6 +13,11 @@ __all__ = [
     "artifact_raw",
     "compare",
     "experiments",
+    "feature_definition",
+    "features",
+    "flow_action",
+    "flow_run",
+    "flow_runs",
     "home",
     "metric_series",
     "run_page",
