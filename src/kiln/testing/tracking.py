@@ -392,9 +392,11 @@ def test_search_pages_counts_and_nesting(
     assert runs.count("search", client=tracking_client) == 9
     top = runs.search("search", top_level=True, client=tracking_client)
     assert "child-1" not in _names(top) and "parent" in _names(top)
-    with start_run("elsewhere", name="outer", client=tracking_client) as outer:
-        with start_run("search", name="inner", parent=outer, client=tracking_client):
-            pass
+    with (
+        start_run("elsewhere", name="outer", client=tracking_client) as outer,
+        start_run("search", name="inner", parent=outer, client=tracking_client),
+    ):
+        pass
     # A run whose parent is in another experiment is top-level in its own.
     assert "inner" in _names(runs.search("search", top_level=True, client=tracking_client))
     assert runs.count("search", top_level=True, client=tracking_client) == 8

@@ -153,9 +153,7 @@ def _scope(conn: Any, experiment: str | Sequence[str] | None, top_level: bool) -
         # Top-level within these experiments: no parent, or a parent elsewhere (a flow's
         # task run, say, that nests a training run of another experiment).
         parents = sa.select(t.runs.c.id).where(t.runs.c.experiment_id.in_(ids))
-        conditions.append(
-            sa.or_(t.runs.c.parent_id.is_(None), t.runs.c.parent_id.not_in(parents))
-        )
+        conditions.append(sa.or_(t.runs.c.parent_id.is_(None), t.runs.c.parent_id.not_in(parents)))
     return conditions
 
 
