@@ -11,7 +11,8 @@ Rules (``Rule``, grouped per deployment in a ``Monitor``, as code or TOML) judge
 missing and skew rates and live quality; ``evaluate`` opens and resolves alert
 ``events`` with actions (log, webhook, rollback, retraining flow), and a
 ``MonitorService`` evaluates on a schedule and exports the values as Prometheus metrics.
-``report`` gathers drift, the histograms behind it and quality into one record, rendered
+``history`` reads back every value an evaluation measured (drift over time); ``report``
+gathers drift, the histograms behind it and quality into one record, rendered
 as a dict, Rich tables or one self-contained HTML file.
 """
 
@@ -26,6 +27,7 @@ from kiln.monitoring.alerts import (
     get_event,
 )
 from kiln.monitoring.drift import ColumnDrift, DriftResult, drift
+from kiln.monitoring.history import MonitorValue, history
 from kiln.monitoring.labels import LabelBatch, log_labels
 from kiln.monitoring.quality import QualityReport, QualityRow, quality
 from kiln.monitoring.report import ArmReport, ColumnReport, MonitoringReport, report
@@ -55,6 +57,7 @@ __all__ = [
     "Log",
     "Monitor",
     "MonitorService",
+    "MonitorValue",
     "MonitoringReport",
     "Observation",
     "QualityReport",
@@ -69,6 +72,7 @@ __all__ = [
     "evaluate",
     "events",
     "get_event",
+    "history",
     "load_monitors",
     "log_labels",
     "quality",
