@@ -7,6 +7,7 @@
                             guard=kiln.deployments.Guard(max_p95_ms=20, auto_promote=True))
     kiln.deployments.promote("fraud-api", reason="canary passed")   # moves fraud@champion
     kiln.deployments.history("fraud-api")
+    kiln.deployments.activity("fraud-api", window="1h")  # what it served, per arm
 
 Every change is one write transaction: the new spec, its revision (one more than
 before) and an event in the deployment's history, plus the alias move of a promotion
@@ -51,14 +52,18 @@ from kiln.serving._writes import (
     spec_value,
     text_of,
 )
+from kiln.serving.activity import Activity, ArmActivity, activity
 from kiln.serving.compatibility import InputPlan, check_compatible, input_plan, request_fields
 from kiln.serving.rollouts import ab, blue_green, canary, promote, rollback, shadow, switch_back
+from kiln.serving.servers import ServerCounts, ServerInfo, server_counts, servers
 from kiln.serving.specs import Batching, Breaker, Deployment, Fallback, Guard, Traffic, check_name
 from kiln.tracking import TrackingClient
 from kiln.tracking.lineage import Edge, record_edges
 
 __all__ = [
     "EVENT_KINDS",
+    "Activity",
+    "ArmActivity",
     "Batching",
     "Breaker",
     "Deployment",
@@ -66,8 +71,11 @@ __all__ = [
     "Fallback",
     "Guard",
     "InputPlan",
+    "ServerCounts",
+    "ServerInfo",
     "Traffic",
     "ab",
+    "activity",
     "blue_green",
     "canary",
     "check_compatible",
@@ -81,6 +89,8 @@ __all__ = [
     "request_fields",
     "revisions",
     "rollback",
+    "server_counts",
+    "servers",
     "shadow",
     "switch_back",
     "update",

@@ -40,6 +40,7 @@ from kiln.serving._stats import StatsBoard
 from kiln.serving.app import create_app
 from kiln.serving.metrics import ServingMetrics
 from kiln.serving.predlog import PredictionLog
+from kiln.serving.servers import register_server
 from kiln.serving.specs import Deployment, check_name
 from kiln.tracking import default_client
 
@@ -217,11 +218,14 @@ class _Announcer(threading.Thread):
         self.url = url
         self.interval_s = interval_s
         self._done = threading.Event()
+        self.registered: Path | None = None
         # The server is on this machine: never ask it through a proxy from the environment.
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     def stop(self) -> None:
         self._done.set()
+        if self.registered is not None:
+            self.registered.unlink(missing_ok=True)
 
     def run(self) -> None:
         while not self._done.wait(self.interval_s):
@@ -229,6 +233,8 @@ class _Announcer(threading.Thread):
             if state is not None:
                 for line in self.lines(state):
                     print(line, flush=True)
+                if not self._done.is_set():
+                    self.registered = register_server(self.url)
                 return
 
     def _readiness(self) -> dict[str, Any] | None:

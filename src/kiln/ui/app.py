@@ -112,6 +112,14 @@ def create_app(settings: UISettings | None = None) -> Starlette:
             Route("/flows", pages.flow_runs),
             Route("/flows/{run_id}", pages.flow_run),
             Route("/flows/{run_id}/{action}", pages.flow_action, methods=["GET", "POST"]),
+            Route("/models", pages.models),
+            Route("/models/{name}", pages.model_page),
+            Route("/models/{name}/{version}", pages.version_page),
+            Route("/deployments", pages.deployments),
+            Route("/deployments/{name}", pages.deployment_page),
+            Route(
+                "/deployments/{name}/{action}", pages.deployment_action, methods=["GET", "POST"]
+            ),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],
         middleware=[Middleware(BaseHTTPMiddleware, dispatch=middleware)],

@@ -1,9 +1,11 @@
 """The dashboard's pages, one module per area; each handler reads only the public SDK."""
 
 from kiln.ui.pages.charts import metric_series
+from kiln.ui.pages.deployments import deployment_action, deployment_page, deployments
 from kiln.ui.pages.features import feature_definition, features
 from kiln.ui.pages.flows import flow_action, flow_run, flow_runs
 from kiln.ui.pages.home import experiments, home
+from kiln.ui.pages.models import model_page, models, version_page
 from kiln.ui.pages.run import artifact_page, artifact_raw, compare, run_page
 from kiln.ui.pages.runs import runs_table
 from kiln.ui.pages.search import search
@@ -12,6 +14,9 @@ __all__ = [
     "artifact_page",
     "artifact_raw",
     "compare",
+    "deployment_action",
+    "deployment_page",
+    "deployments",
     "experiments",
     "feature_definition",
     "features",
@@ -20,7 +25,10 @@ __all__ = [
     "flow_runs",
     "home",
     "metric_series",
+    "model_page",
+    "models",
     "run_page",
     "runs_table",
     "search",
+    "version_page",
 ]

@@ -8,6 +8,7 @@ colored by its one task. No script is needed to draw it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,14 +99,22 @@ def _index(task: str) -> int:
 def layout(graph: Any, tasks: list[Any]) -> dict[str, Any]:
     """Positions of every box and edge, and the drawing's size."""
     boxes = _boxes(graph, tasks)
-    by_name = {b.name: b for b in boxes}
-    depth: dict[str, int] = {}
-    for box in boxes:  # nodes come in call order, so every input is placed first
-        ups = [depth[u] for u in box.upstream if u in depth]
-        depth[box.name] = max(ups) + 1 if ups else 0
-    columns: dict[int, list[Box]] = {}
     for box in boxes:
         box.height = _height(box)
+    return arrange(boxes)
+
+
+def arrange(boxes: Sequence[Any]) -> dict[str, Any]:
+    """Place boxes (anything with ``name``, ``upstream``, ``height``, ``x``, ``y``) in
+    columns by depth, each one column right of its deepest input, and draw the edges as
+    curves. Boxes come in an order where every input is placed before its users."""
+    by_name = {b.name: b for b in boxes}
+    depth: dict[str, int] = {}
+    for box in boxes:
+        ups = [depth[u] for u in box.upstream if u in depth]
+        depth[box.name] = max(ups) + 1 if ups else 0
+    columns: dict[int, list[Any]] = {}
+    for box in boxes:
         columns.setdefault(depth[box.name], []).append(box)
     for col, members in columns.items():
         y = float(PAD)
@@ -128,7 +137,7 @@ def layout(graph: Any, tasks: list[Any]) -> dict[str, Any]:
             edges.append({"src": up, "dst": box.name, "path": path})
     width = PAD * 2 + (max(columns) + 1) * BOX_W + max(columns) * GAP_X if columns else 0
     height = max(b.y + b.height for b in boxes) + PAD if boxes else 0
-    return {"boxes": boxes, "edges": edges, "width": int(width), "height": int(height)}
+    return {"boxes": list(boxes), "edges": edges, "width": int(width), "height": int(height)}
 
 
 def _height(box: Box) -> int:

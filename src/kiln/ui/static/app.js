@@ -100,6 +100,23 @@
     load(null);
   }
 
+  // A chart whose data is in the page: <figure class="series-chart"> holding
+  // <script type="application/json" class="series">{"x": [...], "time": true,
+  // "xlabel": "", "ylabel": "", "series": [{"label": "", "values": [...]}]}</script>.
+  function seriesChart(figure) {
+    var spec = JSON.parse(figure.querySelector("script.series").textContent);
+    var holder = figure.querySelector(".plot");
+    var width = Math.max(300, holder.clientWidth || 440);
+    new uPlot({
+      width: width, height: 220,
+      scales: { x: { time: !!spec.time } },
+      axes: [{ label: spec.xlabel || "" }, { label: spec.ylabel || "" }],
+      series: [{ label: spec.xlabel || "x" }].concat(spec.series.map(function (s, i) {
+        return { label: s.label, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: true, points: { show: !!spec.points } };
+      }))
+    }, [spec.x].concat(spec.series.map(function (s) { return s.values; })), holder);
+  }
+
   function folding() {
     document.querySelectorAll("button.fold").forEach(function (button) {
       button.addEventListener("click", function () {
@@ -117,6 +134,7 @@
     var figures = document.querySelectorAll("figure.chart");
     pendingCharts = figures.length;
     figures.forEach(chart);
+    document.querySelectorAll("figure.series-chart").forEach(seriesChart);
     folding();
   });
 })();
