@@ -4,6 +4,7 @@ servers of a Kiln home with their requests by outcome."""
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -15,6 +16,8 @@ from _harness import FEATURES, register_linear, serving
 import kiln
 from kiln.errors import InvalidInput
 from kiln.serving.predlog import Prediction, PredictionLog
+from kiln.ui import create_app
+from kiln.ui.server import running
 
 UNTIL = datetime(2026, 5, 1, 12, tzinfo=UTC)
 
@@ -115,6 +118,12 @@ def test_a_live_server_is_found_and_its_requests_counted_by_outcome() -> None:
         assert counts.counts[("fraud/1", "champion", "ok")] == 7
         assert counts.counts[("", "", "invalid")] == 3  # refused before an arm was chosen
         assert counts.error_rate() == 0.0  # the client's mistakes are not the model's errors
+        with running(create_app()) as ui:  # the dashboard shows the same counts
+            page = httpx.get(f"{ui}/deployments/fraud-api").text
+        assert server.url in page and "(refused before routing)" in page
+        # Outcomes are columns in name order (invalid, ok): the champion answered 7.
+        cells = r'fraud/1</td>\s*<td class="num">0</td>\s*<td class="num">7</td>'
+        assert re.search(cells, page), page
     assert kiln.deployments.servers() == []  # unregistered when it stopped
     gone = kiln.deployments.server_counts("fraud-api", among=found, timeout_s=0.5)
     assert gone.unreachable == (server.url,) and gone.counts == {}
