@@ -88,12 +88,14 @@ def test_tuning_namespace() -> None:
         "Study",
         "StudyConfig",
         "StudyFailed",
+        "StudySummary",
         "Trial",
         "TrialPruned",
         "TrialRecord",
         "list_studies",
         "load_study",
         "resume",
+        "study_summaries",
         "tune",
     ]
     assert kiln.tune is kiln.tuning.tune

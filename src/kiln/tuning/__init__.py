@@ -24,12 +24,14 @@ if not TYPE_CHECKING:
             "Study": "kiln.tuning.study",
             "StudyConfig": "kiln.tuning.records",
             "StudyFailed": "kiln.tuning.study",
+            "StudySummary": "kiln.tuning.summary",
             "Trial": "kiln.tuning.trial",
             "TrialPruned": "kiln.tuning.trial",
             "TrialRecord": "kiln.tuning.records",
             "list_studies": "kiln.tuning.study",
             "load_study": "kiln.tuning.study",
             "resume": "kiln.tuning.study",
+            "study_summaries": "kiln.tuning.summary",
             "tune": "kiln.tuning.study",
         },
     )
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
     from kiln.tuning.records import StudyConfig, TrialRecord
     from kiln.tuning.spaces import Categorical, Float, Int
     from kiln.tuning.study import Study, StudyFailed, list_studies, load_study, resume, tune
+    from kiln.tuning.summary import StudySummary, study_summaries
     from kiln.tuning.trial import Trial, TrialPruned
 
 __all__ = [
@@ -47,11 +50,13 @@ __all__ = [
     "Study",
     "StudyConfig",
     "StudyFailed",
+    "StudySummary",
     "Trial",
     "TrialPruned",
     "TrialRecord",
     "list_studies",
     "load_study",
     "resume",
+    "study_summaries",
     "tune",
 ]

@@ -10,7 +10,7 @@ about a trial lives anywhere but its run, so what the tracking UI shows is the s
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -19,7 +19,16 @@ import orjson
 
 from kiln.core import NotFound, close_matches
 
-__all__ = ["StudyConfig", "TrialRecord", "find_study_run", "list_study_runs", "load_trials"]
+__all__ = [
+    "StudyConfig",
+    "TrialRecord",
+    "best_of",
+    "find_study_run",
+    "list_study_runs",
+    "load_trials",
+    "pareto_of",
+    "trial_records",
+]
 
 STUDY_TAG = "kiln.study"
 CONFIG_TAG = "kiln.study.config"
@@ -148,6 +157,11 @@ def load_trials(study_run_id: str, config: StudyConfig) -> list[TrialRecord]:
     found = runs.search(
         config.experiment, filter=f"tags.{STUDY_RUN_TAG} = {_quoted(study_run_id)}", limit=None
     )
+    return trial_records(found, config)
+
+
+def trial_records(found: Sequence[Any], config: StudyConfig) -> list[TrialRecord]:
+    """Trial records, by number, of a study's trial runs (``RunRecord``s) read before."""
     out = []
     for run in found:
         state, interrupted = _state(run)
@@ -174,3 +188,30 @@ def load_trials(study_run_id: str, config: StudyConfig) -> list[TrialRecord]:
         )
     out.sort(key=lambda t: t.number)
     return out
+
+
+def best_of(
+    trials: Sequence[TrialRecord], direction: str, objective: int = 0
+) -> TrialRecord | None:
+    """The completed trial best on ``objective`` (lowest number on ties), or None."""
+    done = [t for t in trials if t.state == "COMPLETE" and t.values]
+    if not done:
+        return None
+    sign = -1.0 if direction == "maximize" else 1.0
+    return min(done, key=lambda t: (sign * (t.values or ())[objective], t.number))
+
+
+def pareto_of(trials: Sequence[TrialRecord], directions: Sequence[str]) -> list[TrialRecord]:
+    """Completed trials no other completed trial beats on every objective, by number."""
+    signs = [-1.0 if d == "maximize" else 1.0 for d in directions]
+    keyed = [
+        (t, [s * v for s, v in zip(signs, t.values, strict=True)])
+        for t in trials
+        if t.state == "COMPLETE" and t.values
+    ]
+    front = []
+    for t, k in keyed:
+        dominated = any(all(a <= b for a, b in zip(o, k, strict=True)) and o != k for _, o in keyed)
+        if not dominated:
+            front.append(t)
+    return front

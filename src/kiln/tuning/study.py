@@ -25,6 +25,7 @@ from kiln.tuning import records as rec
 from kiln.tuning._algorithms import check_pruner, check_sampler, make_pruner, make_sampler
 from kiln.tuning.records import StudyConfig, TrialRecord
 from kiln.tuning.spaces import Space, space_from_json, space_to_json, to_optuna
+from kiln.tuning.summary import StudySummary, summarize
 from kiln.tuning.trial import Outcome, execute, failure_reason, load_model
 
 __all__ = ["Study", "StudyFailed", "list_studies", "load_study", "resume", "tune"]
@@ -130,8 +131,18 @@ class Study:
         """Every trial as stored now, by number (an interrupted one and its retry both)."""
         return rec.load_trials(self.run_id, self.config)
 
-    def _completed(self) -> list[TrialRecord]:
-        return [t for t in self.trials if t.state == "COMPLETE"]
+    def _objective(self, objective: int | str) -> int:
+        """The index of ``objective`` (an index or one of the study's metric names)."""
+        metrics = self.config.metrics
+        if isinstance(objective, str) and objective in metrics:
+            return metrics.index(objective)
+        is_int = isinstance(objective, int) and not isinstance(objective, bool)
+        if is_int and 0 <= int(objective) < len(metrics):
+            return int(objective)
+        raise InvalidInput(
+            f"objective must be an index below {len(metrics)} or a metric of study "
+            f"{self.name!r} ({', '.join(metrics)}); got {objective!r}"
+        )
 
     @property
     def best_trial(self) -> TrialRecord:
@@ -141,11 +152,10 @@ class Study:
                 f"study {self.name!r} has {len(self.directions)} objectives: it has a Pareto "
                 "front (study.pareto_front), not one best trial"
             )
-        done = self._completed()
-        if not done:
+        best = rec.best_of(self.trials, self.directions[0])
+        if best is None:
             raise NotFound(f"study {self.name!r} has no completed trial yet")
-        sign = -1.0 if self.directions[0] == "maximize" else 1.0
-        return min(done, key=lambda t: (sign * (t.value or 0.0), t.number))
+        return best
 
     @property
     def best(self) -> Any:
@@ -165,31 +175,36 @@ class Study:
     @property
     def pareto_front(self) -> list[TrialRecord]:
         """Completed trials no other completed trial beats on every objective."""
-        done = self._completed()
-        signs = [-1.0 if d == "maximize" else 1.0 for d in self.directions]
+        return rec.pareto_of(self.trials, self.directions)
 
-        def key(t: TrialRecord) -> list[float]:
-            return [s * v for s, v in zip(signs, t.values or (), strict=True)]
+    def history(
+        self,
+        *,
+        objective: int | str | None = None,
+        trials: Sequence[TrialRecord] | None = None,
+    ) -> list[tuple[int, float, float]]:
+        """(trial number, value, best so far) of each completed trial, in order.
 
-        keyed = [(t, key(t)) for t in done]
-        front = []
-        for t, k in keyed:
-            dominated = any(
-                all(a <= b for a, b in zip(o, k, strict=True)) and o != k for _, o in keyed
-            )
-            if not dominated:
-                front.append(t)
-        return front
-
-    def history(self) -> list[tuple[int, float, float]]:
-        """(trial number, value, best so far) of each completed trial, in order."""
-        if len(self.directions) > 1:
-            raise InvalidInput("a multi-objective study has no single history; see pareto_front")
-        better = max if self.directions[0] == "maximize" else min
+        A study of several objectives names one: ``objective`` is its index or metric
+        name, and "best so far" is then best on that objective alone. ``trials`` are
+        the study's trials read before (``study.trials``), so several views agree on one
+        reading; read now when not given.
+        """
+        if objective is None:
+            if len(self.directions) > 1:
+                raise InvalidInput(
+                    "a multi-objective study has no single history; pass objective= "
+                    f"(one of {', '.join(self.config.metrics)}) or see pareto_front"
+                )
+            objective = 0
+        index = self._objective(objective)
+        better = max if self.directions[index] == "maximize" else min
         out: list[tuple[int, float, float]] = []
         best: float | None = None
-        for t in self._completed():
-            value = float(t.value or 0.0)
+        for t in self.trials if trials is None else trials:
+            if t.state != "COMPLETE" or not t.values:
+                continue
+            value = float(t.values[index])
             best = value if best is None else better(best, value)
             out.append((t.number, value, best))
         return out
@@ -200,16 +215,21 @@ class Study:
         study, _ = _optuna_study(self.config, self.trials)
         return study
 
-    def importances(self) -> dict[str, float]:
-        """How much each parameter mattered to the (first) objective: Optuna's evaluator
-        (fANOVA) on the completed trials; empty until two trials completed."""
+    def importances(
+        self, *, objective: int | str = 0, trials: Sequence[TrialRecord] | None = None
+    ) -> dict[str, float]:
+        """How much each parameter mattered to an objective (the first unless named by
+        index or metric name): Optuna's evaluator (fANOVA) on the completed trials,
+        largest first; empty until two trials completed with params that vary.
+        ``trials`` as for :meth:`history`."""
         import optuna
 
-        study = self.to_optuna()
+        index = self._objective(objective)
+        study, _ = _optuna_study(self.config, self.trials if trials is None else trials)
         done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
         if len(done) < 2 or not any(t.params for t in done):
             return {}
-        target = (lambda t: t.values[0]) if len(self.directions) > 1 else None
+        target = (lambda t: t.values[index]) if len(self.directions) > 1 else None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
@@ -217,6 +237,15 @@ class Study:
             except (ValueError, RuntimeError):  # e.g. every trial alike: nothing to explain
                 return {}
         return {str(k): float(v) for k, v in found.items()}
+
+    def summary(self, *, trials: Sequence[TrialRecord] | None = None) -> StudySummary:
+        """The study at a glance as stored now: its run's status and times, its trials
+        counted by state, the best trial or the Pareto front. ``trials`` as for
+        :meth:`history`."""
+        from kiln.tracking import runs
+
+        record = runs.get(self.run_id)
+        return summarize(self.config, record, self.trials if trials is None else trials)
 
     def register_best(self, model_name: str, **register: Any) -> Any:
         """Register the best trial's model (kept with ``trial.log_model``) as the next
