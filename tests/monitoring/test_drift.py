@@ -4,6 +4,7 @@ sizes; every statistic equals scipy's on the same data; mistakes are named."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -150,8 +151,6 @@ def test_mistakes_are_named(tmp_path: Path) -> None:
         InvalidInput, match=r"column 'stable_int' is numeric in reference .* categorical"
     ):
         drift(reference=ref, current=cur.astype({"stable_int": str}))
-    with pytest.raises(InvalidInput, match="column 'stable_float' has no values in current"):
-        drift(reference=ref, current=cur.assign(stable_float=np.nan), columns=["stable_float"])
     with pytest.raises(InvalidInput, match="the threshold of 'psi' must be a number"):
         drift(reference=ref, current=cur, thresholds={"psi": "high"})
     with pytest.raises(InvalidInput, match="thresholds names unknown method 'p'"):
@@ -244,3 +243,21 @@ def test_a_reference_profile_stands_for_the_reference_rows() -> None:
     # a profile that lists only some values: the rest are one "other" count on both sides
     few = profile(ref, top_k=2)
     assert drift(reference=few, current=cur, columns=["new_category"]).drifted == ["new_category"]
+
+
+def test_a_column_with_no_values_on_a_side_is_not_compared_and_stops_nothing() -> None:
+    ref, cur = pair(500)
+    result = drift(reference=ref, current=cur.assign(stable_float=np.nan))
+    empty = result["stable_float"]
+    assert not empty.compared and empty.method == "none" and not empty.drifted
+    assert math.isnan(empty.statistic) and empty.current_count == 0
+    assert empty.missing_current == 1.0 and empty.reference_count == 500
+    others = [c for c in result.columns if c.column != "stable_float"]
+    assert all(c.compared for c in others)
+    assert result.share_drifted == len(result.drifted) / len(others)
+    assert (
+        result.to_dict()["columns"][[c.column for c in result.columns].index("stable_float")][
+            "statistic"
+        ]
+        is None
+    )

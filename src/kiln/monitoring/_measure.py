@@ -157,6 +157,13 @@ def _drift(
         return
     for chosen, result in results.items():
         for c in result.columns:
+            if not c.compared:  # every value missing on a side: nothing to judge it on
+                side = "reference" if c.reference_count == 0 else "window"
+                out.problem(
+                    [chosen or "drift"],
+                    f"version {version} ({arm}): {c.column} has no values in the {side}",
+                )
+                continue
             out.values.append(
                 Measurement(chosen or "drift", c.statistic, version, arm, c.column, c.drifted)
             )

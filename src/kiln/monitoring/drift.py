@@ -61,6 +61,9 @@ _PROFILE_KINDS = {
 _OTHER = "\x00other"  # a profile's values beyond its top ones, counted together
 
 
+NOT_COMPARED = "none"  # the method of a column with no values on a side
+
+
 @dataclass(frozen=True)
 class ColumnDrift:
     """One column's comparison."""
@@ -77,6 +80,13 @@ class ColumnDrift:
     missing_reference: float  # share of missing values
     missing_current: float
 
+    @property
+    def compared(self) -> bool:
+        """False when a side had no values (every one missing): nothing was measured,
+        ``method`` is ``"none"``, ``statistic`` NaN and ``drifted`` False, and the
+        missing rates say why. One empty column never stops the others' comparison."""
+        return self.method != NOT_COMPARED
+
 
 @dataclass(frozen=True)
 class DriftResult:
@@ -90,7 +100,9 @@ class DriftResult:
 
     @property
     def share_drifted(self) -> float:
-        return len(self.drifted) / len(self.columns) if self.columns else 0.0
+        """Of the columns compared (those with values on both sides)."""
+        compared = sum(1 for c in self.columns if c.compared)
+        return len(self.drifted) / compared if compared else 0.0
 
     def __getitem__(self, column: str) -> ColumnDrift:
         for c in self.columns:
@@ -359,9 +371,20 @@ def _compare(
     ref, ref_missing = reference
     cur, cur_missing = (_numbers if kind == "numeric" else _categories)(cur_col)
     n_ref, n_cur = _count(ref), _count(cur)
-    for side, n in (("reference", n_ref), ("current", n_cur)):
-        if n == 0:
-            raise InvalidInput(f"column {name!r} has no values in {side} to compare")
+    if n_ref == 0 or n_cur == 0:
+        return ColumnDrift(
+            column=name,
+            kind=kind,
+            method=NOT_COMPARED,
+            statistic=math.nan,
+            p_value=None,
+            threshold=math.nan,
+            drifted=False,
+            reference_count=n_ref,
+            current_count=n_cur,
+            missing_reference=ref_missing,
+            missing_current=cur_missing,
+        )
     small = min(n_ref, n_cur) <= _SMALL  # a distance on a small sample is mostly noise
     default = ("ks", "wasserstein") if kind == "numeric" else ("chi2", "jensenshannon")
     method = chosen.get(name) or default[0 if small else 1]
