@@ -40,7 +40,7 @@ def _log(latencies: dict[tuple[int, str, bool], list[float]], rows: int = 1) -> 
                     output=0.5,
                     latency_ms=latency,
                     at=at,
-                    fallback=i % 10 == 0 and arm == "challenger",
+                    fallback=i % 10 == 0 and arm == "canary",
                     shadow=shadow,
                 )
                 for r in range(rows)
@@ -52,30 +52,36 @@ def test_activity_counts_each_request_once_per_version_and_arm() -> None:
     rng = np.random.default_rng(3)
     champion = list(rng.uniform(1, 5, 900))
     challenger = list(rng.uniform(5, 50, 100))
-    _log({(1, "champion", False): champion, (2, "challenger", False): challenger}, rows=3)
+    _log({(1, "champion", False): champion, (2, "canary", False): challenger}, rows=3)
     found = kiln.deployments.activity("fraud-api", window="1h", until=UNTIL, buckets=12)
     by_arm = {a.arm: a for a in found.arms}
-    assert [a.arm for a in found.arms] == ["champion", "challenger"]
+    assert [(a.arm, a.side) for a in found.arms] == [
+        ("champion", "champion"),
+        ("canary", "challenger"),
+    ]
     assert by_arm["champion"].requests == 900 and by_arm["champion"].rows == 2700
-    assert by_arm["challenger"].version == 2 and by_arm["challenger"].requests == 100
+    assert by_arm["canary"].version == 2 and by_arm["canary"].requests == 100
     assert found.requests == 1000 and found.share("challenger") == pytest.approx(0.1)
     assert by_arm["champion"].per_second == pytest.approx(900 / 3600)
-    assert by_arm["challenger"].fallback_rate == pytest.approx(0.1)
+    assert by_arm["canary"].fallback_rate == pytest.approx(0.1)
     assert by_arm["champion"].fallback_rate == 0.0
-    for arm, values in (("champion", champion), ("challenger", challenger)):
+    for arm, values in (("champion", champion), ("canary", challenger)):
         assert by_arm[arm].p50_ms == pytest.approx(np.quantile(values, 0.5), rel=0.05)
         assert by_arm[arm].p95_ms == pytest.approx(np.quantile(values, 0.95), rel=0.05)
     assert len(found.times) == 12 and found.times[0] == UNTIL - timedelta(hours=1)
-    assert sum(found.timeline["champion"]) == 900 and sum(found.timeline["challenger"]) == 100
+    assert sum(found.timeline["champion"]) == 900 and sum(found.timeline["canary"]) == 100
     # 900 requests 3 s apart from minute 1 take 45 minutes: buckets 0..9 of 5 minutes.
     assert found.timeline["champion"][11] == 0 and found.timeline["champion"][1] == 100
 
 
 def test_shadow_answers_are_their_own_lane_and_not_counted_twice() -> None:
-    _log({(1, "champion", False): [2.0] * 50, (2, "challenger", True): [9.0] * 50})
+    _log({(1, "primary", False): [2.0] * 50, (2, "shadow", True): [9.0] * 50})
     found = kiln.deployments.activity("fraud-api", window="1h", until=UNTIL)
     assert found.requests == 50 and found.share("champion") == 1.0
-    assert {a.arm: a.shadow for a in found.arms} == {"champion": False, "challenger": True}
+    assert {a.arm: (a.side, a.shadow) for a in found.arms} == {
+        "primary": ("champion", False),
+        "shadow": ("challenger", True),
+    }
     assert sum(found.timeline["shadow"]) == 50
 
 

@@ -26,6 +26,7 @@ from kiln.core import InvalidInput
 from kiln.features.definitions import parse_duration
 from kiln.serving._predlog_read import read_predictions
 from kiln.serving.specs import check_name
+from kiln.serving.traffic import arm_of_label
 
 __all__ = ["Activity", "ArmActivity", "activity"]
 
@@ -34,12 +35,16 @@ _QUANTILES = (0.5, 0.95, 0.99)
 
 @dataclass(frozen=True, kw_only=True)
 class ArmActivity:
-    """One model version on one arm: ``requests`` answered (``rows`` predicted), their
-    rate over the window, latency percentiles in ms, the share a fallback answered, and
-    whether the answers were a shadow's (logged, never returned)."""
+    """One model version on one arm: ``arm`` is the label the policy logged (``champion``,
+    ``canary``, ``A``/``B``, ``primary``/``shadow``, ``blue``/``green``) and ``side`` which
+    side of the rollout that is (``champion`` or ``challenger``); ``requests`` answered
+    (``rows`` predicted), their rate over the window, latency percentiles in ms, the share
+    a fallback answered, and whether the answers were a shadow's (logged, never
+    returned)."""
 
     version: int
     arm: str
+    side: str
     shadow: bool
     requests: int
     rows: int
@@ -57,8 +62,7 @@ class ArmActivity:
 class Activity:
     """A deployment's traffic in ``[since, until)``: one :class:`ArmActivity` per version
     and arm, and ``timeline``: the start of each of ``len(times)`` equal buckets and, per
-    arm (``champion``, ``challenger``; shadow answers as ``shadow``), the requests in
-    each."""
+    arm label (shadow answers as ``shadow``), the requests in each."""
 
     deployment: str
     since: datetime
@@ -72,10 +76,11 @@ class Activity:
         """Requests answered to clients (shadow answers are not counted twice)."""
         return sum(a.requests for a in self.arms if not a.shadow)
 
-    def share(self, arm: str) -> float:
-        """The share of answered requests that ``arm`` answered (0 when none were)."""
+    def share(self, side: str) -> float:
+        """The share of answered requests that the ``champion`` or ``challenger`` side
+        answered, under whatever labels (0 when none were answered)."""
         total = self.requests
-        mine = sum(a.requests for a in self.arms if a.arm == arm and not a.shadow)
+        mine = sum(a.requests for a in self.arms if a.side == side and not a.shadow)
         return mine / total if total else 0.0
 
 
@@ -185,6 +190,7 @@ def _arms(
             ArmActivity(
                 version=key[0],
                 arm=key[1],
+                side=arm_of_label(key[1]),
                 shadow=key[2],
                 requests=count,
                 rows=rows_of.get(key, count),
@@ -195,7 +201,7 @@ def _arms(
                 fallback_rate=int(row["failed_sum"] or 0) / count,
             )
         )
-    return tuple(sorted(out, key=lambda a: (a.shadow, a.arm != "champion", a.arm, a.version)))
+    return tuple(sorted(out, key=lambda a: (a.shadow, a.side != "champion", a.arm, a.version)))
 
 
 def _timeline(

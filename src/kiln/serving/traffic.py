@@ -26,7 +26,16 @@ from typing import Any, Literal, TypeAlias
 from kiln.core import InvalidInput
 from kiln.serving.specs import Traffic
 
-__all__ = ["Arm", "arm_label", "choose_arm", "key_point", "mirrors", "request_key"]
+__all__ = [
+    "CHALLENGER_LABELS",
+    "Arm",
+    "arm_label",
+    "arm_of_label",
+    "choose_arm",
+    "key_point",
+    "mirrors",
+    "request_key",
+]
 
 Arm: TypeAlias = Literal["champion", "challenger"]
 
@@ -38,6 +47,7 @@ _LABELS: dict[str, tuple[str, str]] = {
     "blue_green": ("blue", "green"),
 }
 _SCALE = 100.0 / 2.0**64
+CHALLENGER_LABELS = frozenset(challenger for _, challenger in _LABELS.values())
 
 
 def key_point(key: str, salt: str = "") -> float:
@@ -66,6 +76,11 @@ def choose_arm(traffic: Traffic, key: str | None, rng_value: float, *, salt: str
     else:
         raise InvalidInput(f"'rng_value' must be a number in [0, 1). Got {rng_value!r}.")
     return "challenger" if point < traffic.percent else "champion"
+
+
+def arm_of_label(label: str) -> Arm:
+    """Which side a logged arm label is on, whatever the policy that logged it."""
+    return "challenger" if label in CHALLENGER_LABELS else "champion"
 
 
 def arm_label(traffic: Traffic, arm: Arm) -> str:
