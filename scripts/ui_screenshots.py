@@ -21,7 +21,7 @@ from kiln.ui.server import running
 
 PAGES = {
     "ui-runs.png": "/experiments/fraud-demo",
-    "ui-deployment.png": "/deployments/fraud-api",
+    "ui-deployment.png": "/deployments/fraud-api?window=15m",
 }
 
 

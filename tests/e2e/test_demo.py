@@ -394,6 +394,38 @@ def test_the_summary_ends_with_the_dashboard(demo: tuple[DemoSummary, str]) -> N
     assert "kiln ui   then http://127.0.0.1:5000/experiments/fraud-demo" in text
 
 
+def test_the_dashboard_shows_the_demo(demo: tuple[DemoSummary, str]) -> None:
+    """Every page the demo leads to answers, on the demo's own data."""
+    from kiln.ui import create_app
+    from kiln.ui.server import running
+
+    summary, _ = demo
+    champion = kiln.models.resolve("fraud@champion")
+    served = kiln.deployments.activity("fraud-api", window="7d")
+    pages = [
+        "/",
+        "/experiments/fraud-demo",
+        *(f"/runs/{run_id}" for run_id in summary.run_ids),
+        "/models",
+        "/models/fraud",
+        f"/models/fraud/{champion.version}",
+        "/deployments",
+        "/deployments/fraud-api?window=7d",
+        "/features",
+        "/flows",
+    ]
+    with running(create_app()) as url, httpx.Client(base_url=url) as http:
+        answers = {path: http.get(path) for path in pages}
+    for path, answer in answers.items():
+        assert answer.status_code == 200, (path, answer.text[:500])
+    runs = answers["/experiments/fraud-demo"].text
+    assert all(run_id in runs for run_id in summary.run_ids)
+    lineage = answers[f"/models/fraud/{champion.version}"].text
+    assert 'data-node="run:' in lineage and 'data-node="dataset:' in lineage
+    deployment = re.sub(r"<[^>]+>", "", answers["/deployments/fraud-api?window=7d"].text)
+    assert f"{served.requests:,} requests answered" in deployment
+
+
 def test_kiln_serve_is_stopped_however_the_block_ends(
     demo: tuple[DemoSummary, str], tmp_path: Path
 ) -> None:
