@@ -196,6 +196,11 @@ def test_html_is_self_contained_escaped_and_small(tmp_path: Path) -> None:
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "num &lt;b&gt;&quot;01&quot;&lt;/b&gt; &amp; co" in page and "<b>" not in page
     assert page.count("<svg") == 25 and page.startswith("<!doctype html>")
+    for column in got.arms[0].columns:  # each column's drawing, as a page embeds it alone
+        fragment = column.to_html()
+        assert fragment.startswith("<svg") and fragment in page
+    (bold,) = [c for c in got.arms[0].columns if c.column.startswith("num <b>")]
+    assert "<b>" not in bold.to_html() and "&lt;b&gt;" in bold.to_html()
     path = got.write_html(tmp_path / "report.html")
     assert path.read_text(encoding="utf-8") == page
     smaller = report(reference=reference, current=current, columns=["num_00"])

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from kiln.monitoring.report import ArmReport, ColumnReport, MonitoringReport
 
-__all__ = ["render"]
+__all__ = ["column_html", "render"]
 
 _W, _H = 600, 210  # numeric chart; categorical charts grow with their rows
 _L, _R, _T, _B = 54, 14, 28, 46  # margins around the plot
@@ -168,7 +168,7 @@ def _features(report: MonitoringReport, ids: dict[str, str]) -> str:
         out.append(f'<article id="{anchor}"><h3>{_e(name)} <small>{kind}</small></h3>')
         for arm, c in per_arm:
             out.append(f"<figure><figcaption>{_caption(arm, c)}</figcaption>")
-            out.append(_numeric_svg(c) if c.kind == "numeric" else _categorical_svg(c))
+            out.append(column_html(c))
             out.append("</figure>")
         out.append("</article>")
     out.append("</section>")
@@ -187,6 +187,11 @@ def _caption(arm: ArmReport, c: ColumnReport) -> str:
     if c.new:
         text += f" &middot; new: {_e(', '.join(c.new))}"
     return text
+
+
+def column_html(c: ColumnReport) -> str:
+    """One column's histograms: an SVG, or a note when there is nothing to draw."""
+    return _numeric_svg(c) if c.kind == "numeric" else _categorical_svg(c)
 
 
 def _numeric_svg(c: ColumnReport) -> str:

@@ -62,6 +62,17 @@ class ColumnReport:
     def kind(self) -> str:
         return self.drift.kind
 
+    def to_html(self) -> str:
+        """Both sides' histograms as an HTML fragment, as the HTML report draws this
+        column: one inline SVG of each side's share of values per bin (reference filled,
+        current outlined), or a short note when there is nothing to draw. Every text in
+        it is escaped; its parts carry the classes ``r`` (reference), ``c`` (current),
+        ``ax`` (axes), ``t`` (titles) and ``new`` (new categories) for the page around it
+        to color."""
+        from kiln.monitoring._report_html import column_html
+
+        return column_html(self)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             **_plain(asdict(self.drift)),

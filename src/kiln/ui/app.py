@@ -117,9 +117,11 @@ def create_app(settings: UISettings | None = None) -> Starlette:
             Route("/models/{name}/{version}", pages.version_page),
             Route("/deployments", pages.deployments),
             Route("/deployments/{name}", pages.deployment_page),
-            Route(
-                "/deployments/{name}/{action}", pages.deployment_action, methods=["GET", "POST"]
-            ),
+            Route("/deployments/{name}/{action}", pages.deployment_action, methods=["GET", "POST"]),
+            Route("/monitoring", pages.monitoring),
+            Route("/monitoring/{name}", pages.monitoring_deployment),
+            Route("/monitoring/{name}/skew", pages.monitoring_skew),
+            Route("/monitoring/{name}/events/{event_id}", pages.monitoring_event),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],
         middleware=[Middleware(BaseHTTPMiddleware, dispatch=middleware)],

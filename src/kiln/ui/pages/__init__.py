@@ -6,6 +6,12 @@ from kiln.ui.pages.features import feature_definition, features
 from kiln.ui.pages.flows import flow_action, flow_run, flow_runs
 from kiln.ui.pages.home import experiments, home
 from kiln.ui.pages.models import model_page, models, version_page
+from kiln.ui.pages.monitoring import (
+    monitoring,
+    monitoring_deployment,
+    monitoring_event,
+    monitoring_skew,
+)
 from kiln.ui.pages.run import artifact_page, artifact_raw, compare, run_page
 from kiln.ui.pages.runs import runs_table
 from kiln.ui.pages.search import search
@@ -27,6 +33,10 @@ __all__ = [
     "metric_series",
     "model_page",
     "models",
+    "monitoring",
+    "monitoring_deployment",
+    "monitoring_event",
+    "monitoring_skew",
     "run_page",
     "runs_table",
     "search",
