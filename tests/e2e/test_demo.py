@@ -413,6 +413,8 @@ def test_the_dashboard_shows_the_demo(demo: tuple[DemoSummary, str]) -> None:
         "/deployments/fraud-api?window=7d",
         "/features",
         "/flows",
+        "/monitoring?window=7d",
+        "/monitoring/fraud-api?window=7d",
     ]
     with running(create_app()) as url, httpx.Client(base_url=url) as http:
         answers = {path: http.get(path) for path in pages}
@@ -424,6 +426,16 @@ def test_the_dashboard_shows_the_demo(demo: tuple[DemoSummary, str]) -> None:
     assert 'data-node="run:' in lineage and 'data-node="dataset:' in lineage
     deployment = re.sub(r"<[^>]+>", "", answers["/deployments/fraud-api?window=7d"].text)
     assert f"{served.requests:,} requests answered" in deployment
+    # The monitor's alerts, each drifted input's values per evaluation and its histograms.
+    monitoring = answers["/monitoring/fraud-api?window=7d"].text
+    events = kiln.monitoring.events("fraud-api")
+    assert events
+    for event in events:
+        assert f"/monitoring/fraud-api/events/{event.id}" in monitoring
+        assert event.id in answers["/monitoring?window=7d"].text
+    for name in summary.monitoring.drifted:
+        assert f"psi of {name} per evaluation" in monitoring
+        assert f'aria-label="reference and current histograms of {name}"' in monitoring
 
 
 def test_kiln_serve_is_stopped_however_the_block_ends(
