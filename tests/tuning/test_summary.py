@@ -59,6 +59,9 @@ def test_summaries_count_trials_by_state_and_name_the_best(
     assert m.to_dict()["front"][0]["number"] == m.front[0].number
     assert [s.name for s in kiln.tuning.study_summaries("fraud")] == ["quad"]
     assert kiln.tuning.study_summaries("tuning")[-1].name == "flaky"
+    assert [s.name for s in kiln.tuning.study_summaries(limit=2)] == ["multi", "flaky"]
+    with pytest.raises(InvalidInput, match="limit must be a positive integer or None; got 0"):
+        kiln.tuning.study_summaries(limit=0)
     one = multi.summary()
     assert one.counts == m.counts and [t.number for t in one.front] == [t.number for t in m.front]
 

@@ -116,10 +116,11 @@ def _quoted(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def list_study_runs(experiment: str | None = None) -> list[Any]:
+def list_study_runs(experiment: str | None = None, limit: int | None = None) -> list[Any]:
+    """The runs of the studies (of ``experiment``), newest first."""
     from kiln.tracking import runs
 
-    return runs.search(experiment, filter=f"tags.{STUDY_TAG} LIKE '%'", limit=None)
+    return runs.search(experiment, filter=f"tags.{STUDY_TAG} LIKE '%'", limit=limit)
 
 
 def find_study_run(name: str) -> Any:

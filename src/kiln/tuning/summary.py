@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from kiln.core import InvalidInput
 from kiln.tuning import records as rec
 from kiln.tuning.records import StudyConfig, TrialRecord
 
@@ -104,12 +105,16 @@ def summarize(config: StudyConfig, run: Any, trials: Sequence[TrialRecord]) -> S
     )
 
 
-def study_summaries(experiment: str | None = None) -> list[StudySummary]:
-    """Every study (of ``experiment``), newest first, each with its trials counted by
-    state and its best trial or Pareto front."""
+def study_summaries(
+    experiment: str | None = None, *, limit: int | None = None
+) -> list[StudySummary]:
+    """Every study (of ``experiment``; the newest ``limit`` when given), newest first,
+    each with its trials counted by state and its best trial or Pareto front."""
     from kiln.tracking import runs
 
-    found = rec.list_study_runs(experiment)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise InvalidInput(f"limit must be a positive integer or None; got {limit!r}")
+    found = rec.list_study_runs(experiment, limit=limit)
     kids = runs.children([r.id for r in found]) if found else {}
     out = []
     for run in found:

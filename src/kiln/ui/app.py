@@ -112,6 +112,8 @@ def create_app(settings: UISettings | None = None) -> Starlette:
             Route("/flows", pages.flow_runs),
             Route("/flows/{run_id}", pages.flow_run),
             Route("/flows/{run_id}/{action}", pages.flow_action, methods=["GET", "POST"]),
+            Route("/studies", pages.studies),
+            Route("/studies/{name:path}", pages.study_page),
             Route("/models", pages.models),
             Route("/models/{name}", pages.model_page),
             Route("/models/{name}/{version}", pages.version_page),

@@ -15,6 +15,7 @@ from kiln.ui.pages.monitoring import (
 from kiln.ui.pages.run import artifact_page, artifact_raw, compare, run_page
 from kiln.ui.pages.runs import runs_table
 from kiln.ui.pages.search import search
+from kiln.ui.pages.studies import studies, study_page
 
 __all__ = [
     "artifact_page",
@@ -40,5 +41,7 @@ __all__ = [
     "run_page",
     "runs_table",
     "search",
+    "studies",
+    "study_page",
     "version_page",
 ]

@@ -20,11 +20,13 @@ def _home_data() -> dict[str, Any]:
         "recent": kiln.runs.search(limit=RECENT),
         "models": kiln.models.list_models(),
         "deployments": kiln.deployments.list(),
+        "studies": kiln.tuning.list_studies()[:RECENT],  # no trials read: /studies counts them
     }
 
 
 async def home(request: Request) -> Response:
-    """Experiments (each linking to its runs), the newest runs, models and deployments."""
+    """Experiments (each linking to its runs), the newest runs, models, deployments and
+    the newest studies."""
     return page(request, "home.html", **await run_in_threadpool(_home_data))
 
 

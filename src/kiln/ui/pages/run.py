@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import mimetypes
 from typing import Any
 
@@ -16,6 +15,7 @@ from starlette.responses import Response
 import kiln
 from kiln.core import InvalidInput
 from kiln.ui._render import page
+from kiln.ui.pages.parallel import parallel_axes
 
 PREVIEW_BYTES = 256 * 1024  # text shown inline up to this size
 PREVIEW_ROWS = 50
@@ -130,36 +130,20 @@ def _compare_data(ids: list[str]) -> dict[str, Any]:
 
 
 def _parallel_axes(comparison: Any) -> dict[str, Any]:
-    """Parallel coordinates: one vertical axis per numeric param and metric, one polyline
-    per run, drawn as SVG on the server (no script needed)."""
-    runs = comparison.runs
-    axes = []
-    for kind, keys in (("params", comparison.param_keys), ("metrics", comparison.metric_keys)):
-        for key in keys:
-            values = [getattr(r, kind).get(key) for r in runs]
-            numbers = [
-                float(v)
-                for v in values
-                if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-            ]
-            if len(numbers) < 2 or len(numbers) != len(values):
-                continue
-            low, high = min(numbers), max(numbers)
-            axes.append((f"{kind}.{key}", low, high, [float(v) for v in values]))
-    width, height, pad = max(320, 140 * len(axes)), 260, 30
-    lines = []
-    for i, run in enumerate(runs):
-        points = []
-        for j, (_, low, high, values) in enumerate(axes):
-            x = pad + j * (width - 2 * pad) / max(1, len(axes) - 1)
-            share = 0.5 if high == low else (values[i] - low) / (high - low)
-            points.append(f"{x:.1f},{height - pad - share * (height - 2 * pad):.1f}")
-        lines.append((run, " ".join(points), i))
-    ticks = [
-        (pad + j * (width - 2 * pad) / max(1, len(axes) - 1), label, low, high)
-        for j, (label, low, high, _) in enumerate(axes)
+    """Parallel coordinates of the runs: one axis per param and metric they all have."""
+    columns = [f"params.{k}" for k in comparison.param_keys]
+    columns += [f"metrics.{k}" for k in comparison.metric_keys]
+    rows = [
+        (
+            run.name,
+            {
+                **{f"params.{k}": v for k, v in run.params.items()},
+                **{f"metrics.{k}": v for k, v in run.metrics.items()},
+            },
+        )
+        for run in comparison.runs
     ]
-    return {"width": width, "height": height, "pad": pad, "lines": lines, "ticks": ticks}
+    return parallel_axes(rows, columns)
 
 
 async def compare(request: Request) -> Response:

@@ -1,4 +1,5 @@
-"""The global search box: runs, models, deployments and feature definitions by name or id.
+"""The global search box: runs, models, deployments, feature definitions and studies by
+name (runs also by id).
 
 Runs are searched by the database (a name containing the text, or the exact id); the
 other kinds are few enough to filter by name in memory. Each kind shows at most
@@ -26,7 +27,7 @@ _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 def _found(text: str) -> dict[str, Any]:
     needle = text.lower()
     if not needle:
-        return {"runs": [], "models": [], "deployments": [], "features": []}
+        return {"runs": [], "models": [], "deployments": [], "features": [], "studies": []}
     quoted = text.replace("'", "''")
     runs = kiln.runs.search(filter=f"attributes.name ILIKE '%{quoted}%'", limit=LIMIT)
     if _RUN_ID.match(needle):
@@ -34,6 +35,7 @@ def _found(text: str) -> dict[str, Any]:
             runs = [kiln.runs.get(needle), *runs]
     models = [m for m in kiln.models.list_models() if needle in m.name.lower()][:LIMIT]
     deployments = [d for d in kiln.deployments.list() if needle in d.name.lower()][:LIMIT]
+    studies = [st for st in kiln.tuning.list_studies() if needle in st.name.lower()][:LIMIT]
     definitions = kiln.FeatureStore().list_definitions()
     latest: dict[tuple[str, str], Any] = {}
     for record in definitions:
@@ -46,6 +48,7 @@ def _found(text: str) -> dict[str, Any]:
         "models": models,
         "deployments": deployments,
         "features": sorted(latest.values(), key=lambda r: (r.kind, r.name))[:LIMIT],
+        "studies": studies,
     }
 
 

@@ -112,7 +112,15 @@
       scales: { x: { time: !!spec.time } },
       axes: [{ label: spec.xlabel || "" }, { label: spec.ylabel || "" }],
       series: [{ label: spec.xlabel || "x" }].concat(spec.series.map(function (s, i) {
-        return { label: s.label, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: true, points: { show: !!spec.points } };
+        // A series may set its own "points" (dots) and "line": false (dots only).
+        var opts = { label: s.label, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: true,
+          points: { show: s.points === undefined ? !!spec.points : !!s.points } };
+        if (s.line === false) {
+          opts.paths = function () { return null; };
+          opts.points.size = 6;
+          opts.points.fill = COLORS[i % COLORS.length];
+        }
+        return opts;
       }))
     }, [spec.x].concat(spec.series.map(function (s) { return s.values; })), holder);
   }
