@@ -24,7 +24,6 @@ import pyarrow.compute as pc
 
 from kiln.core import InvalidInput
 from kiln.features.definitions import parse_duration
-from kiln.serving._predlog_read import read_predictions
 from kiln.serving.specs import check_name
 from kiln.serving.traffic import arm_of_label
 
@@ -111,6 +110,8 @@ def activity(
         raise InvalidInput(
             f"activity: since ({start.isoformat()}) must be before until ({end.isoformat()})"
         )
+    from kiln.serving._predlog_read import read_predictions  # pyarrow.dataset: on first use
+
     table = read_predictions(root, deployment=deployment, since=start)
     at = table["at"]
     table = table.filter(
