@@ -201,18 +201,22 @@ def test_the_keyboard_reaches_every_control(
     browser: Any, site: str, population: dict[str, str]
 ) -> None:
     context = browser.new_context(viewport={"width": 1366, "height": 768})
-    page = Watched(context.new_page()).visit(f"{site}/experiments/churn")
+    assert_tab_reaches_every_control(Watched(context.new_page()).visit(f"{site}/experiments/churn"))
+    context.close()
+
+
+def assert_tab_reaches_every_control(page: Any) -> None:
+    """Tab alone, from the top, focuses every visible link, button, input and summary."""
     controls = (
         "Array.from(document.querySelectorAll('a[href], button, input:not([type=hidden]),"
-        " summary')).filter(e => e.checkVisibility())"
+        " summary')).filter(e => e.checkVisibility ? e.checkVisibility() : true)"
     )
     wanted = page.evaluate(f"() => {controls}.length")
     reached = set()
     for _ in range(wanted + 10):
         page.keyboard.press("Tab")
         reached.add(page.evaluate(f"() => {controls}.indexOf(document.activeElement)"))
-    assert set(range(wanted)) <= reached  # every visible control, in order, by Tab alone
-    context.close()
+    assert set(range(wanted)) <= reached, (wanted, sorted(reached))
 
 
 def test_user_text_cannot_inject_markup(
@@ -247,3 +251,53 @@ def test_a_token_is_asked_for_and_remembered(browser: Any, population: dict[str,
         page.goto(f"{url}/experiments/churn")
         assert "churn" in page.inner_text("h1")
         context.close()
+
+
+def test_monitoring_pages_in_a_browser(browser: Any, tmp_path: Path) -> None:
+    """The monitoring pages clean at both sizes with their charts drawn, reached by
+    clicking, every control by Tab, and markup in a rule name or a category as text."""
+    from _ui_monitoring import DEPLOYMENT, SCRIPT, SKEWED, populate, skewed
+
+    populate()
+    skewed(tmp_path)
+    event = kiln.monitoring.events(DEPLOYMENT)[0]
+    pages = {
+        "monitoring": "/monitoring",
+        "monitoring-deployment": f"/monitoring/{DEPLOYMENT}?window=1h",
+        "monitoring-event": f"/monitoring/{DEPLOYMENT}/events/{event.id}",
+        "monitoring-skew": f"/monitoring/{SKEWED}/skew?window=1h",
+    }
+    with running(create_app(UISettings())) as url:
+        for size, (width, height) in SIZES.items():
+            context = browser.new_context(viewport={"width": width, "height": height})
+            watched = Watched(context.new_page())
+            for name, path in pages.items():
+                page = watched.visit(url + path)
+                figures = page.locator("figure.series-chart").count()
+                if figures:  # every chart drawn before the screenshot
+                    page.locator("figure.series-chart canvas").nth(figures - 1).wait_for()
+                    assert page.locator("figure.series-chart canvas").count() == figures
+                watched.visit(url + path, shot=f"{name}-{size}")
+                assert page.locator("h1").count() == 1, name
+            context.close()
+            assert watched.problems == [] and watched.dialogs == []
+        context = browser.new_context(viewport={"width": 1366, "height": 768})
+        watched = Watched(context.new_page())
+        page = watched.visit(f"{url}/")
+        page.get_by_role("link", name="Monitoring", exact=True).click()
+        page.locator("table.monitoring").get_by_role("link", name=DEPLOYMENT).click()
+        page.wait_for_load_state("networkidle")
+        assert page.url == f"{url}/monitoring/{DEPLOYMENT}?window=1d"
+        page.get_by_role("link", name="1h", exact=True).click()
+        page.wait_for_load_state("networkidle")
+        assert page.url.endswith("?window=1h")
+        assert page.locator("figure.histogram svg").count() == 3
+        main = page.inner_text("main")
+        assert "amount<b>psi" in main and SCRIPT in main
+        assert page.locator("main b").count() == 0
+        page.locator(f"a[href^='/monitoring/{DEPLOYMENT}/events/{event.id}']").click()
+        page.wait_for_load_state("networkidle")
+        assert "amount<b>psi" in page.inner_text("h1")
+        assert_tab_reaches_every_control(watched.visit(url + pages["monitoring-deployment"]))
+        context.close()
+        assert watched.problems == [] and watched.dialogs == []

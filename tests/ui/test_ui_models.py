@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from _server import running
-from test_browser import CHROMIUM, SIZES, Watched
+from test_browser import CHROMIUM, SIZES, Watched, assert_tab_reaches_every_control
 
 import kiln
 from kiln.core import reset_settings
@@ -77,7 +77,7 @@ def _populate() -> None:
                 deployment="fraud-api",
                 model="fraud/2" if challenger else "fraud/1",
                 version=2 if challenger else 1,
-                arm="challenger" if challenger else "champion",
+                arm="canary" if challenger else "champion",
                 features=dict.fromkeys(COLUMNS, 0.5),
                 output=0.5,
                 latency_ms=20.0 if challenger else 2.0,
@@ -147,8 +147,8 @@ def test_deployment_page_shows_the_split_served_and_the_history(
     assert "champion 90 %, challenger 10 %" in text  # configured
     assert "served: champion 90 %, challenger 10 %" in text
     cell = r'\s*<td class="num">(\d+)</td>'
-    rows = re.findall(r"<tr>\s*<td>(champion|challenger)[^<]*</td>" + cell * 2, page.text)
-    assert rows == [("champion", "1", "180"), ("challenger", "2", "20")], rows
+    rows = re.findall(r"<tr>\s*<td>(champion|canary)[^<]*</td>" + cell * 2, page.text)
+    assert rows == [("champion", "1", "180"), ("canary", "2", "20")], rows
     assert "canary started" in text and "try v2" in text
     assert "Promote the challenger" in text and "Roll back to the champion" in text
     assert "series-chart" in page.text
@@ -272,6 +272,13 @@ def test_models_and_deployments_in_a_browser_and_promote_by_clicking(browser: An
                 assert watched.visit(url + path, shot=f"{name}-{size}").locator("h1").count()
             page = watched.visit(f"{url}/deployments/fraud-api")
             assert page.locator("figure.series-chart canvas").count() == 1  # drawn
+            if size == "laptop":
+                for path in (
+                    "/models/fraud/2",
+                    "/deployments/fraud-api",
+                    pages["deployment-promote"],
+                ):
+                    assert_tab_reaches_every_control(watched.visit(url + path))
             context.close()
             assert watched.problems == [] and watched.dialogs == []
 
