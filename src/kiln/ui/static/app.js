@@ -110,6 +110,7 @@
     new uPlot({
       width: width, height: 220,
       scales: { x: { time: !!spec.time } },
+      tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"); },  // times in UTC, as the pages say
       axes: [{ label: spec.xlabel || "" }, { label: spec.ylabel || "" }],
       series: [{ label: spec.xlabel || "x" }].concat(spec.series.map(function (s, i) {
         // A series may set its own "points" (dots) and "line": false (dots only).
