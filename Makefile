@@ -87,7 +87,8 @@ lock-check: install-dev
 	  want[tolower($$1)] != $$2 { print "make: " $$1 " " $$2 " is installed, " want[tolower($$1)] " is locked; run: make install-dev"; bad = 1 } \
 	  END { exit bad }' $(LOCK) -
 
-# The serving benchmark compares with `mlflow models serve`, kept in its own environment.
+# The serving and dashboard benchmarks compare with MLflow (`mlflow models serve`,
+# `mlflow server`), kept in its own environment.
 MLFLOW_VENV := .venv-mlflow
 
 $(MLFLOW_VENV)/bin/mlflow:
