@@ -7,8 +7,6 @@ each other's data. A missing service fails the run with a message; nothing is sk
 from __future__ import annotations
 
 import os
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,27 +60,26 @@ def pg_url(pg_admin: sa.Engine) -> Iterator[str]:
     with pg_admin.begin() as conn:
         conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
     yield pg_schema_url(schema)
-    _wait_for_idle_writers()
     from kiln.store.metadata_store import _stores
 
-    for key, store in list(_stores.items()):
-        if key[0].endswith(schema):
-            store.dispose()
-            _stores.pop(key, None)
+    mine = [(key, store) for key, store in list(_stores.items()) if key[0].endswith(schema)]
+    _flush_writers_of([store for _, store in mine])
+    for key, store in mine:
+        store.dispose()
+        _stores.pop(key, None)
     with pg_admin.begin() as conn:
         conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
 
 
-def _wait_for_idle_writers(timeout_s: float = 5.0) -> None:
-    """Let metric-writer threads finish their last flush before their store is disposed.
+def _flush_writers_of(stores: list[Any]) -> None:
+    """Write what the metric writers of these stores still hold before the stores are
+    disposed: a writer flushing while its pool is disposed would hand its connection back
+    to a pool that no longer exists. ``flush`` waits for a flush in progress (its lock)."""
+    from kiln.tracking._writer import _writers
 
-    A writer still holding a pooled connection while the pool is disposed would hand it
-    back to a pool that no longer exists, leaving an open connection to the GC.
-    """
-    deadline = time.monotonic() + timeout_s
-    for thread in threading.enumerate():
-        if thread.name == "kiln-metric-writer":
-            thread.join(max(0.0, deadline - time.monotonic()))
+    for writer in list(_writers):
+        if any(writer._store is store for store in stores):
+            writer.flush()
 
 
 @pytest.fixture

@@ -58,8 +58,11 @@ class Watched:
         page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
 
     def visit(self, url: str, shot: str | None = None) -> Any:
-        self.page.goto(url)
-        self.page.wait_for_load_state("networkidle")
+        """Open ``url`` and wait until it is complete: loaded, and every chart that fetches
+        its data drawn (the page marks that; in-page charts draw as the page loads)."""
+        self.page.goto(url, wait_until="load")
+        if self.page.locator("figure.chart").count():
+            self.page.wait_for_selector("html[data-charts-ready]", state="attached")
         if shot is not None:
             SHOTS.mkdir(parents=True, exist_ok=True)
             self.page.screenshot(path=str(SHOTS / f"{shot}.png"), full_page=True)
