@@ -234,7 +234,10 @@ class _Announcer(threading.Thread):
                 for line in self.lines(state):
                     print(line, flush=True)
                 if not self._done.is_set():
-                    self.registered = register_server(self.url)
+                    try:
+                        self.registered = register_server(self.url)
+                    except OSError as exc:  # the dashboard will not list it; serving goes on
+                        print(f"kiln serve: could not record where it listens: {exc}", flush=True)
                 return
 
     def _readiness(self) -> dict[str, Any] | None:
