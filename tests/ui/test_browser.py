@@ -7,8 +7,6 @@ markup; the token is asked for. Screenshots of every page land in build/ui-scree
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,23 +17,8 @@ from _server import running
 import kiln
 from kiln.ui import UISettings, create_app
 
-CHROMIUM = os.environ.get("KILN_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = Path(__file__).resolve().parents[2] / "build" / "ui-screenshots"
 SIZES = {"laptop": (1366, 768), "wide": (1920, 1080)}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(
-            f"chromium is needed for the browser tests ({CHROMIUM}): apt-get install chromium"
-        )
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield launched
-        launched.close()
 
 
 class Watched:

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from _server import running
-from test_browser import CHROMIUM, SIZES, Watched
+from test_browser import SIZES, Watched
 
 import kiln
 from kiln.core import reset_settings
@@ -187,18 +187,6 @@ def test_passwords_in_store_urls_are_masked(
         view = client.get("/features/view/stats").text
     assert "s3cret-pw" not in text and "s3cret-pw" not in view
     assert "postgres:***@127.0.0.1" in text
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"chromium is needed for the browser tests ({CHROMIUM})")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield launched
-        launched.close()
 
 
 def test_feature_pages_in_a_browser(browser: Any, tmp_path: Path) -> None:

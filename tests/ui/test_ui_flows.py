@@ -5,12 +5,11 @@ clean pages at both sizes with screenshots, and a resume by clicking."""
 
 from __future__ import annotations
 
-import contextlib
 import html
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import httpx
 import pytest
 from _server import running
 from _ui_flows import pipeline, slow
-from test_browser import CHROMIUM, SIZES, Watched
+from test_browser import SIZES, Watched
 
 import kiln
 from kiln.flows import FlowFailed
@@ -47,18 +46,6 @@ def _wait(check: Callable[[], bool], seconds: float = 60.0) -> None:
     while not check():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.1)
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[..., httpx.Client]]:
-    """Start dashboards with given settings; each a client with its own cookies."""
-    with contextlib.ExitStack() as stack:
-
-        def start(**settings: Any) -> httpx.Client:
-            url = stack.enter_context(running(create_app(UISettings(**settings))))
-            return stack.enter_context(httpx.Client(base_url=url))
-
-        yield start
 
 
 def test_runs_page_pages_newest_first_and_shows_schedules(
@@ -209,18 +196,6 @@ def test_cancel_from_the_dashboard_stops_a_running_run(
     assert "Resume this run" in page
     late = http.post(f"/flows/{run_id}/cancel", data={"csrf": token})
     assert late.status_code == 409 and "only a running run can be cancelled" in late.text
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"chromium is needed for the browser tests ({CHROMIUM})")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield launched
-        launched.close()
 
 
 def test_flow_pages_in_a_browser_and_resume_by_clicking(

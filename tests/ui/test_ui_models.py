@@ -8,12 +8,10 @@ clicking."""
 
 from __future__ import annotations
 
-import contextlib
 import html
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from _server import running
-from test_browser import CHROMIUM, SIZES, Watched, assert_tab_reaches_every_control
+from test_browser import SIZES, Watched, assert_tab_reaches_every_control
 
 import kiln
 from kiln.core import reset_settings
@@ -85,18 +83,6 @@ def _populate() -> None:
             )
         )
     log.close()
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[..., httpx.Client]]:
-    """Start dashboards with given settings; each a client with its own cookies."""
-    with contextlib.ExitStack() as stack:
-
-        def start(**settings: Any) -> httpx.Client:
-            url = stack.enter_context(running(create_app(UISettings(**settings))))
-            return stack.enter_context(httpx.Client(base_url=url))
-
-        yield start
 
 
 def _text(response: httpx.Response) -> str:
@@ -240,18 +226,6 @@ def test_models_and_deployments_pages_on_postgresql(
     for path in ("/models", "/models/fraud", "/models/fraud/2", "/deployments"):
         assert http.get(path).status_code == 200, path
     assert "200 requests answered" in _text(http.get("/deployments/fraud-api"))
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"chromium is needed for the browser tests ({CHROMIUM})")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield launched
-        launched.close()
 
 
 def test_models_and_deployments_in_a_browser_and_promote_by_clicking(browser: Any) -> None:

@@ -10,14 +10,13 @@ from __future__ import annotations
 import html
 import json
 import re
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 from _server import running
-from test_browser import CHROMIUM, SIZES, Watched
+from test_browser import SIZES, Watched
 
 import kiln
 from kiln.core import reset_settings
@@ -77,20 +76,6 @@ def _charts(page: str) -> list[dict[str, Any]]:
 
 def _shown(value: float) -> str:
     return f"{value:.4g}"  # as the dashboard prints a number in [0.001, 1e6)
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[..., httpx.Client]]:
-    """Start dashboards with given settings; each a client of its own."""
-    import contextlib
-
-    with contextlib.ExitStack() as stack:
-
-        def start(**settings: Any) -> httpx.Client:
-            url = stack.enter_context(running(create_app(UISettings(**settings))))
-            return stack.enter_context(httpx.Client(base_url=url))
-
-        yield start
 
 
 def test_the_list_shows_every_study_with_trials_by_state_and_best(
@@ -267,18 +252,6 @@ def test_studies_pages_on_postgresql(
     ]
     for path in ("/studies/quad", "/studies/auc-vs-latency"):
         assert http.get(path).status_code == 200, path
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"chromium is needed for the browser tests ({CHROMIUM})")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield launched
-        launched.close()
 
 
 def test_studies_pages_in_a_browser(browser: Any) -> None:
