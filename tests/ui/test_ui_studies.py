@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from _server import running
-from test_browser import SIZES, Watched
+from test_browser import SIZES, Watched, assert_tab_reaches_every_control
 
 import kiln
 from kiln.core import reset_settings
@@ -287,15 +287,5 @@ def test_studies_pages_in_a_browser(browser: Any) -> None:
         # The keyboard reaches every visible control, in order, by Tab alone.
         context = browser.new_context(viewport={"width": 1366, "height": 768})
         for path in (pages["studies"], pages["study"]):
-            page = Watched(context.new_page()).visit(url + path)
-            controls = (
-                "Array.from(document.querySelectorAll('a[href], button, input:not([type=hidden]),"
-                " summary')).filter(e => e.checkVisibility())"
-            )
-            wanted = page.evaluate(f"() => {controls}.length")
-            reached = set()
-            for _ in range(wanted + 10):
-                page.keyboard.press("Tab")
-                reached.add(page.evaluate(f"() => {controls}.indexOf(document.activeElement)"))
-            assert set(range(wanted)) <= reached, path
+            assert_tab_reaches_every_control(Watched(context.new_page()).visit(url + path))
         context.close()
