@@ -5,7 +5,7 @@ became visible (``max(event, created)``) no later; it then stands for the greate
 ``(event, created)`` visible by its own visibility time. The reference below reads that
 definition literally, over every pair of rows; the engine sorts once and scans. Times
 come from a small grid (ties, created before event, equal visibility times) plus the
-infinities; keys are ints, strings or two columns.
+infinities; keys are ints (near and far apart), strings, floats or two columns.
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ KEYS = {
     "int": (("k",), st.integers(1, 3).map(lambda k: (k,))),
     "str": (("k",), st.sampled_from(["a", "b", "ç"]).map(lambda k: (k,))),
     "pair": (("k1", "k2"), st.tuples(st.integers(1, 2), st.sampled_from(["x", "y"]))),
+    # Keys far apart are ranked rather than offset; float keys are sorted by DuckDB.
+    "wide": (("k",), st.sampled_from([-(2**62), 0, 2**62]).map(lambda k: (k,))),
+    "float": (("k",), st.sampled_from([1.5, 2.5, 1e300]).map(lambda k: (k,))),
 }
 TIMES = st.one_of(st.integers(0, 6), st.sampled_from(["inf", "-inf"]))
 

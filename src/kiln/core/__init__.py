@@ -2,6 +2,7 @@
 
 from kiln.core import errors
 from kiln.core.clock import from_millis, now_millis, to_millis
+from kiln.core.cores import usable_cores
 from kiln.core.errors import (
     ConfigError,
     Conflict,
@@ -50,4 +51,5 @@ __all__ = [
     "now_millis",
     "reset_settings",
     "to_millis",
+    "usable_cores",
 ]

@@ -6,6 +6,10 @@ value``) in numpy, chunk by chunk: on a 1M-row spine, writes to random places co
 of reads from random places (a gather, ``take``) and a quarter of sorting the result
 again (``ORDER BY``). Other columns (strings, booleans...) are gathered.
 
+Columns are scattered on a few threads (numpy lets go of the GIL while it scatters): a
+scatter's time goes to cache misses and to faulting in fresh pages, which both cores can
+take at once, and the rest of the retrieval has finished with the cores by then.
+
 Validity is moved per distinct bitmap, not per column: the features of one view are
 null on the same rows (no match, too old), so a validity equal to the previous column's
 is reused. A view with a TTL sends one boolean per row, *fresh*, instead of a ``CASE``
@@ -15,11 +19,15 @@ not fresh is null in every feature of its view.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from kiln.core import usable_cores
 
 __all__ = ["in_spine_order"]
 
@@ -44,7 +52,7 @@ def in_spine_order(table: pa.Table, row: str, fresh: Mapping[str, str]) -> pa.Ta
     kept = [n for n in table.column_names if n != row and n not in masks]
     widths = [_width(table.schema.field(n).type) for n in kept]
     block = _Block(len(rows), widths)
-    columns = []
+    columns: list[pa.Array | Callable[[], pa.Array]] = []
     for name, width in zip(kept, widths, strict=True):
         column = table.column(name)
         mask = masks.get(fresh.get(name, ""))
@@ -52,8 +60,7 @@ def in_spine_order(table: pa.Table, row: str, fresh: Mapping[str, str]) -> pa.Ta
         if mask is not None:
             valid = mask if valid is None else valid & mask
         if width is not None:
-            out = block.take(width)
-            columns.append(_scatter(column, rows, out, *bitmaps.scattered(valid)))
+            columns.append(_Scatter(column, rows, block.take(width), *bitmaps.scattered(valid)))
             continue
         if inverse is None:
             inverse = np.empty(len(rows), dtype=np.int64)
@@ -63,7 +70,30 @@ def in_spine_order(table: pa.Table, row: str, fresh: Mapping[str, str]) -> pa.Ta
             array = pc.if_else(pa.array(valid), array, pa.scalar(None, array.type))
         columns.append(array.take(pa.array(inverse)))
     schema = pa.schema([table.schema.field(n) for n in kept])
-    return pa.Table.from_arrays(columns, schema=schema)
+    return pa.Table.from_arrays(_done(columns), schema=schema)
+
+
+def _done(columns: list[pa.Array | Callable[[], pa.Array]]) -> list[pa.Array]:
+    """Every pending scatter run, on the shared threads when there are several."""
+    pending = [c for c in columns if not isinstance(c, pa.Array)]
+    if len(pending) > 1 and usable_cores() > 1:
+        results = dict(zip(map(id, pending), _pool().map(lambda f: f(), pending), strict=True))
+    else:
+        results = {id(f): f() for f in pending}
+    return [c if isinstance(c, pa.Array) else results[id(c)] for c in columns]
+
+
+_lock = threading.Lock()
+_executor: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _executor
+    with _lock:
+        if _executor is None:
+            workers = min(4, usable_cores())
+            _executor = ThreadPoolExecutor(workers, thread_name_prefix="kiln-spine-order")
+        return _executor
 
 
 class _Bitmaps:
@@ -147,24 +177,31 @@ def _width(kind: pa.DataType) -> type[np.unsignedinteger] | None:
     return _WIDTHS.get(kind.bit_width // 8)
 
 
-def _scatter(
-    column: pa.ChunkedArray,
-    rows: np.ndarray,
-    out: np.ndarray,
-    bitmap: pa.Buffer | None,
-    nulls: int,
-) -> pa.Array:
-    """The column with value ``i`` moved to position ``rows[i]`` of ``out``."""
-    n = len(rows)
-    width = out.dtype
-    size = width.itemsize
-    start = 0
-    for chunk in column.chunks:
-        count = len(chunk)
-        if count:
-            values = np.frombuffer(
-                chunk.buffers()[1], dtype=width, count=count, offset=chunk.offset * size
-            )
-            out[rows[start : start + count]] = values
-        start += count
-    return pa.Array.from_buffers(column.type, n, [bitmap, pa.py_buffer(out)], nulls)
+class _Scatter:
+    """A column with value ``i`` moved to position ``rows[i]`` of ``out``, when called."""
+
+    def __init__(
+        self,
+        column: pa.ChunkedArray,
+        rows: np.ndarray,
+        out: np.ndarray,
+        bitmap: pa.Buffer | None,
+        nulls: int,
+    ) -> None:
+        self._column, self._rows, self._out = column, rows, out
+        self._bitmap, self._nulls = bitmap, nulls
+
+    def __call__(self) -> pa.Array:
+        column, rows, out = self._column, self._rows, self._out
+        size = out.dtype.itemsize
+        start = 0
+        for chunk in column.chunks:
+            count = len(chunk)
+            if count:
+                values = np.frombuffer(
+                    chunk.buffers()[1], dtype=out.dtype, count=count, offset=chunk.offset * size
+                )
+                out[rows[start : start + count]] = values
+            start += count
+        buffers = [self._bitmap, pa.py_buffer(out)]
+        return pa.Array.from_buffers(column.type, len(rows), buffers, self._nulls)

@@ -74,6 +74,7 @@ import pyarrow as pa
 from kiln.core import InvalidInput
 from kiln.features import _sources, _superseded
 from kiln.features._keys import key_types, readable_keys, spine_keys
+from kiln.features._pages import ordinary_pages
 from kiln.features._sources import CREATED_TS, EVENT_TS, ROW, T, quote
 from kiln.features._spine_order import in_spine_order
 from kiln.features.definitions import FeatureView, WindowedFeatureView
@@ -256,7 +257,8 @@ class RetrievalJob:
     def _result(self) -> pa.Table:
         if self._features is None:
             if self._plan.requests:
-                self._features = _compute(self._plan, self._narrow)
+                with ordinary_pages():
+                    self._features = _compute(self._plan, self._narrow)
             else:
                 self._features = pa.table({})
         return self._features

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -31,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from kiln.core import InvalidInput
+from kiln.core import InvalidInput, usable_cores
 from kiln.monitoring import _binned
 from kiln.monitoring._binned import Binned
 
@@ -258,18 +257,11 @@ def compare(
             side = (_numbers if kinds[name] == "numeric" else _categories)(ref.column(name))
         return _compare(name, kinds[name], side, cur.column(name), chosen, limits)
 
-    workers = min(len(names), _cores())
+    workers = min(len(names), usable_cores())
     if workers <= 1:
         return DriftResult(tuple(one(n) for n in names))
     with ThreadPoolExecutor(workers, thread_name_prefix="kiln-drift") as pool:
         return DriftResult(tuple(pool.map(one, names)))
-
-
-def _cores() -> int:
-    """The cores this process may run on (a container or ``taskset`` may allow fewer than
-    the machine has)."""
-    getaffinity = getattr(os, "sched_getaffinity", None)
-    return len(getaffinity(0)) if getaffinity is not None else os.cpu_count() or 1
 
 
 def _columns(ref: Sequence[str], cur: pa.Table, columns: Sequence[str] | None) -> list[str]:
