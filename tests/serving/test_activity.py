@@ -5,6 +5,7 @@ servers of a Kiln home with their requests by outcome."""
 from __future__ import annotations
 
 import re
+import socket
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -135,3 +136,28 @@ def test_a_live_server_is_found_and_its_requests_counted_by_outcome() -> None:
     assert gone.unreachable == (server.url,) and gone.counts == {}
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{server.url}/metrics", timeout=0.5)
+
+
+def test_servers_that_hang_are_waited_for_together_and_named() -> None:
+    """A server that accepts and never answers costs the page one timeout, not one each."""
+    listeners = []
+    for _ in range(3):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(4)  # connections queue in the backlog; nothing ever answers them
+        listeners.append(sock)
+    try:
+        hung = [
+            kiln.deployments.ServerInfo(
+                url=f"http://127.0.0.1:{s.getsockname()[1]}", host="h", pid=1, started=0.0
+            )
+            for s in listeners
+        ]
+        began = time.perf_counter()
+        counts = kiln.deployments.server_counts("fraud-api", among=hung, timeout_s=0.5)
+        took = time.perf_counter() - began
+    finally:
+        for sock in listeners:
+            sock.close()
+    assert counts.unreachable == tuple(s.url for s in hung) and counts.counts == {}
+    assert took < 1.2, f"three hung servers took {took:.2f} s with a 0.5 s timeout"

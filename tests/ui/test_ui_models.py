@@ -200,6 +200,37 @@ def test_rollout_actions_need_writes_csrf_and_the_confirmed_revision(
     assert again.status_code == 409 and "does not apply" in again.text
 
 
+def test_switch_back_over_http_and_a_switch_that_no_longer_applies(
+    serve: Callable[..., httpx.Client],
+) -> None:
+    _populate()
+    kiln.deployments.rollback("fraud-api", reason="end the canary")
+    kiln.deployments.blue_green("fraud-api", model="fraud@challenger", reason="all on green")
+    revision = kiln.deployments.get("fraud-api").revision
+    http = serve(allow_writes=True)
+    confirm = http.get("/deployments/fraud-api/switch_back")
+    assert confirm.status_code == 200 and f'name="revision" value="{revision}"' in confirm.text
+    token = _csrf(confirm.text)
+    done = http.post(
+        "/deployments/fraud-api/switch_back",
+        data={"csrf": token, "revision": str(revision), "reason": "green misbehaves"},
+    )
+    assert done.status_code == 303 and done.headers["location"] == "/deployments/fraud-api"
+    after = kiln.deployments.get("fraud-api")
+    assert (after.traffic.policy, after.traffic.percent) == ("blue_green", 0.0)
+    assert after.traffic.challenger == "fraud@challenger"  # green stays named
+    last = kiln.deployments.history("fraud-api")[-1]
+    assert (last.kind, last.actor, last.reason) == ("switched_back", "kiln ui", "green misbehaves")
+    # Switched back already: the page offers nothing and a POST of the new revision is 409.
+    assert "does not apply" in http.get("/deployments/fraud-api/switch_back").text
+    again = http.post(
+        "/deployments/fraud-api/switch_back",
+        data={"csrf": token, "revision": str(after.revision)},
+    )
+    assert again.status_code == 409 and "does not apply" in again.text
+    assert kiln.deployments.get("fraud-api").revision == after.revision  # nothing written
+
+
 def test_mistakes_in_the_url_are_4xx_pages(serve: Callable[..., httpx.Client]) -> None:
     _populate()
     http = serve()

@@ -12,11 +12,12 @@ and string keys become one int64 entity id each, folded with the event time into
 single int64 that numpy sorts several times faster than DuckDB sorts the three columns
 (other key types are sorted by DuckDB). One comparison per row then keeps only the
 entities where a row can be superseded at all, usually few, and linear passes over their
-rows find the answer: in (keys, event, created) order a row's rank is its position, so "a greater rank became visible no later"
-is "the smallest visibility time after the row's tie group, within its entity, is at most
-its own" (a suffix minimum); and the best row a superseded row stands for is the
-greatest position among its entity's rows visible by its visibility time (a prefix
-maximum in visibility order, computed only for the entities that have superseded rows).
+rows find the answer: in (keys, event, created) order a row's rank is its position, so
+"a greater rank became visible no later" is "the smallest visibility time after the
+row's tie group, within its entity, is at most its own" (a suffix minimum); and the best
+row a superseded row stands for is the greatest position among its entity's rows
+visible by its visibility time (a prefix maximum in visibility order, computed only for
+the entities that have superseded rows).
 Entities are kept apart by offsetting each one's values past the previous entity's, so
 one unsegmented ``accumulate`` serves all of them. Only identities are kept: the join
 reads the best rows' features in the same pass that drops the superseded rows

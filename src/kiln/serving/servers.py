@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,17 +132,31 @@ def server_counts(
     deployment: str, *, among: Iterable[ServerInfo] | None = None, timeout_s: float = 1.0
 ) -> ServerCounts:
     """Scrape ``/metrics`` of every live server (or ``among``) for ``deployment``'s
-    request counts by version, arm and outcome."""
+    request counts by version, arm and outcome.
+
+    The servers are asked at once, so a page waits for the slowest answer (at most
+    ``timeout_s``), not for the sum of them.
+    """
     check_name(deployment)
     chosen = tuple(servers() if among is None else among)
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    counts: dict[tuple[str, str, str], float] = {}
-    unreachable = []
-    for server in chosen:
+
+    def scrape(server: ServerInfo) -> str | None:
         try:
             with opener.open(f"{server.url}/metrics", timeout=timeout_s) as response:
-                text = response.read().decode()
+                text: str = response.read().decode()
+                return text
         except (OSError, urllib.error.URLError):
+            return None
+
+    texts: list[str | None] = []
+    if chosen:
+        with ThreadPoolExecutor(min(len(chosen), 16), thread_name_prefix="kiln-scrape") as pool:
+            texts = list(pool.map(scrape, chosen))
+    counts: dict[tuple[str, str, str], float] = {}
+    unreachable = []
+    for server, text in zip(chosen, texts, strict=True):
+        if text is None:
             unreachable.append(server.url)
             continue
         for family in text_string_to_metric_families(text):
