@@ -20,7 +20,7 @@ not fresh is null in every feature of its view.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -52,7 +52,7 @@ def in_spine_order(table: pa.Table, row: str, fresh: Mapping[str, str]) -> pa.Ta
     kept = [n for n in table.column_names if n != row and n not in masks]
     widths = [_width(table.schema.field(n).type) for n in kept]
     block = _Block(len(rows), widths)
-    columns: list[pa.Array | Callable[[], pa.Array]] = []
+    columns: list[pa.Array | _Scatter] = []
     for name, width in zip(kept, widths, strict=True):
         column = table.column(name)
         mask = masks.get(fresh.get(name, ""))
@@ -73,14 +73,14 @@ def in_spine_order(table: pa.Table, row: str, fresh: Mapping[str, str]) -> pa.Ta
     return pa.Table.from_arrays(_done(columns), schema=schema)
 
 
-def _done(columns: list[pa.Array | Callable[[], pa.Array]]) -> list[pa.Array]:
-    """Every pending scatter run, on the shared threads when there are several."""
-    pending = [c for c in columns if not isinstance(c, pa.Array)]
-    if len(pending) > 1 and usable_cores() > 1:
-        results = dict(zip(map(id, pending), _pool().map(lambda f: f(), pending), strict=True))
-    else:
-        results = {id(f): f() for f in pending}
-    return [c if isinstance(c, pa.Array) else results[id(c)] for c in columns]
+def _done(columns: list[pa.Array | _Scatter]) -> list[pa.Array]:
+    """The columns with every pending scatter run, on the shared threads when several."""
+    pending = [i for i, c in enumerate(columns) if isinstance(c, _Scatter)]
+    run = _pool().map if len(pending) > 1 and usable_cores() > 1 else map
+    done: list[pa.Array] = list(columns)  # the scatters are replaced below
+    for i, array in zip(pending, run(lambda i: columns[i](), pending), strict=True):
+        done[i] = array
+    return done
 
 
 _lock = threading.Lock()
