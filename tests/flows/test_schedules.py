@@ -240,6 +240,14 @@ def test_a_run_that_cannot_be_launched_marks_its_due_time_failed(tmp_path: Path)
 
 
 @pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
+def _clear_of_a_minute_turn() -> None:
+    """Wait out the last 10 s of a minute, so that schedules made next, each due at the
+    next whole minute, are all due at the same one."""
+    into = now_millis() % MINUTE
+    if into > MINUTE - 10_000:
+        time.sleep((MINUTE - into) / 1000 + 0.1)
+
+
 def test_many_schedulers_racing_for_the_same_due_times_start_each_once(
     db_url: str, tmp_path: Path
 ) -> None:
@@ -247,6 +255,7 @@ def test_many_schedulers_racing_for_the_same_due_times_start_each_once(
     rounds over three schedules: every due time is claimed and started exactly once."""
     kiln.configure(db_url=db_url, artifact_uri=str(tmp_path / "artifacts"))
     names = [f"race-{i}" for i in range(3)]
+    _clear_of_a_minute_turn()  # the three must share their first due minute
     for name in names:
         linear(name, tmp_path / name, cron="* * * * *")
     launches = Launches()

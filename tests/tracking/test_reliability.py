@@ -92,7 +92,8 @@ class Child:
     def _pump_out(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
+            if line.endswith("\n"):  # not the half line of a child killed while printing
+                self.lines.put(line[:-1])
         self.lines.put(None)
 
     def _pump_err(self) -> None:

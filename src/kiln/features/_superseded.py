@@ -104,13 +104,12 @@ def find(con: duckdb.DuckDBPyConnection, rows: Rows) -> pa.Table:
     known = " AND ".join(f"{quote(k)} IS NOT NULL" for k in rows.keys)
     select = f"SELECT {keys}, {EVENT_TS}, {CREATED_TS} FROM ({usable(rows)}) WHERE {known}"
     table = con.sql(select).to_arrow_table()
-    event = _micros(table.column(EVENT_TS))
-    created = _micros(table.column(CREATED_TS))
     ids = _entity_ids(table, rows.keys)
     if ids is None:  # keys numpy cannot group (floats, dates...): DuckDB sorts
         table = con.sql(f"{select} ORDER BY {keys}, {EVENT_TS}, {CREATED_TS}").to_arrow_table()
-        event = _micros(table.column(EVENT_TS))
-        created = _micros(table.column(CREATED_TS))
+    event = _micros(table.column(EVENT_TS))
+    created = _micros(table.column(CREATED_TS))
+    if ids is None:
         order = np.arange(table.num_rows, dtype=np.int64)
         entity = _entity_starts(table, rows.keys)
     else:
