@@ -239,7 +239,6 @@ def test_a_run_that_cannot_be_launched_marks_its_due_time_failed(tmp_path: Path)
     assert last is not None and last.status == "failed" and "no more processes" in str(last.error)
 
 
-@pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
 def _clear_of_a_minute_turn() -> None:
     """Wait out the last 10 s of a minute, so that schedules made next, each due at the
     next whole minute, are all due at the same one."""
@@ -248,6 +247,7 @@ def _clear_of_a_minute_turn() -> None:
         time.sleep((MINUTE - into) / 1000 + 0.1)
 
 
+@pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
 def test_many_schedulers_racing_for_the_same_due_times_start_each_once(
     db_url: str, tmp_path: Path
 ) -> None:
