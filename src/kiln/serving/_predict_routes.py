@@ -19,7 +19,7 @@ import orjson
 from kiln.serving._runtime import Answer, Runtime
 from kiln.serving.protocols import ProtocolError, check_size, mlflow, native, v2
 
-__all__ = ["PredictionRoutes"]
+__all__ = ["PredictionRoutes", "Reply", "Route"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -29,6 +29,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Headers = tuple[tuple[bytes, bytes], ...]
 Reply = tuple[int, bytes, bytes, Headers]  # status, body, type, headers
 Failure = Callable[[BaseException], tuple[int, str, dict[str, str]]]
+Handler = Callable[..., Awaitable[Reply]]  # (deployment, version, headers, body)
+Route = tuple[Handler, str | None, str | None]  # handler, deployment, version
 
 JSON = b"application/json"
 
@@ -48,33 +50,22 @@ class PredictionRoutes:
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        parts = scope["path"].split("/")
-        route = self._match(parts)
+        route = self.match(scope["path"])
         if route is None:
             await self.app(scope, receive, send)
             return
-        handler, name, version = route
+        handler, name, _ = route
         headers = dict(scope["headers"])
         try:
             first = await receive()
             if first["type"] == "http.request" and not first.get("more_body", False):
                 body = first.get("body", b"")  # the whole body in one message: most are
-                self._check_size(len(body), headers.get(b"content-length"), name)
             else:
                 body = await self._body(first, receive, headers.get(b"content-length"), name)
-            reply = await handler(name, version, headers, body)
         except Exception as exc:
-            status, message, extra = self.failure(exc)
-            if status < 500:
-                self._count_invalid(name)
-            reply = (
-                status,
-                mlflow.error_body(status, message)  # MLflow's clients parse its shape
-                if handler == self._invocations
-                else orjson.dumps({"error": message}),
-                JSON,
-                tuple((k.encode(), v.encode()) for k, v in extra.items()),
-            )
+            reply = self._refused(handler, name, exc)
+        else:
+            reply = await self.reply(route, headers, body)
         status, payload, media, more = reply
         await send(
             {
@@ -89,9 +80,45 @@ class PredictionRoutes:
         )
         await send({"type": "http.response.body", "body": payload})
 
-    def _match(
-        self, parts: list[str]
-    ) -> tuple[Callable[..., Awaitable[Reply]], str | None, str | None] | None:
+    def match(self, path: str) -> Route | None:
+        """The handler, deployment and version a prediction path names; None for others."""
+        return self._match(path.split("/"))
+
+    async def reply(self, route: Route, headers: dict[bytes, bytes], body: bytes) -> Reply:
+        """The answer to a prediction request whose whole body has been read: a refusal
+        (4xx, or 5xx when the model fails) as well as a prediction, never an exception.
+
+        Both ways in share it: the ASGI app above and uvicorn's protocol answering these
+        routes without ASGI (:mod:`kiln.serving._http_protocol`).
+        """
+        handler, name, version = route
+        try:
+            self._check_size(len(body), headers.get(b"content-length"), name)
+            return await handler(name, version, headers, body)
+        except Exception as exc:
+            return self._refused(handler, name, exc)
+
+    def _refused(self, handler: Handler, name: str | None, exc: BaseException) -> Reply:
+        status, message, extra = self.failure(exc)
+        if status < 500:
+            self._count_invalid(name)
+        return (
+            status,
+            mlflow.error_body(status, message)  # MLflow's clients parse its shape
+            if handler == self._invocations
+            else orjson.dumps({"error": message}),
+            JSON,
+            tuple((k.encode(), v.encode()) for k, v in extra.items()),
+        )
+
+    def limit(self, name: str | None) -> int:
+        """The most body bytes a request for deployment ``name`` may send."""
+        live = self.runtime.live
+        if name is not None and name in live:
+            return live[name].spec.max_body_bytes
+        return max((d.spec.max_body_bytes for d in live.values()), default=8 << 20)
+
+    def _match(self, parts: list[str]) -> Route | None:
         n = len(parts)
         if n == 5 and parts[1] == "v2" and parts[2] == "models" and parts[4] == "infer":
             return self._infer, parts[3], None
@@ -117,15 +144,9 @@ class PredictionRoutes:
         if name is not None and name in self.runtime.live:
             self.runtime.metrics.count_invalid(name)
 
-    def _limit(self, name: str | None) -> int:
-        live = self.runtime.live
-        if name is not None and name in live:
-            return live[name].spec.max_body_bytes
-        return max((d.spec.max_body_bytes for d in live.values()), default=8 << 20)
-
     def _check_size(self, size: int, declared: bytes | None, name: str | None) -> int:
         """Refuse (413) a body over the deployment's limit, as declared or as read."""
-        limit = self._limit(name)
+        limit = self.limit(name)
         if declared is not None:
             try:
                 length = int(declared)

@@ -147,6 +147,8 @@ def serve(
     """
     import uvicorn
 
+    from kiln.serving._http_protocol import PredictionProtocol
+
     prefer_passive_openmp()  # inherited by the workers
     one_openmp_thread()
     if workers < 1:
@@ -167,7 +169,7 @@ def serve(
         "host": host,
         "port": port,
         "log_level": log_level,
-        "http": "httptools",
+        "http": PredictionProtocol,  # uvicorn's httptools, predictions without ASGI
         "loop": "uvloop",
         "timeout_graceful_shutdown": 30,
         "access_log": False,
