@@ -12,6 +12,7 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -49,7 +50,7 @@ class Answer:
     def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
         self.status, self.headers, self.body = status, headers, body
 
-    def json(self) -> dict:
+    def json(self) -> Any:
         return orjson.loads(self.body)
 
 
@@ -158,7 +159,10 @@ BODIES = [
     (V2, b'{"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64"}]}'),
     (V2, b"{not json"),
     ("/v2/models/nope/infer", v2_body(ROWS[0], "same")),
-    ("/invocations", orjson.dumps({"dataframe_records": [dict(zip("abcd", ROWS[0]))]})),
+    (
+        "/invocations",
+        orjson.dumps({"dataframe_records": [dict(zip("abcd", ROWS[0], strict=True))]}),
+    ),
     ("/invocations", orjson.dumps({"inputs": [ROWS[0]]})),
     (NATIVE, orjson.dumps({"request": {"f0": 1.0, "f1": 2.0, "f2": 0.5, "f3": -1.0}})),
     (NATIVE, b"{}"),

@@ -52,7 +52,7 @@ class _Answering:
     protocol reads (``response_complete`` keeps a pipelined request queued until this
     one is answered; ``keep_alive`` is cleared by a graceful shutdown)."""
 
-    __slots__ = ("route", "chunks", "keep_alive", "disconnected", "response_complete", "discard")
+    __slots__ = ("chunks", "discard", "disconnected", "keep_alive", "response_complete", "route")
     message_event = _NO_EVENT
 
     def __init__(self, route: Route, keep_alive: bool) -> None:
@@ -79,9 +79,7 @@ class PredictionProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         routes = _routes_of(self.app)
-        usable = (
-            not self.access_log and not self.root_path and self.limit_concurrency is None
-        )
+        usable = not self.access_log and not self.root_path and self.limit_concurrency is None
         self._routes = routes if usable else None
         self._answering: _Answering | None = None
 
@@ -180,4 +178,3 @@ class PredictionProtocol(HttpToolsProtocol):
         if not answering.keep_alive:
             self.transport.close()
         self.on_response_complete()
-
