@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import orjson
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 Message = MutableMapping[str, Any]
 
@@ -47,3 +48,46 @@ async def app(
             status = 400
     await send({"type": "http.response.start", "status": status, "headers": HEADERS})
     await send({"type": "http.response.body", "body": ANSWER})
+
+
+class Protocol(HttpToolsProtocol):
+    """The floor without ASGI: uvicorn's httptools protocol answering every POST with the
+    same fixed reply from its parser callbacks, as `kiln serve` answers predictions (one
+    write per answer, uvicorn's default headers, keep-alive honoured). Other requests (the
+    readiness probe) go to the ASGI app above.
+
+        uvicorn _http_floor:app --app-dir benchmarks --http _http_floor:Protocol ...
+    """
+
+    def on_headers_complete(self) -> None:
+        self.short = self.parser.get_method() == b"POST"
+        self.chunks: list[bytes] = []
+        if not self.short:
+            super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if self.short:
+            self.chunks.append(body)
+        else:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self.short:
+            super().on_message_complete()
+            return
+        status = 200
+        try:
+            orjson.loads(b"".join(self.chunks))
+        except orjson.JSONDecodeError:
+            status = 400
+        keep_alive = self.parser.should_keep_alive()
+        content = [STATUS_LINE[status]]
+        for name, value in [*self.server_state.default_headers, *HEADERS]:
+            content += (name, b": ", value, b"\r\n")
+        if not keep_alive:
+            content.append(b"connection: close\r\n")
+        content += (b"\r\n", ANSWER)
+        self.transport.write(b"".join(content))
+        if not keep_alive:
+            self.transport.close()
+        self.on_response_complete()

@@ -8,7 +8,7 @@ A LightGBM binary classifier (100 trees, 31 leaves, 20 float features, trained o
 generated data) is registered in a temporary Kiln home and deployed. Every server runs as
 a separate process on 127.0.0.1 and wrk (another process, Lua-scripted bodies) loads it
 for ``--duration`` seconds per point after a warm-up. For each worker count in
-``--workers``, three servers run with that many workers, one after the other:
+``--workers``, these servers run with that many workers, one after the other:
 
 (1) the HTTP floor (`_http_floor.py`): a bare ASGI app on the same uvicorn stack as
     `kiln serve` (httptools, uvloop, no access log) that reads and parses the same JSON
@@ -21,7 +21,10 @@ for ``--duration`` seconds per point after a warm-up. For each worker count in
 (3) `mlflow models serve --workers N` (from the interpreter given by ``--mlflow-python``,
     which must have mlflow and lightgbm) with the same model and the same `/invocations`
     loads;
-(4) the batching ceiling (`_batching_ceiling.py`): the same uvicorn stack and the same
+(4) the HTTP floor without ASGI (`_http_floor.py`'s ``Protocol``): the same fixed answer
+    from uvicorn's httptools protocol's parser callbacks, the way `kiln serve` answers
+    predictions (single-row v2 bodies at concurrency 64);
+(5) the batching ceiling (`_batching_ceiling.py`): the same uvicorn stack and the same
     booster, doing only what a batching server cannot skip (parse, queue, one
     `Booster.predict` per event-loop turn, answer), single-row v2 requests at concurrency
     64: what batching and the model cost on this machine whoever serves them, so that
@@ -302,7 +305,7 @@ def mlflow_version(python: str) -> str:
 
 BENCH_DIR = Path(__file__).resolve().parent
 # What uvicorn runs the floor with: the options `kiln serve` gives uvicorn.
-UVICORN_OPTIONS = ["--http", "httptools", "--loop", "uvloop", "--no-access-log"]
+UVICORN_OPTIONS = ["--loop", "uvloop", "--no-access-log"]
 
 
 @dataclass(frozen=True)
@@ -324,6 +327,7 @@ class Round:
 
     workers: int
     floor: dict[str, Load]
+    bare: dict[str, Load]  # the floor without ASGI
     ceiling: dict[str, Load]
     kiln: dict[str, Load]
     mlflow: dict[str, Load]
@@ -344,17 +348,22 @@ def kiln_command(port: int, workers: int, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def uvicorn_command(app: str, port: int, workers: int) -> list[str]:
+def uvicorn_command(app: str, port: int, workers: int, http: str = "httptools") -> list[str]:
     """A benchmark app under uvicorn with the options `kiln serve` gives it."""
     return [
         sys.executable, "-m", "uvicorn", app, "--app-dir", str(BENCH_DIR),
         "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
-        "--lifespan", "off", "--log-level", "warning", *UVICORN_OPTIONS,
+        "--lifespan", "off", "--log-level", "warning", "--http", http, *UVICORN_OPTIONS,
     ]  # fmt: skip
 
 
 def floor_command(port: int, workers: int) -> list[str]:
     return uvicorn_command("_http_floor:app", port, workers)
+
+
+def bare_floor_command(port: int, workers: int) -> list[str]:
+    """The floor without ASGI, as `kiln serve` answers predictions."""
+    return uvicorn_command("_http_floor:app", port, workers, http="_http_floor:Protocol")
 
 
 def ceiling_command(port: int, workers: int) -> list[str]:
@@ -417,6 +426,11 @@ def floor_specs(one: np.ndarray) -> list[Spec]:
     ]
 
 
+def bare_specs(one: np.ndarray) -> list[Spec]:
+    path = "/v2/models/bench/infer"
+    return [Spec("v2-64", "HTTP floor without ASGI, v2 body", path, 64, 1, v2_body(one))]
+
+
 def ceiling_specs(one: np.ndarray) -> list[Spec]:
     return [
         Spec("v2-64", "batching ceiling, v2 body", "/v2/models/bench/infer", 64, 1, v2_body(one))
@@ -462,7 +476,8 @@ def round_section(r: Round, mlflow_ver: str | None) -> list[str]:
     lines = [
         f"### {each.capitalize()}",
         "",
-        f"The HTTP floor, the batching ceiling, `kiln serve --workers {r.workers}` and "
+        f"The HTTP floor (with and without ASGI), the batching ceiling, "
+        f"`kiln serve --workers {r.workers}` and "
         + (f"`mlflow models serve --workers {r.workers}`" if r.mlflow else "no MLflow")
         + ", one after the other.",
         "",
@@ -471,6 +486,7 @@ def round_section(r: Round, mlflow_ver: str | None) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [_row(load) for load in r.floor.values()]
+    lines += [_row(load, r.floor.get(key)) for key, load in r.bare.items()]
     lines += [_row(load, r.floor.get(key)) for key, load in r.ceiling.items()]
     lines += [
         _row(load, r.floor.get(key), r.mlflow.get(key) if key.startswith("inv") else None)
@@ -515,6 +531,18 @@ def round_section(r: Round, mlflow_ver: str | None) -> list[str]:
         f"| errors | {errors} | {'yes' if errors == 0 else '**no**'} |",
         "",
     ]
+    bare64 = r.bare.get("v2-64")
+    if bare64 is not None:
+        lines += [
+            "`kiln serve` answers predictions without ASGI: uvicorn's httptools protocol "
+            "answers them from its parser callbacks (docs/serving.md). The floor it is held "
+            "to above is the issue's, an ASGI app. Like for like, the same fixed answer "
+            "from the same protocol's callbacks (`_http_floor.py`'s `Protocol`) reached "
+            f"{bare64.requests_per_s:,.0f} req/s at concurrency 64, "
+            f"{bare64.requests_per_s / floor64.requests_per_s:.2f}x the ASGI floor, and Kiln "
+            f"{v64.requests_per_s / bare64.requests_per_s:.0%} of it.",
+            "",
+        ]
     ceiling64 = r.ceiling.get("v2-64")
     if ceiling64 is not None:
         lines += [
@@ -615,6 +643,10 @@ def serve_round(
         floor = run_points(url, floor_specs(one), args, tmp)
     port = free_local_port()
     url = f"http://127.0.0.1:{port}"
+    with process(bare_floor_command(port, workers), f"{url}/", tmp / "bare.log", env):
+        bare = run_points(url, bare_specs(one), args, tmp)
+    port = free_local_port()
+    url = f"http://127.0.0.1:{port}"
     with process(ceiling_command(port, workers), f"{url}/", tmp / "ceiling.log", env):
         ceiling = run_points(url, ceiling_specs(one), args, tmp)
     port = free_local_port()
@@ -631,7 +663,7 @@ def serve_round(
         menv = {**env, "PATH": f"{Path(args.mlflow_python).parent}{os.pathsep}{env['PATH']}"}
         with process(command, f"{url}/ping", tmp / "mlflow.log", menv):
             mlflow_loads = run_points(url, mlflow_specs(one, hundred, version), args, tmp)
-    return Round(workers, floor, ceiling, kiln_loads, mlflow_loads)
+    return Round(workers, floor, bare, ceiling, kiln_loads, mlflow_loads)
 
 
 def prepare_mlflow(python: str, booster: lgb.Booster, tmp: Path) -> tuple[Path, str]:

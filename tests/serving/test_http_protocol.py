@@ -233,3 +233,25 @@ def test_a_client_gone_before_its_answer_harms_no_one(tmp_path: Path) -> None:
         other.close()
         assert a.status == 200 and a.json()["predictions"] == [2.0]
         assert "Traceback" not in live.output()
+
+
+def test_an_idle_connection_is_closed_after_the_keep_alive_timeout_a_busy_one_is_not(
+    server: str,
+) -> None:
+    """uvicorn's keep-alive timeout (5 s) holds with one timer per idle spell."""
+    idle, busy = Raw(server), Raw(server)
+    try:
+        for conn in (idle, busy):
+            conn.send(request(V2, v2_body(ROWS[0])))
+            assert conn.answer().status == 200
+        deadline = time.monotonic() + 6.5
+        while time.monotonic() < deadline:  # busy asks every 0.5 s, idle says nothing
+            time.sleep(0.5)
+            busy.send(request(V2, v2_body(ROWS[1])))
+            assert busy.answer().status == 200
+        assert idle.closed_by_server()
+        busy.send(request(V2, v2_body(ROWS[2])))
+        assert busy.answer().status == 200
+    finally:
+        idle.close()
+        busy.close()

@@ -82,13 +82,22 @@ class PredictionProtocol(HttpToolsProtocol):
         usable = not self.access_log and not self.root_path and self.limit_concurrency is None
         self._routes = routes if usable else None
         self._answering: _Answering | None = None
+        self._idle_since: float | None = None
 
     # -- parser callbacks ----------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        """As uvicorn's, but the ASGI scope is built only for a request going that way."""
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+        self.scope = None  # type: ignore[assignment]
 
     def on_headers_complete(self) -> None:
         self._answering = None
         short = self._short_route()
         if short is None:
+            self._scope()
             super().on_headers_complete()
             return
         route, too_large = short
@@ -98,6 +107,13 @@ class PredictionProtocol(HttpToolsProtocol):
         if too_large:  # refused now (413, naming the size), not after reading it all
             answering.discard = True
             self._start(answering)
+
+    def _scope(self) -> None:
+        """uvicorn's ASGI scope for this request, holding the headers read so far."""
+        url, headers, expect = self.url, self.headers, self.expect_100_continue
+        super().on_message_begin()
+        self.url, self.expect_100_continue = url, expect
+        self.headers = self.scope["headers"] = headers
 
     def on_body(self, body: bytes) -> None:
         answering = self._answering
@@ -120,6 +136,37 @@ class PredictionProtocol(HttpToolsProtocol):
         task.add_done_callback(self.tasks.discard)
         self.tasks.add(task)
 
+    # -- keep-alive: one timer per idle spell, not one per answer ---------------------------------
+
+    def _unset_keepalive_if_required(self) -> None:
+        self._idle_since = None  # busy again; a timer already armed finds it so
+
+    def on_response_complete(self) -> None:
+        if self.pipeline or self.transport.is_closing():
+            super().on_response_complete()  # starts the next pipelined request
+            return
+        self.server_state.total_requests += 1
+        self.flow.resume_reading()
+        self._idle_since = self.loop.time()
+        if self.timeout_keep_alive_task is None:
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
+
+    def timeout_keep_alive_handler(self) -> None:
+        """Closes a connection idle for the keep-alive timeout; re-arms for one that was
+        busy meanwhile (its idle spell began later)."""
+        self.timeout_keep_alive_task = None
+        if self.transport.is_closing() or self._idle_since is None:
+            return  # closed, or answering: the answer arms the timer again
+        left = self._idle_since + self.timeout_keep_alive - self.loop.time()
+        if left <= 0:
+            self.transport.close()
+        else:
+            self.timeout_keep_alive_task = self.loop.call_later(
+                left, self.timeout_keep_alive_handler
+            )
+
     # -- the short way ---------------------------------------------------------------------------
 
     def _short_route(self) -> tuple[Route, bool] | None:
@@ -133,7 +180,8 @@ class PredictionProtocol(HttpToolsProtocol):
             return None  # pipelined behind an answer in progress: uvicorn queues it
         if self.parser.should_upgrade():
             return None
-        path = httptools.parse_url(self.url).path
+        url = self.url
+        path = url if url[:1] == b"/" and b"?" not in url else httptools.parse_url(url).path
         if b"%" in path:
             return None  # escaped characters: the ASGI path unquotes them
         route = routes.match(path.decode("ascii"))
@@ -154,7 +202,9 @@ class PredictionProtocol(HttpToolsProtocol):
         routes = self._routes
         assert routes is not None
         try:
-            status, payload, media, more = await routes.reply(answering.route, headers, body)
+            status, payload, media, more = await routes.reply(
+                answering.route, headers, body, sized=not answering.discard
+            )
         except Exception:  # reply() turns every failure into an answer: a bug if not
             log.exception("answering %s failed", answering.route[1])
             status, payload, media, more = _SERVER_ERROR

@@ -84,16 +84,21 @@ class PredictionRoutes:
         """The handler, deployment and version a prediction path names; None for others."""
         return self._match(path.split("/"))
 
-    async def reply(self, route: Route, headers: dict[bytes, bytes], body: bytes) -> Reply:
+    async def reply(
+        self, route: Route, headers: dict[bytes, bytes], body: bytes, *, sized: bool = False
+    ) -> Reply:
         """The answer to a prediction request whose whole body has been read: a refusal
         (4xx, or 5xx when the model fails) as well as a prediction, never an exception.
 
         Both ways in share it: the ASGI app above and uvicorn's protocol answering these
-        routes without ASGI (:mod:`kiln.serving._http_protocol`).
+        routes without ASGI (:mod:`kiln.serving._http_protocol`), which passes ``sized``
+        once it has held the declared Content-Length to the limit (the parser holds the
+        body to the Content-Length).
         """
         handler, name, version = route
         try:
-            self._check_size(len(body), headers.get(b"content-length"), name)
+            if not sized:
+                self._check_size(len(body), headers.get(b"content-length"), name)
             return await handler(name, version, headers, body)
         except Exception as exc:
             return self._refused(handler, name, exc)
