@@ -35,7 +35,7 @@ The same-run in-process baselines are `Booster.predict` on 1 row and on 100,000 
 ``--spread N`` measures instead how much the closest figures move between runs: N short
 runs (``--spread-seconds`` each) of single-row v2 requests against one `kiln serve`
 (prediction log on, and a second one with it off), the batching ceiling and the HTTP
-floor, reporting the range and median of each. Figures are printed; ``--write`` puts
+floor with and without ASGI, reporting the range and median of each. Figures are printed; ``--write`` puts
 them in the page.
 """
 
@@ -680,14 +680,14 @@ def prepare_mlflow(python: str, booster: lgb.Booster, tmp: Path) -> tuple[Path, 
 def spread(
     workers: int, x: np.ndarray, args: argparse.Namespace, tmp: Path, env: dict[str, str]
 ) -> list[str]:
-    """N short runs against three servers up side by side, interleaved, so each run's
+    """N short runs against five servers up side by side, interleaved, so each run's
     figures share the machine's state of that moment."""
     body = v2_body(x[:1])
     path = "/v2/models/bench/infer"
-    ports = [free_local_port() for _ in range(4)]
+    ports = [free_local_port() for _ in range(5)]
     urls = [f"http://127.0.0.1:{p}" for p in ports]
     runs: dict[str, list[float]] = {
-        k: [] for k in ("p99", "p99-nolog", "kiln64", "ceiling64", "floor64")
+        k: [] for k in ("p99", "p99-nolog", "kiln64", "ceiling64", "floor64", "bare64")
     }
     seconds = args.spread_seconds
     with (
@@ -700,6 +700,7 @@ def spread(
         ),
         process(floor_command(ports[2], workers), f"{urls[2]}/", tmp / "floor.log", env),
         process(ceiling_command(ports[3], workers), f"{urls[3]}/", tmp / "ceiling.log", env),
+        process(bare_floor_command(ports[4], workers), f"{urls[4]}/", tmp / "bare.log", env),
     ):
         for url in urls:
             wrk(f"{url}{path}", body, None, 64, args.warmup, tmp)
@@ -710,6 +711,7 @@ def spread(
             runs["kiln64"].append(wrk(f"{urls[0]}{path}", body, None, 64, seconds, tmp)[0])
             runs["ceiling64"].append(wrk(f"{urls[3]}{path}", body, None, 64, seconds, tmp)[0])
             runs["floor64"].append(wrk(f"{urls[2]}{path}", body, None, 64, seconds, tmp)[0])
+            runs["bare64"].append(wrk(f"{urls[4]}{path}", body, None, 64, seconds, tmp)[0])
 
     def ratio(a: str, b: str) -> list[float]:
         return [x / y for x, y in zip(runs[a], runs[b], strict=True)]
@@ -723,9 +725,10 @@ def spread(
     return [
         f"### Run-to-run spread, {each}",
         "",
-        f"{args.spread} runs of {seconds:g} s each (`wrk -t2`), interleaved over four servers "
+        f"{args.spread} runs of {seconds:g} s each (`wrk -t2`), interleaved over five servers "
         f"up side by side: `kiln serve --workers {workers}` with the prediction log on, the "
-        "same with `--no-prediction-log`, the batching ceiling and the HTTP floor. The "
+        "same with `--no-prediction-log`, the batching ceiling, the HTTP floor and the HTTP "
+        "floor without ASGI (which is how `kiln serve` answers predictions). The "
         "figures above are one run each; this is how far one run moves on this machine.",
         "",
         "| measure | runs | lowest | median | highest |",
@@ -740,6 +743,8 @@ def spread(
             ratio("kiln64", "floor64"),
             ".0%",
         ),
+        row("HTTP floor without ASGI requests/s at concurrency 64", runs["bare64"], ",.0f"),
+        row("Kiln's share of the floor without ASGI (same run)", ratio("kiln64", "bare64"), ".0%"),
         row("the ceiling's share of the floor (same run)", ratio("ceiling64", "floor64"), ".0%"),
         row("Kiln's share of the ceiling (same run)", ratio("kiln64", "ceiling64"), ".0%"),
         "",
