@@ -7,6 +7,7 @@ through the ASGI app, which still answers every request the short way does not t
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 import time
@@ -255,3 +256,86 @@ def test_an_idle_connection_is_closed_after_the_keep_alive_timeout_a_busy_one_is
     finally:
         idle.close()
         busy.close()
+
+
+class _Transport(asyncio.Transport):
+    """What the protocol writes, kept; the connection as uvicorn hands it over."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = b""
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += bytes(data)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": ("127.0.0.1", 8080), "peername": ("127.0.0.1", 50000)}.get(
+            name, default
+        )
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def test_predictions_take_the_short_way_and_everything_else_asgi() -> None:
+    """In process, so the way each request took can be seen: the cycle it left behind."""
+    from uvicorn.config import Config
+    from uvicorn.lifespan.on import LifespanOn
+    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+    from uvicorn.server import ServerState
+
+    from kiln.serving import ServeConfig, build_app
+    from kiln.serving._http_protocol import PredictionProtocol, _Answering
+
+    register_linear("fraud")
+    kiln.deployments.create("fraud-api", model="fraud/1")
+    app = build_app(ServeConfig(deployments=("fraud-api",), log_predictions=False))
+
+    async def main() -> list[tuple[str, bytes]]:
+        config = Config(app=app, http=PredictionProtocol, access_log=False, log_level="warning")
+        config.load()
+        lifespan = LifespanOn(config)
+        await lifespan.startup()
+        ways = []
+        try:
+            for data in (
+                request(V2, v2_body(ROWS[0], "short")),
+                chunked(V2, v2_body(ROWS[0], "chunked")),
+                b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n",
+                request("/v2/models/fraud-api/infer?x=1", v2_body(ROWS[0], "query")),
+            ):
+                transport = _Transport()
+                protocol = PredictionProtocol(
+                    config=config, server_state=ServerState(), app_state={}
+                )
+                protocol.connection_made(transport)
+                protocol.data_received(data)
+                for _ in range(200):
+                    if transport.written.count(b"\r\n\r\n") and protocol.cycle.response_complete:
+                        break
+                    await asyncio.sleep(0.01)
+                way = "short" if isinstance(protocol.cycle, _Answering) else "asgi"
+                assert isinstance(protocol.cycle, (_Answering, RequestResponseCycle))
+                ways.append((way, transport.written.split(b"\r\n", 1)[0]))
+                protocol.connection_lost(None)
+        finally:
+            await lifespan.shutdown()
+        return ways
+
+    ways = asyncio.run(main())
+    assert ways == [
+        ("short", b"HTTP/1.1 200 OK"),
+        ("asgi", b"HTTP/1.1 200 OK"),
+        ("asgi", b"HTTP/1.1 200 OK"),
+        ("short", b"HTTP/1.1 200 OK"),
+    ]
