@@ -35,8 +35,8 @@ The same-run in-process baselines are `Booster.predict` on 1 row and on 100,000 
 ``--spread N`` measures instead how much the closest figures move between runs: N short
 runs (``--spread-seconds`` each) of single-row v2 requests against one `kiln serve`
 (prediction log on, and a second one with it off), the batching ceiling and the HTTP
-floor with and without ASGI, reporting the range and median of each. Figures are printed; ``--write`` puts
-them in the page.
+floor with and without ASGI, reporting the range and median of each. Figures are
+printed; ``--write`` puts them in the page.
 """
 
 from __future__ import annotations
