@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -305,7 +306,10 @@ def test_predictions_take_the_short_way_and_everything_else_asgi() -> None:
         config = Config(app=app, http=PredictionProtocol, access_log=False, log_level="warning")
         config.load()
         lifespan = LifespanOn(config)
+        before = sys.getswitchinterval()
         await lifespan.startup()
+        # while serving, a thread holding the GIL hands it back within 1 ms (not 5)
+        assert sys.getswitchinterval() == pytest.approx(0.001)
         ways = []
         try:
             for data in (
@@ -330,6 +334,7 @@ def test_predictions_take_the_short_way_and_everything_else_asgi() -> None:
                 protocol.connection_lost(None)
         finally:
             await lifespan.shutdown()
+        assert sys.getswitchinterval() == before
         return ways
 
     ways = asyncio.run(main())
