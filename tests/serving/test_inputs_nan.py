@@ -1,4 +1,4 @@
-"""Which inputs hold a NaN (a null sent for a number): the cheap sum that clears most
+"""Which inputs hold a NaN (a null sent for a number): the cheap maximum that clears most
 requests never hides one, and infinities alone are no NaN."""
 
 from __future__ import annotations

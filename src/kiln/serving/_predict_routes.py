@@ -80,10 +80,6 @@ class PredictionRoutes:
         )
         await send({"type": "http.response.body", "body": payload})
 
-    def match(self, path: str) -> Route | None:
-        """The handler, deployment and version a prediction path names; None for others."""
-        return self._match(path.split("/"))
-
     async def reply(
         self, route: Route, headers: dict[bytes, bytes], body: bytes, *, sized: bool = False
     ) -> Reply:
@@ -123,7 +119,11 @@ class PredictionRoutes:
             return live[name].spec.max_body_bytes
         return max((d.spec.max_body_bytes for d in live.values()), default=8 << 20)
 
-    def _match(self, parts: list[str]) -> Route | None:
+    def match(self, path: str) -> Route | None:
+        """The handler, deployment and version a prediction path names; None for others.
+
+        The path is split, not matched against patterns: this runs on every request."""
+        parts = path.split("/")
         n = len(parts)
         if n == 5 and parts[1] == "v2" and parts[2] == "models" and parts[4] == "infer":
             return self._infer, parts[3], None
